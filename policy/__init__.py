@@ -1,0 +1,50 @@
+"""keras-policy: training-control rules for Keras, written as one sentence.
+
+    >>> from policy import parse_policy, format_policy
+    >>> p = parse_policy("stop when val_loss not improving for 3; save best on val_loss min")
+    >>> print(format_policy(p))
+    stop when val_loss not improving for 3
+    save best on val_loss min
+
+Importing this package, parsing, checking and formatting never import keras or
+TensorFlow; only :func:`compile_policy` does, when it is called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from policy.ast import Policy
+from policy.errors import PolicyError, Problem
+from policy.printer import format_policy
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["Policy", "PolicyError", "Problem", "compile_policy", "format_policy", "parse_policy"]
+__version__ = "0.1.0"
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse and check policy text; raise :class:`PolicyError` listing every problem."""
+    from policy.parser import parse
+    from policy.validate import validate
+
+    return validate(parse(text))
+
+
+def compile_policy(policy: str | Policy, *, strict: bool = True) -> list[keras.callbacks.Callback]:
+    """Turn a policy into Keras callbacks for ``model.fit(callbacks=...)``, in rule order.
+
+    With ``strict`` (the default) a monitored metric missing from the logs at the end of
+    the first epoch stops training with a :class:`PolicyError` naming the closest metric
+    that does exist; ``strict=False`` keeps Keras's own warning instead.
+    """
+    from policy.compiler import compile_rules
+
+    parsed = parse_policy(policy) if isinstance(policy, str) else policy
+    return compile_rules(parsed, strict=strict)
+
+
+def __getattr__(name: str) -> Any:  # pragma: no cover - lazily loaded heavy parts
+    raise AttributeError(f"module 'policy' has no attribute {name!r}")

@@ -1,0 +1,268 @@
+"""The typed syntax tree of a policy.
+
+Every node is a frozen, keyword-only dataclass. Its position (`pos`) records where the
+construct starts and ends in the source text; it is excluded from equality and hashing,
+so two policies that say the same thing compare equal however they were spelled.
+
+Numbers are stored as the user meant them (a patience is an ``int``, a factor a ``float``);
+the parser converts, the validator checks ranges, the printer writes the canonical text.
+Nothing here knows about Lark or Keras.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A 1-based source span: where a node starts and where it ends (exclusive column)."""
+
+    line: int = 0
+    column: int = 0
+    end_line: int = 0
+    end_column: int = 0
+
+
+NOWHERE = Pos()
+
+Direction: TypeAlias = Literal["min", "max"]
+Trend: TypeAlias = Literal["improving", "decreasing", "increasing"]
+Comparison: TypeAlias = Literal[">=", ">", "<=", "<"]
+TimeUnit: TypeAlias = Literal["epochs", "steps", "s", "min", "h"]
+SaveUnit: TypeAlias = Literal["epochs", "steps"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Node:
+    pos: Pos = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric(Node):
+    """A name as it appears in Keras's logs (``val_loss``, ``val_accuracy``)."""
+
+    name: str
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plateau(Node):
+    """``METRIC not improving [by DELTA[%]] for PATIENCE [epochs]``.
+
+    ``trend`` "improving" takes the direction from the metric's name; "decreasing" means
+    the metric should go down (min), "increasing" up (max). ``relative`` makes ``delta``
+    a fraction of the best value so far (written as a percentage).
+    """
+
+    metric: Metric
+    trend: Trend = "improving"
+    delta: float = 0.0
+    relative: bool = False
+    patience: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Threshold(Node):
+    """``METRIC >= VALUE``: holds at the end of an epoch where the comparison holds."""
+
+    metric: Metric
+    op: Comparison
+    value: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotFinite(Node):
+    """``METRIC is not finite`` (NaN or +-inf), or ``METRIC is nan`` (NaN only)."""
+
+    metric: Metric
+    nan_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnyOf(Node):
+    """``A or B or ...``: holds when any part holds (every part is still evaluated)."""
+
+    parts: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllOf(Node):
+    """``A and B and ...``: holds when every part holds (every part is still evaluated)."""
+
+    parts: tuple[Condition, ...]
+
+
+Condition: TypeAlias = Plateau | Threshold | NotFinite | AnyOf | AllOf
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopWhen(Node):
+    """``stop when CONDITION [, restore best [METRIC]] [, ignore first N epochs] [, baseline X]``."""
+
+    condition: Condition
+    restore_best: bool = False
+    restore_metric: Metric | None = None
+    ignore_first: int = 0
+    baseline: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopAfter(Node):
+    """``stop after N epochs|steps|s|min|h``: a budget."""
+
+    amount: float
+    unit: TimeUnit
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaveBest(Node):
+    """``save best [weights] on METRIC [min|max] [to PATH]``."""
+
+    metric: Metric
+    direction: Direction | None = None
+    path: str | None = None
+    weights_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaveTop(Node):
+    """``save top K [weights] on METRIC [min|max] to PATH``: keep the K best checkpoints."""
+
+    k: int
+    metric: Metric
+    direction: Direction | None = None
+    path: str
+    weights_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaveEvery(Node):
+    """``save [weights] every epoch|N epochs|N steps to PATH``."""
+
+    every: int = 1
+    unit: SaveUnit = "epochs"
+    path: str
+    weights_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaveLast(Node):
+    """``save last [weights] to PATH``: one file, overwritten after every epoch."""
+
+    path: str
+    weights_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReduceLR(Node):
+    """``multiply lr by F when PLATEAU [, cooldown N] [, min lr X]``."""
+
+    factor: float
+    when: Plateau
+    cooldown: int = 0
+    min_lr: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Warmup(Node):
+    """``warm up lr to TARGET over N epochs``: linear, lr in epoch e is TARGET*(e+1)/N."""
+
+    target: float
+    epochs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cosine(Node):
+    """``cosine lr to TARGET over N epochs``: half cosine from the current lr to TARGET."""
+
+    target: float
+    epochs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decay(Node):
+    """``decay lr by F every N epochs``: step decay, open-ended."""
+
+    factor: float
+    every: int
+
+
+Segment: TypeAlias = Warmup | Cosine | Decay
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule(Node):
+    """One or more segments chained with ``then``, each starting where the last ended."""
+
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogCSV(Node):
+    """``log to "train.csv" [, append]``."""
+
+    path: str
+    append: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogTensorBoard(Node):
+    """``log to tensorboard "logs/"``."""
+
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backup(Node):
+    """``backup to "dir/" [every epoch|every N steps]``; ``steps`` None means every epoch."""
+
+    path: str
+    steps: int | None = None
+
+
+Rule: TypeAlias = (
+    StopWhen
+    | StopAfter
+    | SaveBest
+    | SaveTop
+    | SaveEvery
+    | SaveLast
+    | ReduceLR
+    | Schedule
+    | LogCSV
+    | LogTensorBoard
+    | Backup
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy(Node):
+    """A whole policy: its rules in the order they were written.
+
+    ``source`` keeps the text it was parsed from, so that errors found later (at the
+    first epoch end, say) can still point at the line; it does not take part in equality.
+    """
+
+    rules: tuple[Rule, ...]
+    source: str = field(default="", compare=False, repr=False)
+
+
+def metrics_of(condition: Condition) -> tuple[Metric, ...]:
+    """Every metric a condition reads, in source order (repeats kept)."""
+    if isinstance(condition, AnyOf | AllOf):
+        return tuple(m for part in condition.parts for m in metrics_of(part))
+    return (condition.metric,)
+
+
+def plateaus_of(condition: Condition) -> tuple[Plateau, ...]:
+    """Every plateau inside a condition, in source order."""
+    if isinstance(condition, AnyOf | AllOf):
+        return tuple(p for part in condition.parts for p in plateaus_of(part))
+    return (condition,) if isinstance(condition, Plateau) else ()

@@ -1,0 +1,413 @@
+"""Text -> AST. The only module that touches Lark.
+
+The grammar lives in ``grammar/policy.lark`` (shipped inside the package as
+``policy/policy.lark`` in a wheel). The parser is built once, on first use. Every Lark
+error is turned into a :class:`PolicyError` here, in plain words; no Lark object or
+exception leaves this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import lark
+from lark import Token, Transformer, v_args
+from lark.tree import Meta
+
+from policy import ast
+from policy.errors import PolicyError, closest, error_at
+
+# The largest whole number a count may be (patience, epochs, steps, k). Larger is a typo.
+MAX_COUNT = 10**9
+
+_TIME_UNITS: dict[str, ast.TimeUnit] = {
+    "epoch": "epochs", "epochs": "epochs", "step": "steps", "steps": "steps",
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "m": "min", "min": "min", "mins": "min", "minute": "min", "minutes": "min",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+}
+
+# Plain words for the tokens that are not keywords, used in "expected ..." lists.
+_TOKEN_WORDS = {
+    "NAME": "a metric name",
+    "NUMBER": "a number",
+    "STRING": 'a quoted path ("...")',
+    "_SEP": "end of rule",
+    "$END": "end of policy",
+    "PERCENT": "%",
+}
+
+
+def _grammar_text() -> str:
+    # Inside an installed wheel the grammar sits in the package; in a checkout it is
+    # in grammar/ at the top of the repository (the package holds no copy there).
+    packaged = resources.files("policy").joinpath("policy.lark")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "grammar" / "policy.lark").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _lark() -> lark.Lark:
+    return lark.Lark(
+        _grammar_text(),
+        parser="lalr",
+        lexer="basic",
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+@functools.cache
+def keywords() -> frozenset[str]:
+    """Every keyword of the language (a metric may not be named like one)."""
+    out = set()
+    for term in _lark().terminals:
+        pattern = term.pattern
+        if pattern.type == "str" and pattern.value.isalpha():
+            out.add(pattern.value)
+    return frozenset(out)
+
+
+def parse(text: str) -> ast.Policy:
+    """Parse policy text into an AST (syntax only; see :mod:`policy.validate` for meaning)."""
+    if not isinstance(text, str):
+        raise PolicyError.plain(f"a policy must be text, got {type(text).__name__}")
+    try:
+        tree = _lark().parse(text)
+    except lark.exceptions.UnexpectedInput as exc:
+        raise _syntax_error(text, exc) from None
+    try:
+        rules = _ToAst(text).transform(tree)
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, PolicyError):
+            raise exc.orig_exc from None
+        raise
+    if not rules:
+        raise error_at(
+            text, (1, 1), "the policy is empty",
+            'write at least one rule, e.g. "stop when val_loss not improving for 3"',
+        )
+    return ast.Policy(rules=tuple(rules), source=text, pos=ast.Pos(1, 1, *_end_of(text)))
+
+
+def _end_of(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _TOKEN_WORDS:
+        return _TOKEN_WORDS[name]
+    for term in _lark().terminals:
+        if term.name == name:
+            return f'"{term.pattern.value}"' if term.pattern.type == "str" else name.lower()
+    return name.lower()
+
+
+def _expected_words(names: set[str] | frozenset[str]) -> list[str]:
+    words = {_describe_terminal(n) for n in names}
+    # Keywords first (alphabetical), then the kinds of token.
+    return sorted(words, key=lambda w: (not w.startswith('"'), w))
+
+
+def _syntax_error(text: str, exc: lark.exceptions.UnexpectedInput) -> PolicyError:
+    line, column = exc.line, exc.column
+    if line is None or line < 1:  # an error at the end of text carries no position
+        line, column = _end_of(text)
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        char = exc.char
+        if char in "\"'":
+            return error_at(text, (line, column), "this string is never closed", f"add a closing {char} on the same line")
+        allowed = _expected_words(set(exc.allowed or ()))
+        return error_at(
+            text, (line, column), f"unexpected character {char!r}",
+            f"expected {_join(allowed)}" if allowed else None,
+        )
+    assert isinstance(exc, lark.exceptions.UnexpectedToken | lark.exceptions.UnexpectedEOF)
+    expected_names = set(getattr(exc, "accepts", None) or exc.expected or ())
+    expected = _expected_words(expected_names)
+    token = getattr(exc, "token", None)
+    if token is None or token.type == "$END":
+        what = "the policy ends too early"
+        line, column = _end_of(text)
+    elif token.type == "_SEP":
+        what = "this rule is incomplete"
+    else:
+        what = f"unexpected {_token_text(token)}"
+    suggestion = f"expected {_join(expected)}" if expected else None
+    if token is not None and token.type == "NAME":
+        keyword_choices = [w.strip('"') for w in expected if w.startswith('"')]
+        guess = closest(str(token), keyword_choices) or closest(str(token), sorted(keywords()))
+        if guess is not None and guess in keyword_choices:
+            suggestion = f"did you mean {guess!r}? ({suggestion})"
+    return error_at(text, (line, column), what, suggestion)
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "NAME":
+        return f"word {str(token)!r}"
+    if token.type == "NUMBER":
+        return f"number {str(token)}"
+    if token.type == "STRING":
+        return f"string {str(token)}"
+    return repr(str(token))
+
+
+def _join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+# --------------------------------------------------------------------------- tree -> AST
+
+
+def _pos(meta: Meta) -> ast.Pos:
+    if getattr(meta, "empty", True):
+        return ast.NOWHERE
+    return ast.Pos(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tpos(token: Token) -> ast.Pos:
+    return ast.Pos(token.line or 0, token.column or 0, token.end_line or 0, token.end_column or 0)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer[Token, Any]):
+    """Builds AST nodes bottom-up; converts and range-checks numbers as it goes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    # numbers ---------------------------------------------------------------
+    def _float(self, token: Token) -> float:
+        value = float(token)
+        if not math.isfinite(value):
+            raise error_at(self.text, _tpos(token), f"the number {token} is too large", "write a finite number")
+        return value
+
+    def _count(self, token: Token, what: str, minimum: int = 1) -> int:
+        value = float(token)
+        if not value.is_integer():
+            raise error_at(self.text, _tpos(token), f"{what} must be a whole number, got {token}",
+                           f"write {max(minimum, math.ceil(value))}" if math.isfinite(value) else None)
+        if value < minimum:
+            raise error_at(self.text, _tpos(token), f"{what} must be at least {minimum}, got {token}",
+                           f"write {minimum} or more")
+        if value > MAX_COUNT:
+            raise error_at(self.text, _tpos(token), f"{what} {token} is too large (at most {MAX_COUNT})",
+                           "write a smaller number")
+        return int(value)
+
+    def _path(self, token: Token) -> str:
+        body = str(token)[1:-1]
+        out, i = [], 0
+        while i < len(body):
+            if body[i] == "\\" and i + 1 < len(body):
+                i += 1
+            out.append(body[i])
+            i += 1
+        return "".join(out)
+
+    # top level ---------------------------------------------------------------
+    def start(self, meta: Meta, children: list[Any]) -> list[ast.Rule]:
+        return [c for c in children if c is not None]
+
+    def metric(self, meta: Meta, children: list[Token]) -> ast.Metric:
+        return ast.Metric(name=str(children[0]), pos=_pos(meta))
+
+    # stopping ---------------------------------------------------------------
+    def stop_when(self, meta: Meta, children: list[Any]) -> ast.StopWhen:
+        condition, *options = children
+        fields: dict[str, Any] = {}
+        for kind, value, pos in options:
+            if kind in fields:
+                raise error_at(self.text, pos, f"'{_OPTION_WORDS[kind]}' is given twice", "keep one")
+            fields[kind] = value
+        restore = fields.pop("restore", None)
+        if restore is not None:
+            fields["restore_best"] = True
+            fields["restore_metric"] = restore[0]
+        return ast.StopWhen(condition=condition, pos=_pos(meta), **fields)
+
+    def restore(self, meta: Meta, children: list[Any]) -> tuple[str, Any, ast.Pos]:
+        return ("restore", (children[0],), _pos(meta))
+
+    def ignore_first(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
+        return ("ignore_first", self._count(children[0], "the number of epochs to ignore", 0), _pos(meta))
+
+    def baseline(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
+        return ("baseline", self._float(children[0]), _pos(meta))
+
+    def stop_after(self, meta: Meta, children: list[Any]) -> ast.StopAfter:
+        number, (unit, unit_token) = children
+        if unit in ("epochs", "steps"):
+            amount: float = self._count(number, f"the number of {unit}")
+        else:
+            amount = self._float(number)
+            if amount <= 0:
+                raise error_at(self.text, _tpos(number), f"a time budget must be positive, got {number}")
+            if amount.is_integer():
+                amount = int(amount)
+        return ast.StopAfter(amount=amount, unit=unit, pos=_pos(meta))
+
+    def unit(self, meta: Meta, children: list[Token]) -> tuple[ast.TimeUnit, Token]:
+        word = str(children[0])
+        if word not in _TIME_UNITS:
+            guess = closest(word, _TIME_UNITS)
+            raise error_at(
+                self.text, _tpos(children[0]), f"unknown unit {word!r}",
+                f"did you mean {guess!r}?" if guess else "use epochs, steps, s, min or h",
+            )
+        return _TIME_UNITS[word], children[0]
+
+    # conditions ---------------------------------------------------------------
+    def any_of(self, meta: Meta, children: list[ast.Condition]) -> ast.AnyOf:
+        parts = [p for c in children for p in (c.parts if isinstance(c, ast.AnyOf) else (c,))]
+        return ast.AnyOf(parts=tuple(parts), pos=_pos(meta))
+
+    def all_of(self, meta: Meta, children: list[ast.Condition]) -> ast.AllOf:
+        parts = [p for c in children for p in (c.parts if isinstance(c, ast.AllOf) else (c,))]
+        return ast.AllOf(parts=tuple(parts), pos=_pos(meta))
+
+    def plateau(self, meta: Meta, children: list[Any]) -> ast.Plateau:
+        metric, trend, delta, patience = children
+        amount, relative = delta if delta is not None else (0.0, False)
+        return ast.Plateau(
+            metric=metric, trend=trend, delta=amount, relative=relative,
+            patience=self._count(patience, "patience"), pos=_pos(meta),
+        )
+
+    def trend(self, meta: Meta, children: list[Token]) -> str:
+        return str(children[0])
+
+    def delta(self, meta: Meta, children: list[Any]) -> tuple[float, bool]:
+        number, percent = children
+        value = self._float(number)
+        if value < 0:
+            raise error_at(self.text, _tpos(number), f"an improvement threshold cannot be negative, got {number}",
+                           f"write {str(number).lstrip('-')}")
+        if percent is not None:
+            if value >= 100:
+                raise error_at(self.text, _tpos(number), f"a relative threshold must be below 100%, got {number}%")
+            return value / 100.0, True
+        return value, False
+
+    def threshold(self, meta: Meta, children: list[Any]) -> ast.Threshold:
+        metric, op, value = children
+        return ast.Threshold(metric=metric, op=op, value=self._float(value), pos=_pos(meta))
+
+    def cmp(self, meta: Meta, children: list[Token]) -> str:
+        return str(children[0])
+
+    def not_finite(self, meta: Meta, children: list[Any]) -> ast.NotFinite:
+        return ast.NotFinite(metric=children[0], pos=_pos(meta))
+
+    def is_nan(self, meta: Meta, children: list[Any]) -> ast.NotFinite:
+        return ast.NotFinite(metric=children[0], nan_only=True, pos=_pos(meta))
+
+    # checkpoints ---------------------------------------------------------------
+    def save_best(self, meta: Meta, children: list[Any]) -> ast.SaveBest:
+        weights, metric, direction, path = children
+        return ast.SaveBest(metric=metric, direction=direction, path=path,
+                            weights_only=weights is not None, pos=_pos(meta))
+
+    def save_top(self, meta: Meta, children: list[Any]) -> ast.SaveTop:
+        k, weights, metric, direction, path = children
+        return ast.SaveTop(k=self._count(k, "the number of checkpoints to keep"), metric=metric,
+                           direction=direction, path=path, weights_only=weights is not None, pos=_pos(meta))
+
+    def save_every(self, meta: Meta, children: list[Any]) -> ast.SaveEvery:
+        weights, (every, unit), path = children
+        return ast.SaveEvery(every=every, unit=unit, path=path, weights_only=weights is not None, pos=_pos(meta))
+
+    def save_last(self, meta: Meta, children: list[Any]) -> ast.SaveLast:
+        weights, path = children
+        return ast.SaveLast(path=path, weights_only=weights is not None, pos=_pos(meta))
+
+    def every_epoch(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
+        return 1, "epochs"
+
+    def every_epochs(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
+        return self._count(children[0], "the number of epochs"), "epochs"
+
+    def every_steps(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
+        return self._count(children[0], "the number of steps"), "steps"
+
+    def direction(self, meta: Meta, children: list[Token]) -> str:
+        return str(children[0])
+
+    def to(self, meta: Meta, children: list[Token]) -> str:
+        return self._path(children[0])
+
+    # learning rate ---------------------------------------------------------------
+    def reduce_lr(self, meta: Meta, children: list[Any]) -> ast.ReduceLR:
+        factor, condition, *options = children
+        if not isinstance(condition, ast.Plateau):
+            raise error_at(
+                self.text, condition.pos,
+                "the learning rate can only be multiplied when one metric stops improving",
+                'write "multiply lr by F when METRIC not improving for N"',
+            )
+        fields: dict[str, Any] = {}
+        for kind, value, pos in options:
+            if kind in fields:
+                raise error_at(self.text, pos, f"'{_OPTION_WORDS[kind]}' is given twice", "keep one")
+            fields[kind] = value
+        return ast.ReduceLR(factor=self._float(factor), when=condition, pos=_pos(meta), **fields)
+
+    def cooldown(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
+        return ("cooldown", self._count(children[0], "cooldown", 0), _pos(meta))
+
+    def min_lr(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
+        return ("min_lr", self._float(children[0]), _pos(meta))
+
+    def schedule(self, meta: Meta, children: list[ast.Segment]) -> ast.Schedule:
+        return ast.Schedule(segments=tuple(children), pos=_pos(meta))
+
+    def warmup(self, meta: Meta, children: list[Token]) -> ast.Warmup:
+        return ast.Warmup(target=self._float(children[0]),
+                          epochs=self._count(children[1], "the number of warm-up epochs"), pos=_pos(meta))
+
+    def cosine(self, meta: Meta, children: list[Token]) -> ast.Cosine:
+        return ast.Cosine(target=self._float(children[0]),
+                          epochs=self._count(children[1], "the number of cosine epochs"), pos=_pos(meta))
+
+    def decay(self, meta: Meta, children: list[Any]) -> ast.Decay:
+        return ast.Decay(factor=self._float(children[0]), every=children[1], pos=_pos(meta))
+
+    def decay_interval(self, meta: Meta, children: list[Token]) -> int:
+        return self._count(children[0], "the number of epochs") if children else 1
+
+    # logging and backup ---------------------------------------------------------------
+    def log_csv(self, meta: Meta, children: list[Any]) -> ast.LogCSV:
+        return ast.LogCSV(path=self._path(children[0]), append=children[1] is not None, pos=_pos(meta))
+
+    def log_tensorboard(self, meta: Meta, children: list[Token]) -> ast.LogTensorBoard:
+        return ast.LogTensorBoard(path=self._path(children[0]), pos=_pos(meta))
+
+    def backup(self, meta: Meta, children: list[Any]) -> ast.Backup:
+        return ast.Backup(path=self._path(children[0]), steps=children[1], pos=_pos(meta))
+
+    def backup_interval(self, meta: Meta, children: list[Token]) -> int | None:
+        return self._count(children[0], "the number of steps") if children else None
+
+
+_OPTION_WORDS = {
+    "restore": "restore best",
+    "ignore_first": "ignore first",
+    "baseline": "baseline",
+    "cooldown": "cooldown",
+    "min_lr": "min lr",
+}
+
+__all__ = ["parse", "keywords", "MAX_COUNT"]

@@ -1,0 +1,106 @@
+"""AST -> canonical policy text.
+
+The canonical form is what ``keras-policy check`` prints and what ``format_policy``
+returns: one rule per line, every option spelled the one way the README uses, numbers
+written so they read back as the same float. ``parse(format(p)) == p`` for every valid
+policy, which the property tests check.
+"""
+
+from __future__ import annotations
+
+from policy import ast
+
+
+def number(value: float) -> str:
+    """The shortest text that reads back as the same float (ints without a dot)."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e16):
+        return str(int(value))
+    return repr(float(value))
+
+
+def path(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def condition(c: ast.Condition, nested: bool = False) -> str:
+    if isinstance(c, ast.Plateau):
+        out = f"{c.metric.name} not {c.trend}"
+        if c.relative:
+            out += f" by {number(c.delta * 100)}%"
+        elif c.delta:
+            out += f" by {number(c.delta)}"
+        return out + f" for {c.patience}"
+    if isinstance(c, ast.Threshold):
+        return f"{c.metric.name} {c.op} {number(c.value)}"
+    if isinstance(c, ast.NotFinite):
+        return f"{c.metric.name} is nan" if c.nan_only else f"{c.metric.name} is not finite"
+    joiner = " or " if isinstance(c, ast.AnyOf) else " and "
+    # "and" binds tighter than "or", so only an "or" inside an "and" needs parentheses;
+    # we bracket every nested group anyway, which reads better and parses the same.
+    text = joiner.join(condition(p, nested=True) for p in c.parts)
+    return f"({text})" if nested else text
+
+
+def segment(s: ast.Segment, first: bool) -> str:
+    lr = " lr" if first else ""
+    if isinstance(s, ast.Warmup):
+        return f"warm up{lr} to {number(s.target)} over {s.epochs} epochs"
+    if isinstance(s, ast.Cosine):
+        return f"cosine{lr} to {number(s.target)} over {s.epochs} epochs"
+    every = "epoch" if s.every == 1 else f"{s.every} epochs"
+    return f"decay{lr} by {number(s.factor)} every {every}"
+
+
+def _weights(flag: bool) -> str:
+    return " weights" if flag else ""
+
+
+def rule(r: ast.Rule) -> str:
+    if isinstance(r, ast.StopWhen):
+        out = f"stop when {condition(r.condition)}"
+        if r.restore_best:
+            out += ", restore best" + (f" {r.restore_metric.name}" if r.restore_metric else "")
+        if r.ignore_first:
+            out += f", ignore first {r.ignore_first} epochs"
+        if r.baseline is not None:
+            out += f", baseline {number(r.baseline)}"
+        return out
+    if isinstance(r, ast.StopAfter):
+        unit = {"epochs": " epochs", "steps": " steps", "s": "s", "min": " min", "h": "h"}[r.unit]
+        return f"stop after {number(r.amount)}{unit}"
+    if isinstance(r, ast.SaveBest):
+        out = f"save best{_weights(r.weights_only)} on {r.metric.name}"
+        out += f" {r.direction}" if r.direction else ""
+        return out + (f" to {path(r.path)}" if r.path is not None else "")
+    if isinstance(r, ast.SaveTop):
+        out = f"save top {r.k}{_weights(r.weights_only)} on {r.metric.name}"
+        out += f" {r.direction}" if r.direction else ""
+        return out + f" to {path(r.path)}"
+    if isinstance(r, ast.SaveEvery):
+        if r.unit == "epochs":
+            every = "epoch" if r.every == 1 else f"{r.every} epochs"
+        else:
+            every = f"{r.every} steps"
+        return f"save{_weights(r.weights_only)} every {every} to {path(r.path)}"
+    if isinstance(r, ast.SaveLast):
+        return f"save last{_weights(r.weights_only)} to {path(r.path)}"
+    if isinstance(r, ast.ReduceLR):
+        out = f"multiply lr by {number(r.factor)} when {condition(r.when)}"
+        if r.cooldown:
+            out += f", cooldown {r.cooldown}"
+        if r.min_lr:
+            out += f", min lr {number(r.min_lr)}"
+        return out
+    if isinstance(r, ast.Schedule):
+        return ", then ".join(segment(s, i == 0) for i, s in enumerate(r.segments))
+    if isinstance(r, ast.LogCSV):
+        return f"log to {path(r.path)}" + (", append" if r.append else "")
+    if isinstance(r, ast.LogTensorBoard):
+        return f"log to tensorboard {path(r.path)}"
+    out = f"backup to {path(r.path)}"
+    return out + (f" every {r.steps} steps" if r.steps is not None else "")
+
+
+def format_policy(policy: ast.Policy) -> str:
+    """The canonical text of a policy: one rule per line, no trailing newline."""
+    return "\n".join(rule(r) for r in policy.rules)

@@ -1,0 +1,234 @@
+"""Meaning checks on a parsed policy: ranges, directions, file names, conflicts.
+
+The parser already guarantees the shape of every rule and that counts are whole and
+in range; this module checks what needs more than one token to judge. It collects every
+problem and raises one :class:`PolicyError` carrying them all, so a user fixes a config
+in one pass. It never touches the file system.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator
+from typing import Protocol
+
+from policy import ast
+from policy.errors import PolicyError, Problem, problem_at
+from policy.metrics import name_direction, trend_direction
+
+
+
+class _At(Protocol):
+    """The local ``at`` helper: a problem located at a node of the policy being checked."""
+
+    def __call__(self, node: ast.Node, message: str, suggestion: str | None = None) -> Problem: ...
+
+
+DEFAULT_BEST_PATH = "checkpoints/best.keras"
+DEFAULT_BEST_WEIGHTS_PATH = "checkpoints/best.weights.h5"
+
+
+def default_best_path(weights_only: bool) -> str:
+    """Where ``save best`` writes when no path is given."""
+    return DEFAULT_BEST_WEIGHTS_PATH if weights_only else DEFAULT_BEST_PATH
+
+
+def is_terminate_on_nan(rule: ast.StopWhen) -> bool:
+    """``stop when loss is not finite`` alone is Keras's TerminateOnNaN (checked every batch)."""
+    c = rule.condition
+    return (
+        isinstance(c, ast.NotFinite)
+        and c.metric.name == "loss"
+        and not c.nan_only
+        and not rule.restore_best
+        and rule.ignore_first == 0
+        and rule.baseline is None
+    )
+
+
+def is_early_stopping(rule: ast.StopWhen) -> bool:
+    """A single absolute plateau is Keras's EarlyStopping, options and all."""
+    c = rule.condition
+    return isinstance(c, ast.Plateau) and not c.relative
+
+
+def plateau_direction(plateau: ast.Plateau) -> ast.Direction:
+    """The direction a (validated) plateau watches."""
+    found = trend_direction(plateau.metric.name, plateau.trend)
+    assert found is not None, "validate() rejects plateaus with no direction"
+    return found
+
+
+def restore_target(rule: ast.StopWhen) -> tuple[str, ast.Direction] | None:
+    """Which metric ``restore best`` tracks, and which way; None without ``restore best``."""
+    if not rule.restore_best:
+        return None
+    plateaus = ast.plateaus_of(rule.condition)
+    if rule.restore_metric is not None:
+        name = rule.restore_metric.name
+        for p in plateaus:
+            if p.metric.name == name:
+                return name, plateau_direction(p)
+        found = name_direction(name)
+        assert found is not None, "validate() rejects a restore metric with no direction"
+        return name, found
+    names = {p.metric.name for p in plateaus}
+    assert len(names) == 1, "validate() rejects ambiguous restore best"
+    return plateaus[0].metric.name, plateau_direction(plateaus[0])
+
+
+def checkpoint_direction(metric: ast.Metric, direction: ast.Direction | None) -> ast.Direction:
+    found = direction or name_direction(metric.name)
+    assert found is not None, "validate() rejects checkpoints with no direction"
+    return found
+
+
+def validate(policy: ast.Policy) -> ast.Policy:
+    """Return ``policy`` unchanged if it is valid, else raise one PolicyError with every problem."""
+    problems = list(_problems(policy))
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
+def _problems(policy: ast.Policy) -> Iterator[Problem]:
+    src = policy.source
+
+    def at(node: ast.Node, message: str, suggestion: str | None = None) -> Problem:
+        return problem_at(src, node.pos, message, suggestion)
+
+    for rule in policy.rules:
+        if isinstance(rule, ast.StopWhen):
+            yield from _check_stop_when(rule, at)
+        elif isinstance(rule, ast.ReduceLR):
+            yield from _check_condition(rule.when, at)
+            if not 0.0 < rule.factor < 1.0:
+                yield at(rule, f"the learning-rate factor must be between 0 and 1 (exclusive), got {rule.factor:g}",
+                         "a factor of 0.5 halves the learning rate")
+            if rule.min_lr < 0:
+                yield at(rule, f"min lr cannot be negative, got {rule.min_lr:g}", "write min lr 0")
+            if rule.when.relative:
+                yield at(rule.when, "a relative (%) threshold is not supported for learning-rate rules",
+                         "write an absolute threshold, e.g. by 0.01")
+        elif isinstance(rule, ast.SaveBest | ast.SaveTop):
+            if rule.direction is None and name_direction(rule.metric.name) is None:
+                yield at(rule.metric, f"cannot tell whether {rule.metric.name!r} should go up or down",
+                         f'add "min" or "max" after {rule.metric.name}')
+            path = rule.path if rule.path is not None else default_best_path(rule.weights_only)
+            yield from _check_model_path(rule, path, rule.weights_only, at)
+            if isinstance(rule, ast.SaveTop) and "{epoch" not in path:
+                yield at(rule, "a top-k checkpoint path needs {epoch} in it, so the k files have different names",
+                         f'e.g. "{_with_epoch(path)}"')
+        elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
+            yield from _check_model_path(rule, rule.path, rule.weights_only, at)
+        elif isinstance(rule, ast.Schedule):
+            yield from _check_schedule(rule, at)
+        elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup):
+            if not rule.path.strip():
+                yield at(rule, "the path is empty", "write a file or folder name")
+    yield from _check_conflicts(policy, at)
+
+
+def _check_condition(condition: ast.Condition, at: _At) -> Iterator[Problem]:
+    for plateau in ast.plateaus_of(condition):
+        if trend_direction(plateau.metric.name, plateau.trend) is None:
+            name = plateau.metric.name
+            yield at(plateau.metric, f"cannot tell whether {name!r} should go up or down",
+                     f'write "{name} not decreasing" or "{name} not increasing"')
+
+
+def _check_stop_when(rule: ast.StopWhen, at: _At) -> Iterator[Problem]:
+    yield from _check_condition(rule.condition, at)
+    c = rule.condition
+    if rule.baseline is not None and not isinstance(c, ast.Plateau):
+        yield at(rule, "baseline needs a single 'not improving' condition",
+                 "remove the baseline, or use a threshold such as val_accuracy >= 0.6")
+    if isinstance(c, ast.Plateau) and c.relative and rule.baseline is not None:
+        yield at(rule, "baseline cannot be combined with a relative (%) threshold", "remove one of them")
+    if rule.restore_best:
+        plateau_names = {p.metric.name for p in ast.plateaus_of(c)}
+        if rule.restore_metric is not None:
+            name = rule.restore_metric.name
+            if name not in plateau_names and name_direction(name) is None:
+                yield at(rule.restore_metric, f"cannot tell whether {name!r} should go up or down",
+                         f"watch it in the condition, e.g. {name} not decreasing for N")
+        elif len(plateau_names) != 1:
+            what = "no metric" if not plateau_names else "more than one metric"
+            yield at(rule, f"restore best: the condition watches {what} for improvement, so 'best' is ambiguous",
+                     "name the metric: restore best val_loss")
+        if isinstance(c, ast.Plateau) and rule.restore_metric is not None and rule.restore_metric.name != c.metric.name:
+            yield at(rule.restore_metric, "restore best names a different metric from the one the rule watches",
+                     f"write restore best {c.metric.name}, or just restore best")
+
+
+def _check_model_path(rule: ast.Node, path: str, weights_only: bool, at: _At) -> Iterator[Problem]:
+    if weights_only and not path.endswith(".weights.h5"):
+        yield at(rule, f"a weights file must end in .weights.h5, got {path!r}",
+                 f'write "{_swap_suffix(path, ".weights.h5")}"')
+    elif not weights_only and not path.endswith(".keras"):
+        hint = (f'write "{path}" with "save ... weights" to save weights only'
+                if path.endswith(".weights.h5") else f'write "{_swap_suffix(path, ".keras")}"')
+        yield at(rule, f"a model file must end in .keras, got {path!r}", hint)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(path) if f is not None]
+    except ValueError as exc:
+        yield at(rule, f"the path {path!r} is not a valid template ({exc})", "write {{ and }} for literal braces")
+        return
+    for name in fields:
+        if name == "" or name.isdigit():
+            yield at(rule, f"the path {path!r} has a placeholder with no name",
+                     "name it, e.g. {epoch:03d} or {val_loss:.3f}")
+
+
+def _check_schedule(rule: ast.Schedule, at: _At) -> Iterator[Problem]:
+    for i, seg in enumerate(rule.segments):
+        if isinstance(seg, ast.Decay):
+            if not 0.0 < seg.factor < 1.0:
+                yield at(seg, f"a decay factor must be between 0 and 1 (exclusive), got {seg.factor:g}")
+            if i != len(rule.segments) - 1:
+                yield at(seg, "decay never ends, so nothing can follow it with 'then'", "put decay last")
+        elif seg.target < 0 or (isinstance(seg, ast.Warmup) and seg.target == 0):
+            yield at(seg, f"a learning-rate target must be positive, got {seg.target:g}")
+
+
+def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
+    written: dict[str, ast.Node] = {}
+    for rule in policy.rules:
+        path = _written_path(rule)
+        if path is None:
+            continue
+        if path in written:
+            first = written[path].pos.line
+            yield at(rule, f"two rules write {path!r} (the other is on line {first})",
+                     "give each rule its own file or folder")
+        else:
+            written[path] = rule
+    schedules = [r for r in policy.rules if isinstance(r, ast.Schedule)]
+    plateaus = [r for r in policy.rules if isinstance(r, ast.ReduceLR)]
+    for extra in schedules[1:]:
+        yield at(extra, "two learning-rate schedules would drive the learning rate in the same epochs",
+                 'chain them into one rule with ", then"')
+    if schedules and plateaus:
+        yield at(plateaus[0], "a learning-rate schedule and 'multiply lr ... when' both set the learning rate",
+                 "keep one of them")
+
+
+def _written_path(rule: ast.Rule) -> str | None:
+    if isinstance(rule, ast.SaveBest):
+        return rule.path if rule.path is not None else default_best_path(rule.weights_only)
+    if isinstance(rule, ast.SaveTop | ast.SaveEvery | ast.SaveLast | ast.LogCSV | ast.LogTensorBoard | ast.Backup):
+        return rule.path.rstrip("/") or rule.path
+    return None
+
+
+def _swap_suffix(path: str, suffix: str) -> str:
+    for old in (".weights.h5", ".keras", ".h5", ".hdf5", ".tf", ".pb", ".ckpt"):
+        if path.endswith(old):
+            return path[: -len(old)] + suffix
+    return path + suffix
+
+
+def _with_epoch(path: str) -> str:
+    stem, dot, ext = path.partition(".")
+    return f"{stem}-{{epoch:03d}}{dot}{ext}" if dot else f"{path}-{{epoch:03d}}"
+
