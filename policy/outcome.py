@@ -1,0 +1,46 @@
+"""What a policy did over one training run: the shape shared by the reference and Keras.
+
+:func:`policy.simulate` predicts an :class:`Outcome`; the harness in :mod:`policy.testing`
+measures one from a real ``model.fit``. The differential tests compare the two with ``==``.
+Plain data only (no keras import), so the CLI can print and serialise it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Which rule stopped training, at which 0-based epoch, and why (one sentence)."""
+
+    rule: str
+    epoch: int
+    reason: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The decisions a policy made over one ``fit``.
+
+    - ``epochs_run``: how many epochs ran (``len(history.epoch)`` in Keras).
+    - ``learning_rates``: the learning rate in effect during each epoch run (float32 values as floats).
+    - ``saves``: every checkpoint write, in order, as ``(epoch, path)`` with a 0-based epoch and the
+      path formatted as Keras formats it.
+    - ``restored_epoch``: the epoch whose weights the model holds at the end because a restore rule
+      put them back; None if nothing was restored.
+    - ``stop``: which rule stopped training; None if it ran to the end.
+    """
+
+    epochs_run: int
+    learning_rates: tuple[float, ...] = ()
+    saves: tuple[tuple[int, str], ...] = ()
+    restored_epoch: int | None = None
+    stop: Stop | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["learning_rates"] = list(self.learning_rates)
+        out["saves"] = [list(s) for s in self.saves]
+        return out
