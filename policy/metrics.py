@@ -15,15 +15,51 @@ from policy.ast import Direction, Trend
 # Whole words of a metric name (split on "_") that settle its direction.
 MINIMISED = frozenset(
     {
-        "loss", "error", "err", "mae", "mse", "rmse", "msle", "mape", "logcosh", "hinge",
-        "crossentropy", "kld", "kl", "perplexity", "ppl", "wer", "cer", "fpr", "fnr",
+        "loss",
+        "error",
+        "err",
+        "mae",
+        "mse",
+        "rmse",
+        "msle",
+        "mape",
+        "logcosh",
+        "hinge",
+        "crossentropy",
+        "kld",
+        "kl",
+        "perplexity",
+        "ppl",
+        "wer",
+        "cer",
+        "fpr",
+        "fnr",
     }
 )
 MAXIMISED = frozenset(
     {
-        "accuracy", "acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "miou",
-        "dice", "r2", "bleu", "rouge", "map", "ap", "tpr", "tnr", "specificity",
-        "sensitivity", "score", "top1", "top5",
+        "accuracy",
+        "acc",
+        "auc",
+        "precision",
+        "recall",
+        "f1",
+        "fbeta",
+        "iou",
+        "miou",
+        "dice",
+        "r2",
+        "bleu",
+        "rouge",
+        "map",
+        "ap",
+        "tpr",
+        "tnr",
+        "specificity",
+        "sensitivity",
+        "score",
+        "top1",
+        "top5",
     }
 )
 

@@ -25,10 +25,25 @@ from policy.errors import PolicyError, closest, error_at
 MAX_COUNT = 10**9
 
 _TIME_UNITS: dict[str, ast.TimeUnit] = {
-    "epoch": "epochs", "epochs": "epochs", "step": "steps", "steps": "steps",
-    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
-    "m": "min", "min": "min", "mins": "min", "minute": "min", "minutes": "min",
-    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "epoch": "epochs",
+    "epochs": "epochs",
+    "step": "steps",
+    "steps": "steps",
+    "s": "s",
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "m": "min",
+    "min": "min",
+    "mins": "min",
+    "minute": "min",
+    "minutes": "min",
+    "h": "h",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
 }
 
 # Plain words for the tokens that are not keywords, used in "expected ..." lists.
@@ -89,7 +104,9 @@ def parse(text: str) -> ast.Policy:
         raise
     if not rules:
         raise error_at(
-            text, (1, 1), "the policy is empty",
+            text,
+            (1, 1),
+            "the policy is empty",
             'write at least one rule, e.g. "stop when val_loss not improving for 3"',
         )
     return ast.Policy(rules=tuple(rules), source=text, pos=ast.Pos(1, 1, *_end_of(text)))
@@ -125,10 +142,14 @@ def _syntax_error(text: str, exc: lark.exceptions.UnexpectedInput) -> PolicyErro
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
         char = exc.char
         if char in "\"'":
-            return error_at(text, (line, column), "this string is never closed", f"add a closing {char} on the same line")
+            return error_at(
+                text, (line, column), "this string is never closed", f"add a closing {char} on the same line"
+            )
         allowed = _expected_words(set(exc.allowed or ()))
         return error_at(
-            text, (line, column), f"unexpected character {char!r}",
+            text,
+            (line, column),
+            f"unexpected character {char!r}",
             f"expected {_join(allowed)}" if allowed else None,
         )
     assert isinstance(exc, lark.exceptions.UnexpectedToken | lark.exceptions.UnexpectedEOF)
@@ -155,9 +176,9 @@ def _token_text(token: Token) -> str:
     if token.type == "NAME":
         return f"word {str(token)!r}"
     if token.type == "NUMBER":
-        return f"number {str(token)}"
+        return f"number {token!s}"
     if token.type == "STRING":
-        return f"string {str(token)}"
+        return f"string {token!s}"
     return repr(str(token))
 
 
@@ -198,14 +219,20 @@ class _ToAst(Transformer[Token, Any]):
     def _count(self, token: Token, what: str, minimum: int = 1) -> int:
         value = float(token)
         if not value.is_integer():
-            raise error_at(self.text, _tpos(token), f"{what} must be a whole number, got {token}",
-                           f"write {max(minimum, math.ceil(value))}" if math.isfinite(value) else None)
+            raise error_at(
+                self.text,
+                _tpos(token),
+                f"{what} must be a whole number, got {token}",
+                f"write {max(minimum, math.ceil(value))}" if math.isfinite(value) else None,
+            )
         if value < minimum:
-            raise error_at(self.text, _tpos(token), f"{what} must be at least {minimum}, got {token}",
-                           f"write {minimum} or more")
+            raise error_at(
+                self.text, _tpos(token), f"{what} must be at least {minimum}, got {token}", f"write {minimum} or more"
+            )
         if value > MAX_COUNT:
-            raise error_at(self.text, _tpos(token), f"{what} {token} is too large (at most {MAX_COUNT})",
-                           "write a smaller number")
+            raise error_at(
+                self.text, _tpos(token), f"{what} {token} is too large (at most {MAX_COUNT})", "write a smaller number"
+            )
         return int(value)
 
     def _path(self, token: Token) -> str:
@@ -249,7 +276,7 @@ class _ToAst(Transformer[Token, Any]):
         return ("baseline", self._float(children[0]), _pos(meta))
 
     def stop_after(self, meta: Meta, children: list[Any]) -> ast.StopAfter:
-        number, (unit, unit_token) = children
+        number, (unit, _unit_token) = children
         if unit in ("epochs", "steps"):
             amount: float = self._count(number, f"the number of {unit}")
         else:
@@ -265,7 +292,9 @@ class _ToAst(Transformer[Token, Any]):
         if word not in _TIME_UNITS:
             guess = closest(word, _TIME_UNITS)
             raise error_at(
-                self.text, _tpos(children[0]), f"unknown unit {word!r}",
+                self.text,
+                _tpos(children[0]),
+                f"unknown unit {word!r}",
                 f"did you mean {guess!r}?" if guess else "use epochs, steps, s, min or h",
             )
         return _TIME_UNITS[word], children[0]
@@ -283,8 +312,12 @@ class _ToAst(Transformer[Token, Any]):
         metric, trend, delta, patience = children
         amount, relative = delta if delta is not None else (0.0, False)
         return ast.Plateau(
-            metric=metric, trend=trend, delta=amount, relative=relative,
-            patience=self._count(patience, "patience"), pos=_pos(meta),
+            metric=metric,
+            trend=trend,
+            delta=amount,
+            relative=relative,
+            patience=self._count(patience, "patience"),
+            pos=_pos(meta),
         )
 
     def trend(self, meta: Meta, children: list[Token]) -> str:
@@ -294,8 +327,12 @@ class _ToAst(Transformer[Token, Any]):
         number, percent = children
         value = self._float(number)
         if value < 0:
-            raise error_at(self.text, _tpos(number), f"an improvement threshold cannot be negative, got {number}",
-                           f"write {str(number).lstrip('-')}")
+            raise error_at(
+                self.text,
+                _tpos(number),
+                f"an improvement threshold cannot be negative, got {number}",
+                f"write {str(number).lstrip('-')}",
+            )
         if percent is not None:
             if value >= 100:
                 raise error_at(self.text, _tpos(number), f"a relative threshold must be below 100%, got {number}%")
@@ -318,13 +355,20 @@ class _ToAst(Transformer[Token, Any]):
     # checkpoints ---------------------------------------------------------------
     def save_best(self, meta: Meta, children: list[Any]) -> ast.SaveBest:
         weights, metric, direction, path = children
-        return ast.SaveBest(metric=metric, direction=direction, path=path,
-                            weights_only=weights is not None, pos=_pos(meta))
+        return ast.SaveBest(
+            metric=metric, direction=direction, path=path, weights_only=weights is not None, pos=_pos(meta)
+        )
 
     def save_top(self, meta: Meta, children: list[Any]) -> ast.SaveTop:
         k, weights, metric, direction, path = children
-        return ast.SaveTop(k=self._count(k, "the number of checkpoints to keep"), metric=metric,
-                           direction=direction, path=path, weights_only=weights is not None, pos=_pos(meta))
+        return ast.SaveTop(
+            k=self._count(k, "the number of checkpoints to keep"),
+            metric=metric,
+            direction=direction,
+            path=path,
+            weights_only=weights is not None,
+            pos=_pos(meta),
+        )
 
     def save_every(self, meta: Meta, children: list[Any]) -> ast.SaveEvery:
         weights, (every, unit), path = children
@@ -354,7 +398,8 @@ class _ToAst(Transformer[Token, Any]):
         factor, condition, *options = children
         if not isinstance(condition, ast.Plateau):
             raise error_at(
-                self.text, condition.pos,
+                self.text,
+                condition.pos,
                 "the learning rate can only be multiplied when one metric stops improving",
                 'write "multiply lr by F when METRIC not improving for N"',
             )
@@ -375,12 +420,18 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Schedule(segments=tuple(children), pos=_pos(meta))
 
     def warmup(self, meta: Meta, children: list[Token]) -> ast.Warmup:
-        return ast.Warmup(target=self._float(children[0]),
-                          epochs=self._count(children[1], "the number of warm-up epochs"), pos=_pos(meta))
+        return ast.Warmup(
+            target=self._float(children[0]),
+            epochs=self._count(children[1], "the number of warm-up epochs"),
+            pos=_pos(meta),
+        )
 
     def cosine(self, meta: Meta, children: list[Token]) -> ast.Cosine:
-        return ast.Cosine(target=self._float(children[0]),
-                          epochs=self._count(children[1], "the number of cosine epochs"), pos=_pos(meta))
+        return ast.Cosine(
+            target=self._float(children[0]),
+            epochs=self._count(children[1], "the number of cosine epochs"),
+            pos=_pos(meta),
+        )
 
     def decay(self, meta: Meta, children: list[Any]) -> ast.Decay:
         return ast.Decay(factor=self._float(children[0]), every=children[1], pos=_pos(meta))
@@ -410,4 +461,4 @@ _OPTION_WORDS = {
     "min_lr": "min lr",
 }
 
-__all__ = ["parse", "keywords", "MAX_COUNT"]
+__all__ = ["MAX_COUNT", "keywords", "parse"]

@@ -77,10 +77,7 @@ def rule(r: ast.Rule) -> str:
         out += f" {r.direction}" if r.direction else ""
         return out + f" to {path(r.path)}"
     if isinstance(r, ast.SaveEvery):
-        if r.unit == "epochs":
-            every = "epoch" if r.every == 1 else f"{r.every} epochs"
-        else:
-            every = f"{r.every} steps"
+        every = ("epoch" if r.every == 1 else f"{r.every} epochs") if r.unit == "epochs" else f"{r.every} steps"
         return f"save{_weights(r.weights_only)} every {every} to {path(r.path)}"
     if isinstance(r, ast.SaveLast):
         return f"save last{_weights(r.weights_only)} to {path(r.path)}"

@@ -17,7 +17,6 @@ from policy.errors import PolicyError, Problem, problem_at
 from policy.metrics import name_direction, trend_direction
 
 
-
 class _At(Protocol):
     """The local ``at`` helper: a problem located at a node of the policy being checked."""
 
@@ -103,29 +102,40 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
         elif isinstance(rule, ast.ReduceLR):
             yield from _check_condition(rule.when, at)
             if not 0.0 < rule.factor < 1.0:
-                yield at(rule, f"the learning-rate factor must be between 0 and 1 (exclusive), got {rule.factor:g}",
-                         "a factor of 0.5 halves the learning rate")
+                yield at(
+                    rule,
+                    f"the learning-rate factor must be between 0 and 1 (exclusive), got {rule.factor:g}",
+                    "a factor of 0.5 halves the learning rate",
+                )
             if rule.min_lr < 0:
                 yield at(rule, f"min lr cannot be negative, got {rule.min_lr:g}", "write min lr 0")
             if rule.when.relative:
-                yield at(rule.when, "a relative (%) threshold is not supported for learning-rate rules",
-                         "write an absolute threshold, e.g. by 0.01")
+                yield at(
+                    rule.when,
+                    "a relative (%) threshold is not supported for learning-rate rules",
+                    "write an absolute threshold, e.g. by 0.01",
+                )
         elif isinstance(rule, ast.SaveBest | ast.SaveTop):
             if rule.direction is None and name_direction(rule.metric.name) is None:
-                yield at(rule.metric, f"cannot tell whether {rule.metric.name!r} should go up or down",
-                         f'add "min" or "max" after {rule.metric.name}')
+                yield at(
+                    rule.metric,
+                    f"cannot tell whether {rule.metric.name!r} should go up or down",
+                    f'add "min" or "max" after {rule.metric.name}',
+                )
             path = rule.path if rule.path is not None else default_best_path(rule.weights_only)
             yield from _check_model_path(rule, path, rule.weights_only, at)
             if isinstance(rule, ast.SaveTop) and "{epoch" not in path:
-                yield at(rule, "a top-k checkpoint path needs {epoch} in it, so the k files have different names",
-                         f'e.g. "{_with_epoch(path)}"')
+                yield at(
+                    rule,
+                    "a top-k checkpoint path needs {epoch} in it, so the k files have different names",
+                    f'e.g. "{_with_epoch(path)}"',
+                )
         elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
             yield from _check_model_path(rule, rule.path, rule.weights_only, at)
         elif isinstance(rule, ast.Schedule):
             yield from _check_schedule(rule, at)
-        elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup):
-            if not rule.path.strip():
-                yield at(rule, "the path is empty", "write a file or folder name")
+        elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup) and not rule.path.strip():
+            yield at(rule, "the path is empty", "write a file or folder name")
     yield from _check_conflicts(policy, at)
 
 
@@ -133,16 +143,22 @@ def _check_condition(condition: ast.Condition, at: _At) -> Iterator[Problem]:
     for plateau in ast.plateaus_of(condition):
         if trend_direction(plateau.metric.name, plateau.trend) is None:
             name = plateau.metric.name
-            yield at(plateau.metric, f"cannot tell whether {name!r} should go up or down",
-                     f'write "{name} not decreasing" or "{name} not increasing"')
+            yield at(
+                plateau.metric,
+                f"cannot tell whether {name!r} should go up or down",
+                f'write "{name} not decreasing" or "{name} not increasing"',
+            )
 
 
 def _check_stop_when(rule: ast.StopWhen, at: _At) -> Iterator[Problem]:
     yield from _check_condition(rule.condition, at)
     c = rule.condition
     if rule.baseline is not None and not isinstance(c, ast.Plateau):
-        yield at(rule, "baseline needs a single 'not improving' condition",
-                 "remove the baseline, or use a threshold such as val_accuracy >= 0.6")
+        yield at(
+            rule,
+            "baseline needs a single 'not improving' condition",
+            "remove the baseline, or use a threshold such as val_accuracy >= 0.6",
+        )
     if isinstance(c, ast.Plateau) and c.relative and rule.baseline is not None:
         yield at(rule, "baseline cannot be combined with a relative (%) threshold", "remove one of them")
     if rule.restore_best:
@@ -150,24 +166,39 @@ def _check_stop_when(rule: ast.StopWhen, at: _At) -> Iterator[Problem]:
         if rule.restore_metric is not None:
             name = rule.restore_metric.name
             if name not in plateau_names and name_direction(name) is None:
-                yield at(rule.restore_metric, f"cannot tell whether {name!r} should go up or down",
-                         f"watch it in the condition, e.g. {name} not decreasing for N")
+                yield at(
+                    rule.restore_metric,
+                    f"cannot tell whether {name!r} should go up or down",
+                    f"watch it in the condition, e.g. {name} not decreasing for N",
+                )
         elif len(plateau_names) != 1:
             what = "no metric" if not plateau_names else "more than one metric"
-            yield at(rule, f"restore best: the condition watches {what} for improvement, so 'best' is ambiguous",
-                     "name the metric: restore best val_loss")
+            yield at(
+                rule,
+                f"restore best: the condition watches {what} for improvement, so 'best' is ambiguous",
+                "name the metric: restore best val_loss",
+            )
         if isinstance(c, ast.Plateau) and rule.restore_metric is not None and rule.restore_metric.name != c.metric.name:
-            yield at(rule.restore_metric, "restore best names a different metric from the one the rule watches",
-                     f"write restore best {c.metric.name}, or just restore best")
+            yield at(
+                rule.restore_metric,
+                "restore best names a different metric from the one the rule watches",
+                f"write restore best {c.metric.name}, or just restore best",
+            )
 
 
 def _check_model_path(rule: ast.Node, path: str, weights_only: bool, at: _At) -> Iterator[Problem]:
     if weights_only and not path.endswith(".weights.h5"):
-        yield at(rule, f"a weights file must end in .weights.h5, got {path!r}",
-                 f'write "{_swap_suffix(path, ".weights.h5")}"')
+        yield at(
+            rule,
+            f"a weights file must end in .weights.h5, got {path!r}",
+            f'write "{_swap_suffix(path, ".weights.h5")}"',
+        )
     elif not weights_only and not path.endswith(".keras"):
-        hint = (f'write "{path}" with "save ... weights" to save weights only'
-                if path.endswith(".weights.h5") else f'write "{_swap_suffix(path, ".keras")}"')
+        hint = (
+            f'write "{path}" with "save ... weights" to save weights only'
+            if path.endswith(".weights.h5")
+            else f'write "{_swap_suffix(path, ".keras")}"'
+        )
         yield at(rule, f"a model file must end in .keras, got {path!r}", hint)
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(path) if f is not None]
@@ -176,8 +207,9 @@ def _check_model_path(rule: ast.Node, path: str, weights_only: bool, at: _At) ->
         return
     for name in fields:
         if name == "" or name.isdigit():
-            yield at(rule, f"the path {path!r} has a placeholder with no name",
-                     "name it, e.g. {epoch:03d} or {val_loss:.3f}")
+            yield at(
+                rule, f"the path {path!r} has a placeholder with no name", "name it, e.g. {epoch:03d} or {val_loss:.3f}"
+            )
 
 
 def _check_schedule(rule: ast.Schedule, at: _At) -> Iterator[Problem]:
@@ -199,18 +231,27 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
             continue
         if path in written:
             first = written[path].pos.line
-            yield at(rule, f"two rules write {path!r} (the other is on line {first})",
-                     "give each rule its own file or folder")
+            yield at(
+                rule,
+                f"two rules write {path!r} (the other is on line {first})",
+                "give each rule its own file or folder",
+            )
         else:
             written[path] = rule
     schedules = [r for r in policy.rules if isinstance(r, ast.Schedule)]
     plateaus = [r for r in policy.rules if isinstance(r, ast.ReduceLR)]
     for extra in schedules[1:]:
-        yield at(extra, "two learning-rate schedules would drive the learning rate in the same epochs",
-                 'chain them into one rule with ", then"')
+        yield at(
+            extra,
+            "two learning-rate schedules would drive the learning rate in the same epochs",
+            'chain them into one rule with ", then"',
+        )
     if schedules and plateaus:
-        yield at(plateaus[0], "a learning-rate schedule and 'multiply lr ... when' both set the learning rate",
-                 "keep one of them")
+        yield at(
+            plateaus[0],
+            "a learning-rate schedule and 'multiply lr ... when' both set the learning rate",
+            "keep one of them",
+        )
 
 
 def _written_path(rule: ast.Rule) -> str | None:
@@ -231,4 +272,3 @@ def _swap_suffix(path: str, suffix: str) -> str:
 def _with_epoch(path: str) -> str:
     stem, dot, ext = path.partition(".")
     return f"{stem}-{{epoch:03d}}{dot}{ext}" if dot else f"{path}-{{epoch:03d}}"
-
