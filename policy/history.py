@@ -1,0 +1,160 @@
+"""Reading a recorded training history from disk, for ``keras-policy simulate``.
+
+Three shapes are accepted, all of which Keras users already have lying around:
+
+- a CSVLogger file: an ``epoch`` column (0-based), one column per log key, ``NA`` for a
+  value that was missing that epoch;
+- the JSON of ``History.history``: ``{"loss": [...], "val_loss": [...]}``, ``null`` for missing;
+- a JSON list of per-epoch log dicts: ``[{"loss": 0.9, "val_loss": 1.0}, ...]``.
+
+Whatever the shape, the result is a list with one ``dict[str, float]`` per epoch, the
+logs Keras would have passed to ``on_epoch_end``; a missing value is an absent key, as
+in real logs. No keras import here.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+EpochLogs: TypeAlias = dict[str, float]
+History: TypeAlias = list[EpochLogs]
+
+# What CSVLogger writes for a key that was absent in an epoch's logs.
+_MISSING = {"NA", ""}
+
+
+class HistoryError(ValueError):
+    """A history file that cannot be read as per-epoch logs; says which file and line."""
+
+    def __init__(self, message: str, filename: str | None = None, line: int = 0) -> None:
+        self.message = message
+        self.filename = filename
+        self.line = line
+        where = ":".join(p for p in (filename or "", str(line) if line else "") if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def read_history(path: str | Path) -> History:
+    """Read a CSVLogger CSV or a History JSON file into per-epoch logs."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HistoryError(f"cannot read the history ({exc.strerror or exc})", str(path)) from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
+        return history_from_json(text, str(path))
+    return history_from_csv(text, str(path))
+
+
+def history_from_csv(text: str, filename: str | None = None) -> History:
+    """Parse CSVLogger output. Rows are ordered by their ``epoch`` column, which must not repeat."""
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or not any(rows[0]):
+        raise HistoryError("the history is empty", filename)
+    header = [h.strip() for h in rows[0]]
+    numbered: list[tuple[int, int, EpochLogs]] = []
+    for index, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise HistoryError(f"expected {len(header)} values as in the header, got {len(row)}", filename, index)
+        logs: EpochLogs = {}
+        epoch = index - 2
+        for key, raw in zip(header, row, strict=True):
+            raw = raw.strip()
+            if key == "epoch":
+                epoch = _epoch_number(raw, filename, index)
+            elif raw not in _MISSING:
+                logs[key] = _number(raw, key, filename, index)
+        numbered.append((epoch, index, logs))
+    if not numbered:
+        raise HistoryError("the history has a header but no epochs", filename)
+    numbered.sort(key=lambda item: item[0])
+    for (a, _, _), (b, line, _) in itertools.pairwise(numbered):
+        if a == b:
+            raise HistoryError(
+                f"epoch {b} appears twice (a CSVLogger with append=True over two runs?); keep one run", filename, line
+            )
+    return [logs for _, _, logs in numbered]
+
+
+def history_from_json(text: str, filename: str | None = None) -> History:
+    """Parse ``History.history`` JSON (a dict of lists) or a list of per-epoch dicts."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HistoryError(f"not valid JSON ({exc.msg})", filename, exc.lineno) from None
+    return history_from_data(data, filename)
+
+
+def history_from_data(data: Any, filename: str | None = None) -> History:
+    """Per-epoch logs from already-loaded data: a dict of per-key lists or a list of dicts."""
+    if isinstance(data, Mapping):
+        return _from_columns(data, filename)
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes):
+        out: History = []
+        for epoch, entry in enumerate(data):
+            if not isinstance(entry, Mapping):
+                raise HistoryError(f"epoch {epoch}: expected a dict of logs, got {type(entry).__name__}", filename)
+            out.append({str(k): _value(v, str(k), filename) for k, v in entry.items() if v is not None and k != "epoch"})
+        if not out:
+            raise HistoryError("the history has no epochs", filename)
+        return out
+    raise HistoryError(
+        f"expected a dict of lists (History.history) or a list of dicts, got {type(data).__name__}", filename
+    )
+
+
+def metric_names(history: History) -> list[str]:
+    """Every key seen in any epoch, in first-seen order."""
+    seen: dict[str, None] = {}
+    for logs in history:
+        seen.update(dict.fromkeys(logs))
+    return list(seen)
+
+
+def _from_columns(data: Mapping[Any, Any], filename: str | None) -> History:
+    columns = {str(k): v for k, v in data.items() if k != "epoch"}
+    lengths = set()
+    for key, values in columns.items():
+        if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+            raise HistoryError(f"{key!r}: expected a list of per-epoch values, got {type(values).__name__}", filename)
+        lengths.add(len(values))
+    if not lengths or max(lengths) == 0:
+        raise HistoryError("the history has no epochs", filename)
+    # History.history lists can differ in length when a key only appears in later epochs
+    # (ReduceLROnPlateau writes learning_rate from its first epoch end); pad at the front.
+    epochs = max(lengths)
+    out: History = [{} for _ in range(epochs)]
+    for key, values in columns.items():
+        start = epochs - len(values)
+        for i, v in enumerate(values):
+            if v is not None:
+                out[start + i][key] = _value(v, key, filename)
+    return out
+
+
+def _value(v: Any, key: str, filename: str | None) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise HistoryError(f"{key!r}: expected a number, got {v!r}", filename)
+    return _number(str(v), key, filename, 0) if isinstance(v, str) else float(v)
+
+
+def _number(raw: str, key: str, filename: str | None, line: int) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise HistoryError(f"{key!r}: {raw!r} is not a number", filename, line) from None
+
+
+def _epoch_number(raw: str, filename: str | None, line: int) -> int:
+    value = _number(raw, "epoch", filename, line)
+    if not math.isfinite(value) or not value.is_integer() or value < 0:
+        raise HistoryError(f"the epoch must be a whole number, got {raw!r}", filename, line)
+    return int(value)
