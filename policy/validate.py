@@ -123,7 +123,7 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                     f'add "min" or "max" after {rule.metric.name}',
                 )
             path = rule.path if rule.path is not None else default_best_path(rule.weights_only)
-            yield from _check_model_path(rule, path, rule.weights_only, at)
+            yield from _check_model_path(_path_node(src, rule), path, rule.weights_only, at)
             if isinstance(rule, ast.SaveTop) and "{epoch" not in path:
                 yield at(
                     rule,
@@ -131,7 +131,7 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                     f'e.g. "{_with_epoch(path)}"',
                 )
         elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
-            yield from _check_model_path(rule, rule.path, rule.weights_only, at)
+            yield from _check_model_path(_path_node(src, rule), rule.path, rule.weights_only, at)
         elif isinstance(rule, ast.Schedule):
             yield from _check_schedule(rule, at)
         elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup) and not rule.path.strip():
@@ -260,6 +260,25 @@ def _written_path(rule: ast.Rule) -> str | None:
     if isinstance(rule, ast.SaveTop | ast.SaveEvery | ast.SaveLast | ast.LogCSV | ast.LogTensorBoard | ast.Backup):
         return rule.path.rstrip("/") or rule.path
     return None
+
+
+def _path_node(source: str, rule: ast.Node) -> ast.Node:
+    """Where a rule's quoted path starts, so a caret can point at the path itself.
+
+    The AST keeps paths as plain strings; the quote is the first one in the rule's span
+    (metric names and keywords cannot contain quotes). Without one (a default path) the
+    rule itself is the place.
+    """
+    lines = source.splitlines()
+    line = rule.pos.line
+    if 0 < line <= len(lines):
+        text = lines[line - 1]
+        start = rule.pos.column - 1
+        end = rule.pos.end_column - 1 if rule.pos.end_line == line else len(text)
+        for i in range(start, min(end, len(text))):
+            if text[i] in "\"'":
+                return ast.Node(pos=ast.Pos(line, i + 1, line, end + 1))
+    return rule
 
 
 def _swap_suffix(path: str, suffix: str) -> str:

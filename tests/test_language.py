@@ -197,9 +197,9 @@ def test_truncated_rule_error_is_exact() -> None:
 
 def test_wrong_extension_error_is_exact() -> None:
     assert error_text('save best weights on val_loss to "w.keras"') == (
-        "1:1: a weights file must end in .weights.h5, got 'w.keras'\n"
+        "1:34: a weights file must end in .weights.h5, got 'w.keras'\n"
         '    save best weights on val_loss to "w.keras"\n'
-        "    ^\n"
+        "                                     ^\n"
         'hint: write "w.weights.h5"'
     )
 
