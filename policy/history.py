@@ -22,6 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from policy import ast
+from policy.ast import Policy
+
 EpochLogs: TypeAlias = dict[str, float]
 History: TypeAlias = list[EpochLogs]
 
@@ -158,3 +161,18 @@ def _epoch_number(raw: str, filename: str | None, line: int) -> int:
     if not math.isfinite(value) or not value.is_integer() or value < 0:
         raise HistoryError(f"the epoch must be a whole number, got {raw!r}", filename, line)
     return int(value)
+
+
+def watched_metrics(policy: Policy) -> list[str]:
+    """The log keys a policy reads, in the order its rules first mention them."""
+    seen: dict[str, None] = {}
+    for r in policy.rules:
+        if isinstance(r, ast.StopWhen):
+            seen.update(dict.fromkeys(m.name for m in ast.metrics_of(r.condition)))
+            if r.restore_metric is not None:
+                seen[r.restore_metric.name] = None
+        elif isinstance(r, ast.ReduceLR):
+            seen[r.when.metric.name] = None
+        elif isinstance(r, ast.SaveBest | ast.SaveTop):
+            seen[r.metric.name] = None
+    return list(seen)

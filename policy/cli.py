@@ -1,0 +1,351 @@
+"""The ``keras-policy`` command (also ``python -m policy``).
+
+Subcommands: ``check``, ``explain``, ``simulate``, ``compile --python`` and ``demo``. Only
+``demo`` imports keras; the others answer in the time Python takes to start, so they
+suit editors, pre-commit hooks and CI.
+
+Exit codes: 0 success; 1 the policy (or a file it was read from, or a history file) has
+errors, printed compiler-style on stderr; 2 the command line itself is wrong (unknown
+option, missing argument, a file that does not exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from policy.ast import Policy
+from policy.errors import PolicyError
+from policy.history import History, HistoryError, watched_metrics
+from policy.load import ALL_SUFFIXES
+from policy.outcome import Outcome
+
+EXIT_OK = 0
+EXIT_POLICY = 1
+EXIT_USAGE = 2
+
+_EPILOG = """\
+exit codes:
+  0  success
+  1  the policy, the file it came from, or the history has errors (printed on stderr)
+  2  usage error: unknown option, missing argument, file not found
+"""
+
+_POLICY_HELP = (
+    "policy text (quote it), or a path to a .policy/.txt file or a .yaml/.yml/.toml/.json config "
+    "holding the policy under --key"
+)
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported as ``keras-policy: error: ...`` with exit code 2."""
+
+
+# --------------------------------------------------------------------------- output
+
+
+class Style:
+    """Bold and colour for a terminal; plain text for a pipe or when NO_COLOR is set."""
+
+    def __init__(self, stream: TextIO) -> None:
+        isatty = getattr(stream, "isatty", None)
+        self.on = bool(isatty and isatty()) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.on and text else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def red(self, text: str) -> str:
+        return self._wrap("1;31", text)
+
+    def green(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def cyan(self, text: str) -> str:
+        return self._wrap("36", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+
+def print_policy_error(error: PolicyError, stream: TextIO) -> None:
+    """Every problem, compiler-style: ``file:line:col: message``, source line, caret, hint."""
+    style = Style(stream)
+    for problem in error.problems:
+        lines = problem.render(error.filename).splitlines()
+        for i, line in enumerate(lines):
+            if i == 0:
+                line = style.bold(line)
+            elif line.startswith("hint:"):
+                line = style.cyan(line)
+            elif line.strip() == "^":
+                line = style.green(line)
+            print(line, file=stream)
+    count = len(error.problems)
+    print(style.red(f"{count} error{'s' if count != 1 else ''}"), file=stream)
+
+
+# --------------------------------------------------------------------------- reading the policy
+
+
+def read_policy(arg: str, key: str = "policy") -> Policy:
+    """The policy an argument names: a file (by its suffix) or the policy text itself."""
+    from policy.load import load
+
+    path = Path(arg)
+    looks_like_file = path.suffix.lower() in ALL_SUFFIXES and "\n" not in arg and " " not in path.name
+    if looks_like_file or (len(arg) < 4096 and "\n" not in arg and path.is_file()):
+        if not path.is_file():
+            raise UsageError(f"no such file: {arg!r}")
+        return load(path, key=key)
+    from policy.parser import parse
+    from policy.validate import validate
+
+    try:
+        return validate(parse(arg))
+    except PolicyError as exc:
+        raise exc.with_filename("<policy>") from None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from policy.printer import format_policy
+
+    policy = read_policy(args.policy, args.key)
+    print(format_policy(policy))
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from policy.explain import explain_rules
+
+    style = Style(sys.stdout)
+    policy = read_policy(args.policy, args.key)
+    blocks = []
+    for e in explain_rules(policy):
+        blocks.append(f"{style.bold(e.rule)}\n    {e.sentence}\n    -> {style.cyan(e.callback.text())}")
+    print("\n\n".join(blocks))
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from policy.history import read_history
+    from policy.reference import simulate
+
+    policy = read_policy(args.policy, args.key)
+    if not Path(args.history).is_file():
+        raise UsageError(f"no such history file: {args.history!r}")
+    if args.plot is not None:
+        # Fail before the replay, not after it, when plotting cannot happen at all.
+        from policy.plot import require_matplotlib
+
+        require_matplotlib()
+    history = read_history(args.history)
+    outcome = simulate(policy, history, initial_lr=args.initial_lr, steps_per_epoch=args.steps_per_epoch)
+    if args.json:
+        print(json.dumps(outcome.to_json(), indent=2))
+    else:
+        print(simulate_report(policy, history, outcome, Style(sys.stdout)))
+    if args.plot is not None:
+        from policy.plot import plot_outcome
+
+        plot_outcome(policy, history, outcome, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+def simulate_report(policy: Policy, history: History, outcome: Outcome, style: Style) -> str:
+    """The per-epoch table of a replay, then how it ended and what it wrote.
+
+    ``simulate`` returns only the decisions (an :class:`Outcome`); what fired in which epoch is
+    read back from them: the saves of that epoch, the learning rate changing, the stop.
+    """
+    metrics = [m for m in watched_metrics(policy) if any(m in logs for logs in history)]
+    has_lr = len(outcome.learning_rates) >= outcome.epochs_run > 0
+    header = ["epoch", *metrics, *(["lr"] if has_lr else []), "what fired"]
+    rows: list[list[str]] = []
+    for epoch in range(outcome.epochs_run):
+        logs = history[epoch] if epoch < len(history) else {}
+        row = [str(epoch)] + [f"{logs[m]:.6g}" if m in logs else "-" for m in metrics]
+        if has_lr:
+            row.append(f"{outcome.learning_rates[epoch]:.6g}")
+        rows.append([*row, "; ".join(epoch_events(outcome, epoch))])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=False)) + "  " + cells[-1]
+
+    out = [style.bold(line(header).rstrip())] + [line(r).rstrip() for r in rows]
+    out.append("")
+    if outcome.stop is not None:
+        why = f": {outcome.stop.reason}" if outcome.stop.reason else ""
+        out.append(style.bold(f"Stops at the end of epoch {outcome.stop.epoch} ({outcome.epochs_run} of "
+                              f"{len(history)} recorded epochs run), by {outcome.stop.rule!r}{why}"))
+    else:
+        out.append(style.bold(f"Runs to the end: all {outcome.epochs_run} epochs, no rule stops training."))
+    if outcome.saves:
+        out.append(f"Checkpoints written ({len(outcome.saves)}):")
+        out += [f"  epoch {epoch}: {path}" for epoch, path in outcome.saves]
+    else:
+        out.append("Checkpoints written: none")
+    if outcome.restored_epoch is not None:
+        out.append(f"Weights at the end: restored from epoch {outcome.restored_epoch}.")
+    return "\n".join(out)
+
+
+def epoch_events(outcome: Outcome, epoch: int) -> list[str]:
+    """What happened in one epoch, read from the outcome: lr change, saves, the stop."""
+    events = []
+    lrs = outcome.learning_rates
+    if 0 < epoch < len(lrs) and lrs[epoch] != lrs[epoch - 1]:
+        events.append(f"lr {lrs[epoch - 1]:.6g} -> {lrs[epoch]:.6g}")
+    events += [f"save {path}" for e, path in outcome.saves if e == epoch]
+    if outcome.stop is not None and outcome.stop.epoch == epoch:
+        events.append("STOP")
+    return events
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from policy.eject import eject
+
+    policy = read_policy(args.policy, args.key)
+    print(eject(policy), end="")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from policy.demo import main as demo_main
+
+    return demo_main(args.demo_args)
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-policy",
+        description="Check, explain, simulate and compile training-control policies for Keras.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from policy import __version__
+
+    parser.add_argument("--version", action="version", version=f"keras-policy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description, epilog=_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        return p
+
+    def policy_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("policy", metavar="POLICY_OR_FILE", help=_POLICY_HELP)
+        p.add_argument("--key", default="policy",
+                       help="where the policy sits in a config file; dots go down tables (default: policy)")
+
+    check = add("check", "check a policy; print its canonical form",
+                "Parse and validate a policy. On success print its canonical form (one rule a line) and exit 0; "
+                "otherwise print every problem as file:line:col with the source line, a caret and a hint, "
+                "and exit 1. Never imports keras.")
+    policy_args(check)
+    check.set_defaults(func=cmd_check)
+
+    explain = add("explain", "say in plain English what each rule does, and its Keras callback",
+                  "For every rule: its canonical text, one plain-English sentence, and the callback it compiles "
+                  "to with its arguments. Never imports keras.")
+    policy_args(explain)
+    explain.set_defaults(func=cmd_explain)
+
+    simulate = add("simulate", "replay a recorded history through the policy",
+                   "Replay a recorded training history through the reference simulator: a table per epoch "
+                   "(the metrics the policy watches, the learning rate, what fired), the epoch it would stop "
+                   "at and why, and the checkpoints it would write. The history is a CSVLogger CSV (epoch "
+                   "column 0-based, NA = missing), the JSON of History.history, or a JSON list of per-epoch "
+                   "dicts. Never imports keras.")
+    policy_args(simulate)
+    simulate.add_argument("--history", required=True, metavar="FILE", help="the recorded history (.csv or .json)")
+    simulate.add_argument("--initial-lr", type=_positive_float, default=None, metavar="X",
+                          help="the optimizer's learning rate at the start (needed by lr rules "
+                               "unless the history has a learning_rate column)")
+    simulate.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",
+                          help="training batches per epoch (needed by step-based rules)")
+    simulate.add_argument("--json", action="store_true",
+                          help="print epochs_run, learning_rates, saves, restored_epoch and stop as JSON")
+    simulate.add_argument("--plot", default=None, metavar="OUT.png",
+                          help="draw the watched metrics with stop, save and lr-change markers "
+                               "(needs matplotlib: pip install 'keras-policy[plot]')")
+    simulate.set_defaults(func=cmd_simulate)
+
+    compile_ = add("compile", "print the equivalent hand-written Keras code",
+                   "Print Python code that builds the same callbacks by hand: the imports and a "
+                   "`callbacks = [...]` list, ready to paste or run. Never imports keras.")
+    policy_args(compile_)
+    compile_.add_argument("--python", action="store_true",
+                          help="print Python source (the default, and the only format so far)")
+    compile_.set_defaults(func=cmd_compile)
+
+    demo = add("demo", "train a small model under a policy and compare with the simulator",
+               "Run the README's demo: train a tiny model on generated data under a policy, then check the "
+               "reference simulator predicts the same run. Imports keras. Arguments after `demo` go to it "
+               "(try `keras-policy demo --help`).")
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        code: int = args.func(args)
+        return code
+    except PolicyError as exc:
+        print_policy_error(exc, sys.stderr)
+        return EXIT_POLICY
+    except HistoryError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return EXIT_POLICY
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"keras-policy: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `keras-policy explain ... | head`
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""What each rule of a policy does, in plain English, and which callback it becomes.
+
+``explain(policy)`` is the text ``keras-policy explain`` prints: for every rule, its
+canonical form, one sentence, and the callback call it compiles to, e.g.
+``EarlyStopping(monitor='val_loss', patience=3, mode='min')``. The calls are worked out
+from the syntax tree and ``docs/semantics.md``, without importing keras, so explaining is
+instant; :mod:`policy.eject` turns the same calls into runnable Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from policy import ast
+from policy.metrics import trend_direction
+from policy.printer import number
+from policy.printer import rule as rule_text
+from policy.validate import (
+    checkpoint_direction,
+    default_best_path,
+    is_early_stopping,
+    is_terminate_on_nan,
+    restore_target,
+)
+
+# Where the callback classes live. Ours are in policy.callbacks (see policy/compiler.py).
+KERAS = "keras.callbacks"
+OURS = "policy.callbacks"
+OUR_SCHEDULES = "policy.schedules"
+
+ArgValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Code:
+    """Python source for a value that is not a literal (a nested call), written as is."""
+
+    source: str
+
+    def __repr__(self) -> str:
+        return self.source
+
+
+@dataclass(frozen=True)
+class CallbackCall:
+    """One callback constructor call: the class, where it lives, and its keyword arguments.
+
+    Arguments equal to the class's defaults are left out, so the text reads like code a
+    person would write; ``positional`` holds a leading positional argument (a path).
+    """
+
+    module: str
+    name: str
+    args: tuple[tuple[str, ArgValue | Code], ...] = ()
+    positional: tuple[ArgValue | Code, ...] = ()
+
+    def text(self, qualified: bool = False) -> str:
+        """``EarlyStopping(monitor='val_loss', patience=3)``, or ``keras.callbacks.EarlyStopping(...)``."""
+        parts = [repr(v) for v in self.positional] + [f"{k}={v!r}" for k, v in self.args]
+        prefix = "keras.callbacks." if qualified and self.module == KERAS else ""
+        return f"{prefix}{self.name}({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class RuleExplanation:
+    rule: str
+    sentence: str
+    callback: CallbackCall
+
+
+def explain_rules(policy: ast.Policy) -> list[RuleExplanation]:
+    """One explanation per rule, in order."""
+    return [RuleExplanation(rule_text(r), sentence(r), callback_call(r)) for r in policy.rules]
+
+
+def explain(policy: str | ast.Policy) -> str:
+    """The plain-English explanation of a policy: per rule, its text, a sentence and its callback."""
+    if isinstance(policy, str):
+        from policy.parser import parse
+        from policy.validate import validate
+
+        policy = validate(parse(policy))
+    blocks = []
+    for e in explain_rules(policy):
+        blocks.append(f"{e.rule}\n    {e.sentence}\n    -> {e.callback.text()}")
+    return "\n\n".join(blocks)
+
+
+# --------------------------------------------------------------------------- sentences
+
+
+def _direction(metric: str, trend: ast.Trend) -> ast.Direction:
+    found = trend_direction(metric, trend)
+    assert found is not None, "validate() rejects metrics with no direction"
+    return found
+
+
+def _moved(direction: ast.Direction) -> str:
+    return "gone down" if direction == "min" else "gone up"
+
+
+def _epochs(n: int) -> str:
+    return "1 epoch" if n == 1 else f"{n} epochs"
+
+
+def condition_phrase(c: ast.Condition) -> str:
+    """A condition as a clause: ``val_loss has not gone down for 3 epochs in a row``."""
+    if isinstance(c, ast.Plateau):
+        direction = _direction(c.metric.name, c.trend)
+        by = ""
+        if c.relative:
+            by = f" by more than {number(c.delta * 100)}% of its best"
+        elif c.delta:
+            by = f" by more than {number(c.delta)}"
+        span = "1 epoch" if c.patience == 1 else f"{c.patience} epochs in a row"
+        return f"{c.metric.name} has not {_moved(direction)}{by} for {span}"
+    if isinstance(c, ast.Threshold):
+        words = {">=": "is at least", ">": "is above", "<=": "is at most", "<": "is below"}[c.op]
+        return f"{c.metric.name} {words} {number(c.value)}"
+    if isinstance(c, ast.NotFinite):
+        return f"{c.metric.name} is NaN" if c.nan_only else f"{c.metric.name} is NaN or infinite"
+    joiner = " or " if isinstance(c, ast.AnyOf) else " and "
+    # Nested groups keep their brackets so "A and (B or C)" cannot be misread.
+    return joiner.join(
+        f"({condition_phrase(p)})" if isinstance(p, ast.AnyOf | ast.AllOf) else condition_phrase(p) for p in c.parts
+    )
+
+
+def _what(weights_only: bool) -> str:
+    return "the weights" if weights_only else "the whole model"
+
+
+def sentence(r: ast.Rule) -> str:
+    """One plain-English sentence (or two) saying what a rule does."""
+    if isinstance(r, ast.StopWhen):
+        return _stop_sentence(r)
+    if isinstance(r, ast.StopAfter):
+        if r.unit == "epochs":
+            return f"Stop training at the end of epoch {number(r.amount)} (counting from 1), like fit(epochs={number(r.amount)})."
+        if r.unit == "steps":
+            return (f"Stop training once {number(r.amount)} training batches have run since fit began "
+                    "(the epoch is cut short; validation still runs).")
+        unit = {"s": "seconds", "min": "minutes", "h": "hours"}[r.unit]
+        return (f"Stop training once {number(r.amount)} {unit} of wall-clock time have passed since fit began "
+                "(checked after every batch).")
+    if isinstance(r, ast.SaveBest):
+        direction = checkpoint_direction(r.metric, r.direction)
+        best = "lowest" if direction == "min" else "highest"
+        path = r.path if r.path is not None else default_best_path(r.weights_only)
+        return (f"Save {_what(r.weights_only)} to {path!r} at the end of every epoch where "
+                f"{r.metric.name} reaches a new {best} value.")
+    if isinstance(r, ast.SaveTop):
+        direction = checkpoint_direction(r.metric, r.direction)
+        best = "lowest" if direction == "min" else "highest"
+        return (f"Keep the {r.k} checkpoints ({_what(r.weights_only)}) with the {best} {r.metric.name} as files "
+                f"named {r.path!r}, deleting the one that drops out of the top {r.k}.")
+    if isinstance(r, ast.SaveEvery):
+        if r.unit == "steps":
+            when = f"every {r.every} training batches (counted across epochs)"
+        else:
+            when = "at the end of every epoch" if r.every == 1 else f"at the end of every {_ordinal(r.every)} epoch"
+        return f"Save {_what(r.weights_only)} to {r.path!r} {when}."
+    if isinstance(r, ast.SaveLast):
+        return (f"Save {_what(r.weights_only)} to {r.path!r} at the end of every epoch, overwriting it, "
+                "so it always holds the latest epoch.")
+    if isinstance(r, ast.ReduceLR):
+        out = f"Multiply the learning rate by {number(r.factor)} whenever {condition_phrase(r.when)}"
+        if r.cooldown == 1:
+            # Keras counts the last cooldown epoch toward patience, so a cooldown of 1 changes nothing.
+            out += " (a cooldown of 1 epoch changes nothing in Keras)"
+        elif r.cooldown:
+            out += f", then leave the next {_epochs(r.cooldown - 1)} uncounted (cooldown {r.cooldown})"
+        if r.min_lr:
+            out += f"; never go below {number(r.min_lr)}"
+        return out + "."
+    if isinstance(r, ast.Schedule):
+        return "Set the learning rate at the start of every epoch: " + ", then ".join(
+            _segment_phrase(s) for s in r.segments) + "."
+    if isinstance(r, ast.LogCSV):
+        mode = "appending to the file if it exists" if r.append else "replacing any existing file"
+        return f"Write one row of logs per epoch to the CSV file {r.path!r}, {mode}."
+    if isinstance(r, ast.LogTensorBoard):
+        return f"Write TensorBoard logs (losses and metrics per epoch) to {r.path!r}."
+    every = "every epoch" if r.steps is None else f"every {r.steps} training batches"
+    return (f"Back up the model and the epoch counter to {r.path!r} {every}, so a fit that was killed resumes "
+            "where it stopped; the folder is deleted when training finishes.")
+
+
+def _stop_sentence(r: ast.StopWhen) -> str:
+    if is_terminate_on_nan(r):
+        return "Stop training as soon as the running training loss becomes NaN or infinite (checked after every batch)."
+    out = f"Stop training at the end of the first epoch where {condition_phrase(r.condition)}."
+    if r.ignore_first:
+        out += f" The first {_epochs(r.ignore_first)} are not watched."
+    if r.baseline is not None and isinstance(r.condition, ast.Plateau):
+        direction = _direction(r.condition.metric.name, r.condition.trend)
+        beat = "below" if direction == "min" else "above"
+        out += (f" An epoch only resets the count if {r.condition.metric.name} is also {beat} "
+                f"the baseline {number(r.baseline)}.")
+    target = restore_target(r)
+    if target is not None:
+        metric, direction = target
+        best = "lowest" if direction == "min" else "highest"
+        out += f" When training ends, put back the weights from the epoch with the {best} {metric}."
+    return out
+
+
+def _segment_phrase(s: ast.Segment) -> str:
+    if isinstance(s, ast.Warmup):
+        return f"rise linearly to {number(s.target)} over {_epochs(s.epochs)}"
+    if isinstance(s, ast.Cosine):
+        return f"follow a half cosine to {number(s.target)} over {_epochs(s.epochs)}"
+    every = "epoch" if s.every == 1 else _epochs(s.every)
+    return f"multiply it by {number(s.factor)} every {every}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _keras(name: str, *args: tuple[str, ArgValue | Code], positional: Sequence[ArgValue | Code] = ()) -> CallbackCall:
+    return CallbackCall(KERAS, name, tuple(args), tuple(positional))
+
+
+def _plateau_args(p: ast.Plateau) -> list[tuple[str, ArgValue | Code]]:
+    return [("monitor", p.metric.name)]
+
+
+def callback_call(r: ast.Rule) -> CallbackCall:
+    """The callback a rule compiles to (``docs/semantics.md``), as a constructor call."""
+    if isinstance(r, ast.StopWhen):
+        if is_terminate_on_nan(r):
+            return _keras("TerminateOnNaN")
+        if is_early_stopping(r):
+            return _early_stopping(r)
+        return _ours("PolicyStop", ("rule", rule_text(r)))
+    if isinstance(r, ast.SaveBest):
+        path = r.path if r.path is not None else default_best_path(r.weights_only)
+        args: list[tuple[str, ArgValue | Code]] = [("monitor", r.metric.name),
+                                                   ("mode", checkpoint_direction(r.metric, r.direction)),
+                                                   ("save_best_only", True)]
+        if r.weights_only:
+            args.append(("save_weights_only", True))
+        return _keras("ModelCheckpoint", *args, positional=[path])
+    if (isinstance(r, ast.SaveEvery) and (r.unit == "steps" or r.every == 1)) or isinstance(r, ast.SaveLast):
+        freq: ArgValue = r.every if isinstance(r, ast.SaveEvery) and r.unit == "steps" else "epoch"
+        args = [] if freq == "epoch" else [("save_freq", freq)]
+        if r.weights_only:
+            args.append(("save_weights_only", True))
+        return _keras("ModelCheckpoint", *args, positional=[r.path])
+    if isinstance(r, ast.ReduceLR):
+        return _reduce_lr(r)
+    if isinstance(r, ast.LogCSV):
+        return _keras("CSVLogger", *([("append", True)] if r.append else []), positional=[r.path])
+    if isinstance(r, ast.LogTensorBoard):
+        return _keras("TensorBoard", ("log_dir", r.path))
+    if isinstance(r, ast.Backup):
+        extra: list[tuple[str, ArgValue | Code]] = [] if r.steps is None else [("save_freq", r.steps)]
+        return _keras("BackupAndRestore", ("backup_dir", r.path), *extra)
+    if isinstance(r, ast.Schedule):
+        return _keras("LearningRateScheduler", ("schedule", Code(schedule_source(r))))
+    return _ours(_OUR_CLASS[type(r)], ("rule", rule_text(r)))
+
+
+# Our own callbacks, by rule type (policy/callbacks/); each takes the rule's canonical text.
+_OUR_CLASS: dict[type, str] = {
+    ast.StopAfter: "StopAfter",
+    ast.SaveTop: "SaveTop",
+    ast.SaveEvery: "SaveEvery",
+}
+
+
+def _ours(name: str, *args: tuple[str, ArgValue | Code]) -> CallbackCall:
+    return CallbackCall(OURS, name, tuple(args))
+
+
+def schedule_source(r: ast.Schedule) -> str:
+    """Python source of the schedule object a schedule rule hands to LearningRateScheduler."""
+    return f"Schedule.from_text({rule_text(r)!r})"
+
+
+def _early_stopping(r: ast.StopWhen) -> CallbackCall:
+    c = r.condition
+    assert isinstance(c, ast.Plateau)
+    args: list[tuple[str, ArgValue | Code]] = [("monitor", c.metric.name)]
+    if c.delta:
+        args.append(("min_delta", c.delta))
+    args += [("patience", c.patience), ("mode", _direction(c.metric.name, c.trend))]
+    if r.baseline is not None:
+        args.append(("baseline", r.baseline))
+    if r.restore_best:
+        args.append(("restore_best_weights", True))
+    if r.ignore_first:
+        args.append(("start_from_epoch", r.ignore_first))
+    return _keras("EarlyStopping", *args)
+
+
+def _reduce_lr(r: ast.ReduceLR) -> CallbackCall:
+    p = r.when
+    # Keras's default min_delta is 1e-4 and ours is 0, so it is always written out.
+    args: list[tuple[str, ArgValue | Code]] = [("monitor", p.metric.name), ("factor", r.factor),
+                                               ("patience", p.patience), ("mode", _direction(p.metric.name, p.trend)),
+                                               ("min_delta", p.delta)]
+    if r.cooldown:
+        args.append(("cooldown", r.cooldown))
+    if r.min_lr:
+        args.append(("min_lr", r.min_lr))
+    return _keras("ReduceLROnPlateau", *args)

@@ -1,0 +1,77 @@
+"""A picture of a replayed run, for ``keras-policy simulate --plot out.png``.
+
+The metrics the policy watches are drawn per epoch (one panel each), with a marker on
+every epoch that wrote a checkpoint, a vertical line where the learning rate changed and
+a red line where training stops; the learning rate gets its own panel when it moves.
+matplotlib is optional (``pip install 'keras-policy[plot]'``) and only imported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from policy.ast import Policy
+from policy.errors import PolicyError
+from policy.history import History, watched_metrics
+from policy.outcome import Outcome
+
+INSTALL_HINT = "pip install 'keras-policy[plot]'"
+
+
+def require_matplotlib() -> Any:
+    """The pyplot module, with a non-interactive backend; PolicyError naming the install command if missing."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        raise PolicyError.plain("--plot needs matplotlib, which is not installed", INSTALL_HINT) from None
+    # Agg writes files without a display, so plotting works over ssh and in CI.
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
+
+
+def plot_outcome(policy: Policy, history: History, outcome: Outcome, path: str | Path) -> None:
+    """Draw the watched metrics of the epochs that ran, with stop, save and lr-change markers."""
+    plt = require_matplotlib()
+    metrics = [m for m in watched_metrics(policy) if any(m in logs for logs in history)]
+    if not metrics:  # a policy that watches nothing (budgets, logging): show the loss curves
+        metrics = [m for m in ("loss", "val_loss") if any(m in logs for logs in history)]
+    lrs = list(outcome.learning_rates[: outcome.epochs_run])
+    show_lr = len(set(lrs)) > 1
+    panels = len(metrics) + (1 if show_lr else 0)
+    fig, axes = plt.subplots(max(panels, 1), 1, sharex=True, figsize=(8, 2.4 * max(panels, 1)), squeeze=False)
+    epochs = list(range(len(history)))
+    lr_changes = [e for e in range(1, len(lrs)) if lrs[e] != lrs[e - 1]]
+    saved = sorted({e for e, _ in outcome.saves})
+    for ax, metric in zip(axes[:, 0], metrics, strict=False):
+        values = [logs.get(metric, float("nan")) for logs in history]
+        ax.plot(epochs, values, color="0.75", linewidth=1, label="recorded")
+        ran = epochs[: outcome.epochs_run]
+        ax.plot(ran, values[: outcome.epochs_run], color="C0", marker=".", label=metric)
+        saved_here = [e for e in saved if e < len(values)]
+        if saved_here:
+            ax.scatter(saved_here, [values[e] for e in saved_here], marker="v", s=60, color="C2", zorder=3,
+                       label="checkpoint saved")
+        _markers(ax, lr_changes, outcome)
+        ax.set_ylabel(metric)
+        ax.legend(loc="best", fontsize="small")
+    if show_lr:
+        ax = axes[-1, 0]
+        ax.step(range(len(lrs)), lrs, where="post", color="C1")
+        ax.set_yscale("log")
+        ax.set_ylabel("learning rate")
+        _markers(ax, lr_changes, outcome)
+    axes[-1, 0].set_xlabel("epoch (0-based)")
+    title = f"stops at epoch {outcome.stop.epoch}: {outcome.stop.rule}" if outcome.stop else "runs to the end"
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
+
+
+def _markers(ax: Any, lr_changes: list[int], outcome: Outcome) -> None:
+    for e in lr_changes:
+        ax.axvline(e - 0.5, color="C1", linestyle=":", linewidth=1)
+    if outcome.stop is not None:
+        ax.axvline(outcome.stop.epoch, color="C3", linestyle="--", linewidth=1.2)
