@@ -1,0 +1,704 @@
+"""Hypothesis strategies for policies, metric histories and whole training cases.
+
+These are the generators behind keras-policy's own differential tests (the compiled
+callbacks inside real ``model.fit`` against :func:`policy.reference.simulate`), and they are
+public so that users can property-test their own policies::
+
+    from hypothesis import given
+    from policy import parse_policy
+    from policy.reference import simulate
+    from policy.testing.strategies import histories
+
+    POLICY = parse_policy("stop when val_loss not improving for 3, ignore first 5 epochs")
+
+    @given(histories(["val_loss"], epochs=(1, 12)))
+    def test_never_stops_before_epoch_5(history):
+        stop = simulate(POLICY, history).stop
+        assert stop is None or stop.epoch >= 5
+
+What they aim at is where implementations disagree, not typical training curves:
+
+- ``policies()`` builds the AST directly (every rule kind, every option) so that every value
+  is valid by construction; its ``source`` is the canonical text, so errors point at lines.
+- ``histories()`` writes traces out of plateaus, exact ties with the best value, steps that
+  float32 cannot see (``1.0`` then ``1.0 - 1e-9``), steps just big enough (the next float32),
+  values at exactly ``best - min_delta`` and its float32 neighbours, NaN and +-inf, and
+  metrics that only appear after a few epochs.
+- ``cases()`` draws a policy and a history that fit together (every watched metric is
+  logged; thresholds, baselines and deltas are taken from the history's own numbers so that
+  exact ties and float32 boundaries are hit), plus the learning rate, batches per epoch,
+  running batch losses and step times the budgets and ``TerminateOnNaN`` need.
+
+Examples stay small (at most 8 epochs, 4 rules, 3 batches an epoch) so that a real Keras run
+of one case takes a fraction of a second. No keras import here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import strategies as st
+
+from policy import ast
+from policy.history import EpochLogs, History
+from policy.metrics import name_direction
+from policy.printer import format_policy
+
+__all__ = [
+    "DELTAS",
+    "LEARNING_RATES",
+    "METRICS",
+    "Case",
+    "cases",
+    "f32",
+    "f32_neighbours",
+    "histories",
+    "policies",
+    "policy_texts",
+    "rules",
+]
+
+# The metric pool: a loss and a validation loss (min), two maximised validation metrics and
+# one minimised validation metric whose direction comes from an "error" word (mae).
+METRICS: tuple[str, ...] = ("val_loss", "loss", "val_accuracy", "val_auc", "val_mae")
+
+# min_delta values: float32-exact ones (0.5, 0.25), ones that are not (0.1, 0.05, 0.01), and
+# one below float32 resolution near 1.0 (1e-9) where float64 and float32 comparisons differ.
+DELTAS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.01, 0.25, 0.5, 1e-9, 0.001)
+
+# Relative thresholds, as the parser produces them from "by P%": P / 100.
+PERCENTS: tuple[float, ...] = (1.0, 5.0, 10.0, 50.0, 0.5)
+
+# Initial learning rates; 0.001 is Adam's and SGD's default and not float32-exact.
+LEARNING_RATES: tuple[float, ...] = (0.001, 0.01, 0.1, 0.002, 0.5)
+
+# Starting values of metric traces: float32-exact and not, around typical loss/accuracy values.
+_STARTS: tuple[float, ...] = (1.0, 0.5, 0.1, 0.3, 2.0, 0.7, 0.95, 0.25)
+
+# Sizes of ordinary improvements and regressions.
+_STEPS: tuple[float, ...] = (0.1, 0.05, 0.01, 0.25, 0.5)
+
+_TRENDS: tuple[ast.Trend, ...] = ("improving", "improving", "decreasing", "increasing")
+_COMPARISONS: tuple[ast.Comparison, ...] = (">=", ">", "<=", "<")
+_TIME_UNITS: tuple[ast.TimeUnit, ...] = ("epochs", "epochs", "steps", "s", "min", "h")
+_DIRECTIONS: tuple[ast.Direction | None, ...] = (None, None, "min", "max")
+
+MAX_EPOCHS = 8
+MAX_RULES = 4
+MAX_STEPS_PER_EPOCH = 3
+
+
+# --------------------------------------------------------------------------- float32 helpers
+
+
+def f32(value: float) -> float:
+    """``value`` rounded to float32, as a Python float (what Keras's monitors compare)."""
+    return float(np.float32(value))
+
+
+def f32_neighbours(value: float) -> tuple[float, float]:
+    """The float32 values just below and just above ``float32(value)``, as Python floats."""
+    v = np.float32(value)
+    return float(np.nextafter(v, np.float32(-np.inf))), float(np.nextafter(v, np.float32(np.inf)))
+
+
+# --------------------------------------------------------------------------- histories
+
+
+def _direction(metric: str) -> ast.Direction:
+    return name_direction(metric) or "min"
+
+
+@st.composite
+def _trace(
+    draw: st.DrawFn,
+    metric: str,
+    epochs: int,
+    deltas: Sequence[float],
+    always: bool,
+) -> list[float | None]:
+    """One metric's values over ``epochs`` epochs; None where it is not logged yet."""
+    direction = _direction(metric)
+    # Improvement goes down for a minimised metric, up for a maximised one. A trace is
+    # sometimes drawn against its name (a loss that rises) so that "not decreasing" on a
+    # loss and explicit min/max checkpoints see improvements too.
+    sign = -1.0 if direction == "min" else 1.0
+    if draw(st.integers(0, 4)) == 0:
+        sign = -sign
+    first = 0 if always else draw(st.sampled_from((0, 0, 0, 0, 1, 2, 3)))
+    first = min(first, epochs - 1) if epochs else 0
+    out: list[float | None] = [None] * first
+    best: float | None = None
+    value = draw(st.sampled_from(_STARTS))
+    delta_moves = [d for d in deltas if d > 0]
+    for _ in range(first, epochs):
+        if out[first:]:
+            value = draw(_move(value, best, sign, delta_moves))
+        out.append(value)
+        # The best so far in the trace's own direction (the first value, even NaN, until a
+        # finite one comes), which the next moves tie with, approach or step past.
+        if best is None or (math.isfinite(value) and (not math.isfinite(best) or sign * (value - best) > 0)):
+            best = value
+    return out
+
+
+@st.composite
+def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, deltas: Sequence[float]) -> float:
+    """The next value of a trace, chosen among the moves where implementations part ways."""
+    anchor = best if best is not None and math.isfinite(best) else (value if math.isfinite(value) else 1.0)
+    kind = draw(
+        st.sampled_from(
+            (
+                "tie",  # exactly the best so far: never an improvement (strict comparison)
+                "same",  # a plateau on the previous value
+                "invisible",  # better in float64, equal in float32
+                "ulp",  # the next float32 in the improving direction: just visible
+                "delta",  # exactly best -/+ min_delta, and its float32 neighbours
+                "better",
+                "better",
+                "worse",
+                "worse",
+                "nan",
+                "inf",
+            )
+        )
+    )
+    if kind == "tie":
+        return anchor
+    if kind == "same":
+        return value
+    if kind == "invisible":
+        return anchor + sign * 1e-9 * max(abs(anchor), 1.0)
+    if kind == "ulp":
+        below, above = f32_neighbours(anchor)
+        return above if sign > 0 else below
+    if kind == "delta" and deltas:
+        d = draw(st.sampled_from(tuple(deltas)))
+        relative = draw(st.booleans())
+        step = abs(anchor) * d if relative else d
+        target = anchor + sign * step
+        below, above = f32_neighbours(target)
+        return draw(st.sampled_from((target, target, below, above)))
+    if kind == "nan":
+        return math.nan
+    if kind == "inf":
+        return draw(st.sampled_from((math.inf, -math.inf)))
+    step = draw(st.sampled_from(_STEPS))
+    if kind == "worse":
+        return (value if math.isfinite(value) else anchor) - sign * step
+    return anchor + sign * step
+
+
+def histories(
+    metrics: Sequence[str] = ("val_loss",),
+    epochs: int | tuple[int, int] = (1, MAX_EPOCHS),
+    *,
+    deltas: Sequence[float] = DELTAS,
+    always: Sequence[str] = (),
+    late: bool = True,
+) -> st.SearchStrategy[History]:
+    """Per-epoch logs (``list[dict[str, float]]``) holding ``metrics``, as Keras passes them.
+
+    Args:
+        metrics: the log keys to generate; each gets its own trace.
+        epochs: the exact number of epochs, or an inclusive ``(least, most)`` range.
+        deltas: min_delta / relative-threshold values whose boundaries the traces should hit
+            (``best - delta`` exactly and the float32 values either side of it).
+        always: metrics that must be logged from the first epoch on (e.g. ones a checkpoint
+            path formats, where a missing key is a KeyError in Keras).
+        late: whether other metrics may appear only after a few epochs (absent keys before).
+
+    Values include exact ties, float32-invisible and just-visible steps, NaN and +-inf.
+    """
+    least, most = (epochs, epochs) if isinstance(epochs, int) else epochs
+    if least < 1 or most < least:
+        raise ValueError(f"epochs must be a positive count or range, got {epochs!r}")
+
+    @st.composite
+    def build(draw: st.DrawFn) -> History:
+        n = draw(st.integers(least, most))
+        traces = {m: draw(_trace(m, n, deltas, always=(m in always) or not late)) for m in metrics}
+        out: History = []
+        for e in range(n):
+            logs: EpochLogs = {}
+            for m in sorted(traces):
+                value = traces[m][e]
+                if value is not None:
+                    logs[m] = value
+            out.append(logs)
+        return out
+
+    return build()
+
+
+# --------------------------------------------------------------------------- policies
+
+
+@dataclass
+class _Budget:
+    """What the rules drawn so far for one policy have used up (paths, schedules)."""
+
+    index: int = 0
+    has_lr_rule: bool = False
+    has_default_best: set[bool] = field(default_factory=set)
+    placeholders: set[str] = field(default_factory=set)
+
+    def name(self, stem: str) -> str:
+        self.index += 1
+        return f"{stem}{self.index}"
+
+
+def _numbers(values: Sequence[float]) -> st.SearchStrategy[float]:
+    """Threshold/baseline values: the given ones, their float32 roundings and neighbours."""
+    pool: list[float] = [0.5, 1.0, 0.1, 0.9]
+    for v in values:
+        if math.isfinite(v):
+            below, above = f32_neighbours(v)
+            pool.extend((v, f32(v), below, above))
+    # The parser reads numbers as Python floats and rejects infinities; keep them finite.
+    return st.sampled_from(sorted({p for p in pool if math.isfinite(p)}))
+
+
+@st.composite
+def _metric(draw: st.DrawFn, metrics: Sequence[str]) -> ast.Metric:
+    return ast.Metric(name=draw(st.sampled_from(tuple(metrics))))
+
+
+@st.composite
+def _plateau(draw: st.DrawFn, metrics: Sequence[str], deltas: Sequence[float], relative: bool) -> ast.Plateau:
+    metric = draw(_metric(metrics))
+    # "improving" follows the name (every pool name has a direction); the explicit words are
+    # drawn too, including against the name (a loss "not increasing").
+    trend = draw(st.sampled_from(_TRENDS))
+    if name_direction(metric.name) is None and trend == "improving":
+        trend = "decreasing"
+    is_relative = relative and draw(st.integers(0, 3)) == 0
+    # A relative delta is P / 100, exactly what the parser makes of "by P%".
+    delta = draw(st.sampled_from(PERCENTS)) / 100.0 if is_relative else draw(st.sampled_from((0.0, 0.0, *deltas)))
+    return ast.Plateau(
+        metric=metric,
+        trend=trend,
+        delta=delta,
+        relative=is_relative,
+        patience=draw(st.integers(1, 4)),
+    )
+
+
+@st.composite
+def _atom(draw: st.DrawFn, metrics: Sequence[str], deltas: Sequence[float], values: Sequence[float]) -> ast.Condition:
+    kind = draw(st.sampled_from(("plateau", "plateau", "threshold", "not_finite")))
+    if kind == "plateau":
+        return draw(_plateau(metrics, deltas, relative=True))
+    if kind == "threshold":
+        op = draw(st.sampled_from(_COMPARISONS))
+        return ast.Threshold(metric=draw(_metric(metrics)), op=op, value=draw(_numbers(values)))
+    return ast.NotFinite(metric=draw(_metric(metrics)), nan_only=draw(st.booleans()))
+
+
+@st.composite
+def _condition(
+    draw: st.DrawFn, metrics: Sequence[str], deltas: Sequence[float], values: Sequence[float], depth: int = 2
+) -> ast.Condition:
+    if depth == 0 or draw(st.integers(0, 2)) > 0:
+        return draw(_atom(metrics, deltas, values))
+    n = draw(st.integers(2, 3))
+    parts: list[ast.Condition] = []
+    any_of = draw(st.booleans())
+    for _ in range(n):
+        part = draw(_condition(metrics, deltas, values, depth - 1))
+        # The parser flattens "a or (b or c)" into one group; a same-kind child is spliced in
+        # so that generated trees are already in the parser's normal form.
+        if (any_of and isinstance(part, ast.AnyOf)) or (not any_of and isinstance(part, ast.AllOf)):
+            parts.extend(part.parts)
+        else:
+            parts.append(part)
+    return ast.AnyOf(parts=tuple(parts)) if any_of else ast.AllOf(parts=tuple(parts))
+
+
+@st.composite
+def _stop_when(
+    draw: st.DrawFn, metrics: Sequence[str], deltas: Sequence[float], values: Sequence[float]
+) -> ast.StopWhen:
+    shape = draw(st.sampled_from(("early_stopping", "early_stopping", "condition", "terminate_on_nan")))
+    if shape == "terminate_on_nan" and "loss" in metrics:
+        return ast.StopWhen(condition=ast.NotFinite(metric=ast.Metric(name="loss")))
+    if shape == "early_stopping":
+        condition: ast.Condition = draw(_plateau(metrics, deltas, relative=False))
+    else:
+        condition = draw(_condition(metrics, deltas, values))
+    plateaus = ast.plateaus_of(condition)
+    plateau_names = sorted({p.metric.name for p in plateaus})
+    restore = draw(st.booleans())
+    restore_metric: ast.Metric | None = None
+    if restore:
+        if isinstance(condition, ast.Plateau):
+            if draw(st.booleans()):
+                restore_metric = condition.metric
+        elif len(plateau_names) == 1 and draw(st.booleans()):
+            restore_metric = None
+        else:
+            # Several (or no) plateau metrics: "best" must be named; any pool metric has a
+            # direction, and one the condition does not watch gets a tracker of its own.
+            choices = tuple(plateau_names) + tuple(m for m in metrics if name_direction(m) is not None)
+            restore_metric = ast.Metric(name=draw(st.sampled_from(choices)))
+    ignore_first = draw(st.sampled_from((0, 0, 0, 1, 2, 3)))
+    baseline: float | None = None
+    if isinstance(condition, ast.Plateau) and not condition.relative and draw(st.integers(0, 3)) == 0:
+        baseline = draw(_numbers(values))
+    return ast.StopWhen(
+        condition=condition,
+        restore_best=restore,
+        restore_metric=restore_metric,
+        ignore_first=ignore_first,
+        baseline=baseline,
+    )
+
+
+@st.composite
+def _stop_after(draw: st.DrawFn, steps_per_epoch: int) -> ast.StopAfter:
+    unit = draw(st.sampled_from(_TIME_UNITS))
+    amount: float
+    if unit == "epochs":
+        amount = draw(st.integers(1, MAX_EPOCHS))
+    elif unit == "steps":
+        amount = draw(st.integers(1, MAX_EPOCHS * steps_per_epoch))
+    elif unit == "s":
+        # Whole and fractional seconds; step times are drawn from 0.5/1/1.5 s, so budgets hit
+        # exactly at a step end (elapsed == budget) as well as between two.
+        amount = draw(st.sampled_from((1, 2, 3, 2.5, 4, 0.75)))
+    elif unit == "min":
+        amount = draw(st.sampled_from((0.05, 0.025)))  # 3 s, 1.5 s
+    else:
+        amount = draw(st.sampled_from((0.001, 0.0005)))  # 3.6 s, 1.8 s
+    return ast.StopAfter(amount=amount, unit=unit)
+
+
+def _suffix(weights_only: bool) -> str:
+    return ".weights.h5" if weights_only else ".keras"
+
+
+@st.composite
+def _epoch_path(draw: st.DrawFn, budget: _Budget, stem: str, weights_only: bool, need_epoch: bool) -> str:
+    """A checkpoint path in a subfolder, with {epoch} / metric placeholders as Keras formats them."""
+    name = budget.name(stem)
+    options = ["{epoch}", "{epoch:03d}", "e{epoch:02d}-{val_loss:.4f}"]
+    if not need_epoch:
+        options += ["", "", "{loss:.3f}"]
+    template = draw(st.sampled_from(options))
+    if "val_loss" in template:
+        budget.placeholders.add("val_loss")
+    if "{loss" in template:
+        budget.placeholders.add("loss")
+    sep = "-" if template else ""
+    return f"ckpt/{name}{sep}{template}{_suffix(weights_only)}"
+
+
+@st.composite
+def _save_rule(draw: st.DrawFn, metrics: Sequence[str], budget: _Budget, steps_per_epoch: int) -> ast.Rule:
+    kind = draw(st.sampled_from(("best", "best", "top", "every", "every_n", "steps", "last")))
+    weights_only = draw(st.booleans())
+    direction = draw(st.sampled_from(_DIRECTIONS))
+    if kind == "best":
+        metric = draw(_metric(metrics))
+        path: str | None
+        if weights_only not in budget.has_default_best and draw(st.booleans()):
+            budget.has_default_best.add(weights_only)
+            path = None  # checkpoints/best.keras or checkpoints/best.weights.h5
+        else:
+            path = draw(_epoch_path(budget, "best", weights_only, need_epoch=False))
+        return ast.SaveBest(metric=metric, direction=direction, path=path, weights_only=weights_only)
+    if kind == "top":
+        return ast.SaveTop(
+            k=draw(st.integers(1, 3)),
+            metric=draw(_metric(metrics)),
+            direction=direction,
+            path=draw(_epoch_path(budget, "top", weights_only, need_epoch=True)),
+            weights_only=weights_only,
+        )
+    if kind == "every":
+        return ast.SaveEvery(
+            path=draw(_epoch_path(budget, "every", weights_only, need_epoch=False)), weights_only=weights_only
+        )
+    if kind == "every_n":
+        return ast.SaveEvery(
+            every=draw(st.integers(2, 3)),
+            path=draw(_epoch_path(budget, "every", weights_only, need_epoch=False)),
+            weights_only=weights_only,
+        )
+    if kind == "steps":
+        # Batch-level saves format the batch logs, which hold no validation metrics: only
+        # {epoch} and {batch} (both 1-based) are safe placeholders.
+        name = budget.name("steps")
+        template = draw(st.sampled_from(("", "-{epoch}-{batch}", "-{batch:02d}")))
+        return ast.SaveEvery(
+            every=draw(st.integers(1, 2 * steps_per_epoch + 1)),
+            unit="steps",
+            path=f"ckpt/{name}{template}{_suffix(weights_only)}",
+            weights_only=weights_only,
+        )
+    return ast.SaveLast(path=f"ckpt/{budget.name('last')}{_suffix(weights_only)}", weights_only=weights_only)
+
+
+@st.composite
+def _reduce_lr(draw: st.DrawFn, metrics: Sequence[str], deltas: Sequence[float], initial_lr: float) -> ast.ReduceLR:
+    factor = draw(st.sampled_from((0.5, 0.1, 0.2, 0.3, 0.9, 0.25)))
+    # min lr: none, below anything reachable, or a value the lr lands on exactly after one or
+    # two reductions (float32(lr) == float32(min_lr) decides whether a reduction happens).
+    min_lr = draw(
+        st.sampled_from(
+            (0.0, 0.0, initial_lr * factor, initial_lr * factor * factor, f32(initial_lr) * factor, initial_lr / 3)
+        )
+    )
+    return ast.ReduceLR(
+        factor=factor,
+        when=draw(_plateau(metrics, deltas, relative=False)),
+        cooldown=draw(st.integers(0, 3)),
+        min_lr=min_lr,
+    )
+
+
+@st.composite
+def _schedule(draw: st.DrawFn) -> ast.Schedule:
+    targets = st.sampled_from((0.01, 0.001, 0.1, 0.005, 0.002))
+    segments: list[ast.Segment] = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(("warmup", "cosine", "decay")))
+        if kind == "warmup":
+            segments.append(ast.Warmup(target=draw(targets), epochs=draw(st.integers(1, 4))))
+        elif kind == "cosine":
+            segments.append(ast.Cosine(target=draw(targets), epochs=draw(st.integers(1, 4))))
+        else:
+            # Decay never ends: it closes the chain.
+            factor = draw(st.sampled_from((0.5, 0.1, 0.9, 0.3)))
+            segments.append(ast.Decay(factor=factor, every=draw(st.integers(1, 3))))
+            break
+    return ast.Schedule(segments=tuple(segments))
+
+
+@st.composite
+def _rule(
+    draw: st.DrawFn,
+    metrics: Sequence[str],
+    deltas: Sequence[float],
+    values: Sequence[float],
+    budget: _Budget,
+    initial_lr: float,
+    steps_per_epoch: int,
+    kinds: Sequence[str],
+) -> ast.Rule:
+    # One learning-rate rule per policy: two would fight over the lr (a validation error).
+    choices = [k for k in kinds if not (k in ("reduce_lr", "schedule") and budget.has_lr_rule)] or ["stop_after"]
+    kind = draw(st.sampled_from(choices))
+    if kind == "stop_when":
+        return draw(_stop_when(metrics, deltas, values))
+    if kind == "stop_after":
+        return draw(_stop_after(steps_per_epoch))
+    if kind == "save":
+        return draw(_save_rule(metrics, budget, steps_per_epoch))
+    if kind == "reduce_lr":
+        budget.has_lr_rule = True
+        return draw(_reduce_lr(metrics, deltas, initial_lr))
+    if kind == "schedule":
+        budget.has_lr_rule = True
+        return draw(_schedule())
+    if kind == "log_csv":
+        return ast.LogCSV(path=f"logs/{budget.name('train')}.csv", append=draw(st.booleans()))
+    if kind == "tensorboard":
+        return ast.LogTensorBoard(path=f"logs/{budget.name('tb')}")
+    steps = draw(st.sampled_from((None, None, 1, 2, 5)))
+    return ast.Backup(path=f"backup/{budget.name('b')}", steps=steps)
+
+
+# How often each kind of rule is drawn: the decision-making rules dominate; logging and
+# backup rules are there to show they change nothing (and TensorBoard is slow to write).
+RULE_KINDS: tuple[str, ...] = (
+    "stop_when",
+    "stop_when",
+    "stop_when",
+    "stop_after",
+    "save",
+    "save",
+    "save",
+    "reduce_lr",
+    "reduce_lr",
+    "schedule",
+    "log_csv",
+    "tensorboard",
+    "backup",
+)
+
+
+@dataclass(frozen=True)
+class _Drawn:
+    policy: ast.Policy
+    placeholders: frozenset[str]
+
+
+@st.composite
+def _policy_and_placeholders(
+    draw: st.DrawFn,
+    metrics: Sequence[str],
+    max_rules: int,
+    deltas: Sequence[float],
+    values: Sequence[float],
+    initial_lr: float,
+    steps_per_epoch: int,
+    kinds: Sequence[str],
+) -> _Drawn:
+    budget = _Budget()
+    n = draw(st.integers(1, max_rules))
+    drawn = tuple(draw(_rule(metrics, deltas, values, budget, initial_lr, steps_per_epoch, kinds)) for _ in range(n))
+    # Construct, then set ``source`` to the canonical text so a later error can show the line.
+    bare = ast.Policy(rules=drawn)
+    return _Drawn(ast.Policy(rules=drawn, source=format_policy(bare)), frozenset(budget.placeholders))
+
+
+def policies(
+    metrics: Sequence[str] = METRICS,
+    *,
+    max_rules: int = MAX_RULES,
+    deltas: Sequence[float] = DELTAS,
+    values: Sequence[float] = (),
+    initial_lr: float = 0.001,
+    steps_per_epoch: int = 1,
+    kinds: Sequence[str] = RULE_KINDS,
+) -> st.SearchStrategy[ast.Policy]:
+    """Valid policies (they pass :func:`policy.validate.validate`) of 1 to ``max_rules`` rules.
+
+    Args:
+        metrics: the metric names rules may watch. Names should say their direction
+            (``val_loss``, ``val_accuracy``): checkpoints and ``restore best`` need one.
+        deltas: min_delta values plateaus draw from.
+        values: numbers thresholds and baselines are drawn around (the history's values
+            give exact ties; their float32 roundings and neighbours are added).
+        initial_lr: the learning rate ``min lr`` values are chosen relative to.
+        steps_per_epoch: batches per epoch, for step budgets and step checkpoints.
+        kinds: which rule kinds to draw (a subset of ``RULE_KINDS``; repeats weight them).
+
+    Paths are distinct per rule and live in subfolders (``ckpt/``, ``logs/``, ``backup/``);
+    checkpoint paths use ``{epoch}``, ``{batch}``, ``{val_loss:.4f}`` and ``{loss:.3f}``.
+    """
+    return _policy_and_placeholders(metrics, max_rules, deltas, values, initial_lr, steps_per_epoch, kinds).map(
+        lambda d: d.policy
+    )
+
+
+def rules(metrics: Sequence[str] = METRICS, kinds: Sequence[str] = RULE_KINDS) -> st.SearchStrategy[ast.Rule]:
+    """Single valid rules (the one rule of a one-rule policy)."""
+    return policies(metrics, max_rules=1, kinds=kinds).map(lambda p: p.rules[0])
+
+
+def policy_texts(metrics: Sequence[str] = METRICS, *, max_rules: int = MAX_RULES) -> st.SearchStrategy[str]:
+    """The canonical text of generated policies (what ``format_policy`` prints)."""
+    return policies(metrics, max_rules=max_rules).map(lambda p: p.source)
+
+
+# --------------------------------------------------------------------------- whole cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """Everything one differential run needs: a policy and the training it watches.
+
+    ``history`` holds one dict of logs per epoch the script can run (training may stop
+    earlier); ``batch_losses[e][b]`` is the running training loss Keras reports after batch
+    ``b`` of epoch ``e`` (its last entry equals the epoch's ``loss`` when that is logged);
+    ``step_seconds`` is how long every training step takes on the scripted clock.
+    """
+
+    policy: ast.Policy
+    history: History
+    initial_lr: float
+    steps_per_epoch: int
+    batch_losses: tuple[tuple[float, ...], ...] | None
+    step_seconds: float | None
+
+    @property
+    def text(self) -> str:
+        """The policy's canonical text."""
+        return format_policy(self.policy)
+
+    def key(self) -> tuple[object, ...]:
+        """A hashable identity of the case (for caching real-Keras outcomes)."""
+        return (
+            self.text,
+            repr(self.history),
+            self.initial_lr,
+            self.steps_per_epoch,
+            repr(self.batch_losses),
+            self.step_seconds,
+        )
+
+
+def _history_values(history: History) -> list[float]:
+    return sorted({v for logs in history for v in logs.values() if math.isfinite(v)})
+
+
+@st.composite
+def _batch_losses(draw: st.DrawFn, history: History, steps_per_epoch: int) -> tuple[tuple[float, ...], ...]:
+    """Running training losses per batch, ending on each epoch's logged ``loss``."""
+    out: list[tuple[float, ...]] = []
+    for logs in history:
+        final = logs.get("loss", 1.0)
+        earlier = [
+            draw(st.sampled_from((final, final + 0.1, final * 2 if math.isfinite(final) else 1.0, math.nan, math.inf)))
+            for _ in range(steps_per_epoch - 1)
+        ]
+        # A running average that went NaN stays NaN unless the epoch-end value says otherwise;
+        # non-finite values in the middle model one bad batch that TerminateOnNaN must see.
+        out.append((*earlier, final))
+    return tuple(out)
+
+
+@st.composite
+def cases(
+    draw: st.DrawFn,
+    metrics: Sequence[str] = METRICS,
+    *,
+    max_rules: int = MAX_RULES,
+    max_epochs: int = MAX_EPOCHS,
+    kinds: Sequence[str] = RULE_KINDS,
+) -> Case:
+    """A policy plus a history, learning rate, batches, batch losses and step time that fit.
+
+    The history logs every metric the policy watches (some only from a later epoch, which is
+    what a missing-then-present metric looks like in Keras); thresholds, baselines and
+    deltas come from the history's own values and their float32 neighbours.
+    """
+    steps_per_epoch = draw(st.integers(1, MAX_STEPS_PER_EPOCH))
+    initial_lr = draw(st.sampled_from(LEARNING_RATES))
+    deltas = tuple(draw(st.lists(st.sampled_from(DELTAS), min_size=1, max_size=3, unique=True)))
+    # Draw the history first, so thresholds and baselines can be drawn from its values; the
+    # policy then watches metrics of the same pool (a metric it does not watch is harmless).
+    n_epochs = draw(st.integers(1, max_epochs))
+    pool = tuple(draw(st.lists(st.sampled_from(tuple(metrics)), min_size=1, max_size=3, unique=True)))
+    # "loss" and "val_loss" always exist in a real fit's epoch logs; checkpoint paths may
+    # format them, so they are logged from epoch 0.
+    always = [m for m in pool if m in ("loss", "val_loss")]
+    history = draw(histories(pool, n_epochs, deltas=deltas, always=always))
+    drawn = draw(
+        _policy_and_placeholders(pool, max_rules, deltas, _history_values(history), initial_lr, steps_per_epoch, kinds)
+    )
+    # Placeholders name metrics that must be in every epoch's logs (else Keras raises KeyError).
+    needed = set(drawn.placeholders) - set(pool)
+    if needed:
+        extra = draw(histories(sorted(needed), n_epochs, deltas=deltas, always=sorted(needed)))
+        history = [{**logs, **more} for logs, more in zip(history, extra, strict=True)]
+    needs_batches = steps_per_epoch > 1 or any(
+        isinstance(r, ast.StopWhen) and r.condition == ast.NotFinite(metric=ast.Metric(name="loss"))
+        for r in drawn.policy.rules
+    )
+    batch_losses = draw(_batch_losses(history, steps_per_epoch)) if needs_batches else None
+    timed = any(isinstance(r, ast.StopAfter) and r.unit in ("s", "min", "h") for r in drawn.policy.rules)
+    step_seconds = draw(st.sampled_from((0.5, 1.0, 1.5, 0.25))) if timed else None
+    return Case(
+        policy=drawn.policy,
+        history=history,
+        initial_lr=initial_lr,
+        steps_per_epoch=steps_per_epoch,
+        batch_losses=batch_losses,
+        step_seconds=step_seconds,
+    )

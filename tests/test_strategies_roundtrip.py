@@ -1,0 +1,202 @@
+"""The generators themselves: every generated policy is valid and prints and parses back to itself.
+
+If these fail, the differential tests would be testing the strategies' mistakes, so they run
+first and fast (no keras): every rule kind must appear, every case must fit together.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy import ast, format_policy, parse_policy
+from policy.parser import parse
+from policy.testing.strategies import Case, cases, f32, f32_neighbours, histories, policies, policy_texts
+from policy.validate import validate
+
+EXAMPLES = int(os.environ.get("POLICY_EXAMPLES", "300"))
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=os.environ.get("POLICY_RANDOM", "") == "",
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@SETTINGS
+@given(policies())
+def test_generated_policies_are_valid_and_round_trip(p: ast.Policy) -> None:
+    assert validate(p) is p
+    text = format_policy(p)
+    assert p.source == text
+    again = parse_policy(text)
+    assert again == p
+    # Printing is canonical: the reparsed policy prints to the very same text.
+    assert format_policy(again) == text
+
+
+@SETTINGS
+@given(policy_texts())
+def test_policy_texts_parse_to_policies_printing_the_same_text(text: str) -> None:
+    assert format_policy(parse(text)) == text
+
+
+@SETTINGS
+@given(cases())
+def test_cases_fit_together(case: Case) -> None:
+    validate(case.policy)
+    seen = {k for logs in case.history for k in logs}
+    for rule in case.policy.rules:
+        watched: list[str] = []
+        if isinstance(rule, ast.StopWhen):
+            watched = [m.name for m in ast.metrics_of(rule.condition)]
+        elif isinstance(rule, ast.ReduceLR):
+            watched = [rule.when.metric.name]
+        elif isinstance(rule, ast.SaveBest | ast.SaveTop):
+            watched = [rule.metric.name]
+        assert set(watched) <= seen, (watched, seen)
+        if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.path:
+            # A metric formatted into a checkpoint path is logged in every epoch.
+            for name in ("val_loss", "loss"):
+                if "{" + name + ":" in rule.path:
+                    assert all(name in logs for logs in case.history)
+    assert 1 <= len(case.history) <= 8
+    assert 1 <= len(case.policy.rules) <= 4
+    if case.batch_losses is not None:
+        assert len(case.batch_losses) == len(case.history)
+        for logs, losses in zip(case.history, case.batch_losses, strict=True):
+            assert len(losses) == case.steps_per_epoch
+            if "loss" in logs:
+                assert losses[-1] == logs["loss"] or (math.isnan(losses[-1]) and math.isnan(logs["loss"]))
+
+
+def _kind(rule: ast.Rule) -> str:
+    if isinstance(rule, ast.StopWhen):
+        c = rule.condition
+        return f"stop_when:{type(c).__name__}"
+    if isinstance(rule, ast.StopAfter):
+        return f"stop_after:{rule.unit}"
+    if isinstance(rule, ast.SaveEvery):
+        return f"save_every:{rule.unit}:{rule.every > 1}"
+    return type(rule).__name__
+
+
+def test_every_rule_kind_and_option_is_generated() -> None:
+    """Coverage of the generator itself: a few hundred draws reach every construct."""
+    seen: set[str] = set()
+
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None)
+    @given(policies())
+    def collect(p: ast.Policy) -> None:
+        for rule in p.rules:
+            seen.add(_kind(rule))
+            if isinstance(rule, ast.StopWhen):
+                seen.update(
+                    name
+                    for name, on in (
+                        ("restore", rule.restore_best),
+                        ("restore_metric", rule.restore_metric is not None),
+                        ("ignore_first", rule.ignore_first > 0),
+                        ("baseline", rule.baseline is not None),
+                    )
+                    if on
+                )
+                for plateau in ast.plateaus_of(rule.condition):
+                    seen.add(f"trend:{plateau.trend}")
+                    if plateau.relative:
+                        seen.add("relative")
+            if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.weights_only:
+                seen.add("weights")
+            if isinstance(rule, ast.ReduceLR):
+                seen.update(n for n, on in (("cooldown", rule.cooldown > 0), ("min_lr", rule.min_lr > 0)) if on)
+            if isinstance(rule, ast.Schedule):
+                seen.update(f"segment:{type(s).__name__}" for s in rule.segments)
+                if len(rule.segments) > 1:
+                    seen.add("then")
+
+    collect()
+    expected = {
+        "stop_when:Plateau",
+        "stop_when:Threshold",
+        "stop_when:NotFinite",
+        "stop_when:AnyOf",
+        "stop_when:AllOf",
+        "stop_after:epochs",
+        "stop_after:steps",
+        "stop_after:s",
+        "stop_after:min",
+        "stop_after:h",
+        "SaveBest",
+        "SaveTop",
+        "SaveLast",
+        "save_every:epochs:False",
+        "save_every:epochs:True",
+        "save_every:steps:False",
+        "save_every:steps:True",
+        "ReduceLR",
+        "Schedule",
+        "LogCSV",
+        "LogTensorBoard",
+        "Backup",
+        "restore",
+        "restore_metric",
+        "ignore_first",
+        "baseline",
+        "relative",
+        "trend:improving",
+        "trend:decreasing",
+        "trend:increasing",
+        "weights",
+        "cooldown",
+        "min_lr",
+        "segment:Warmup",
+        "segment:Cosine",
+        "segment:Decay",
+        "then",
+    }
+    assert expected <= seen, sorted(expected - seen)
+
+
+def test_histories_reach_the_float32_corners() -> None:
+    """Ties, float32-invisible steps, next-float32 steps, NaN, +-inf and late metrics all occur."""
+    found: set[str] = set()
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(histories(["val_loss"], (2, 8), deltas=(0.05,)))
+    def collect(history: list[dict[str, float]]) -> None:
+        values = [logs.get("val_loss") for logs in history]
+        if values[0] is None:
+            found.add("late")
+        present = [v for v in values if v is not None]
+        for v in present:
+            if math.isnan(v):
+                found.add("nan")
+            elif math.isinf(v):
+                found.add("inf")
+        finite = [v for v in present if math.isfinite(v)]
+        for i, v in enumerate(finite[1:], start=1):
+            best = min(finite[:i])
+            if v == best:
+                found.add("tie")
+            elif v < best and f32(v) == f32(best):
+                found.add("invisible")
+            elif f32(v) == f32_neighbours(best)[0]:
+                found.add("ulp")
+            if v == best - 0.05:
+                found.add("delta")
+
+    collect()
+    assert {"late", "nan", "inf", "tie", "invisible", "ulp", "delta"} <= found, found
+
+
+@given(st.data())
+@settings(max_examples=50, deadline=None, derandomize=True)
+def test_histories_have_the_requested_shape(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 8))
+    history = data.draw(histories(["val_loss", "val_accuracy"], n, always=["val_accuracy"]))
+    assert len(history) == n
+    assert all("val_accuracy" in logs for logs in history)
+    assert all(set(logs) <= {"val_loss", "val_accuracy"} for logs in history)
