@@ -1,0 +1,109 @@
+"""``stop after N epochs | N steps | T s/min/h``: budgets.
+
+The epoch budget only looks at epoch ends; the step and time budgets must look after every
+training batch (the epoch then ends early, as Keras does for any mid-epoch stop), so only
+they override a batch hook.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from policy.callbacks.base import StopRecord
+from policy.outcome import Stop
+from policy.printer import number
+
+_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+class StopAfterEpochs(keras.callbacks.Callback):  # type: ignore[misc]
+    """Stop at the end of epoch ``e`` when ``e + 1 >= epochs`` (absolute, like ``fit(epochs=N)``)."""
+
+    def __init__(self, epochs: float, rule: str = "") -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.rule = rule or f"stop after {number(epochs)} epochs"
+        self.stop_record: StopRecord | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.stop_record = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch + 1 >= self.epochs:
+            self.model.stop_training = True
+            if self.stop_record is None:
+                reason = f"{epoch + 1} epochs ran, the budget was {number(self.epochs)}"
+                self.stop_record = StopRecord(Stop(self.rule, epoch, reason))
+
+
+class _BatchBudget(keras.callbacks.Callback):  # type: ignore[misc]
+    """Shared by the step and time budgets: knows the current epoch, records one stop."""
+
+    rule: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop_record: StopRecord | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def _stop(self, batch: int, reason: str) -> None:
+        self.model.stop_training = True
+        if self.stop_record is None:
+            self.stop_record = StopRecord(Stop(self.rule, self._epoch, reason), batch=batch)
+
+
+class StopAfterSteps(_BatchBudget):
+    """Stop after the training batch that brings the count since train begin to ``steps``."""
+
+    def __init__(self, steps: float, rule: str = "") -> None:
+        super().__init__()
+        self.steps = steps
+        self.rule = rule or f"stop after {number(steps)} steps"
+        self.seen = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.seen = 0
+        self.stop_record = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.seen += 1
+        if self.seen >= self.steps:
+            self._stop(batch, f"{self.seen} training steps ran, the budget was {number(self.steps)}")
+
+
+class StopAfterTime(_BatchBudget):
+    """Stop after the first training batch that ends ``seconds`` or more after train begin.
+
+    Args:
+        seconds: the budget.
+        rule: the rule's canonical text.
+        clock: where time comes from; tests replace it to script time.
+    """
+
+    def __init__(self, seconds: float, rule: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.rule = rule or f"stop after {number(seconds)}s"
+        self.clock = clock
+        self._start = 0.0
+
+    @classmethod
+    def of(cls, amount: float, unit: str, rule: str = "") -> StopAfterTime:
+        """A budget written as ``amount`` of ``unit`` (``s``, ``min`` or ``h``)."""
+        return cls(amount * _SECONDS[unit], rule)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._start = self.clock()
+        self.stop_record = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        elapsed = self.clock() - self._start
+        if elapsed >= self.seconds:
+            self._stop(batch, f"{elapsed:g}s of training had elapsed, the budget was {self.seconds:g}s")

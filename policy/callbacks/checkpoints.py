@@ -1,0 +1,114 @@
+"""Checkpoints Keras's ModelCheckpoint cannot write: every N > 1 epochs, and the top k.
+
+Paths are formatted exactly as ModelCheckpoint formats them (``{epoch}`` is 1-based, other
+placeholders come from the logs) and files are written the way it writes them (parent
+folder created, ``overwrite=True``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from policy import ast
+from policy.callbacks.numeric import is_worse
+
+
+def format_path(template: str, epoch: int, logs: dict[str, Any]) -> str:
+    """ModelCheckpoint's path for an epoch-end save: ``template.format(epoch=epoch + 1, **logs)``."""
+    try:
+        return template.format(epoch=epoch + 1, **logs)
+    except KeyError as e:
+        raise KeyError(f'Failed to format this callback filepath: "{template}". Reason: {e}') from e
+
+
+def write_model(model: Any, path: str, weights_only: bool) -> None:
+    """Save as ModelCheckpoint does: make the parent folder, then write in place."""
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    if weights_only:
+        model.save_weights(path, overwrite=True)
+    else:
+        model.save(path, overwrite=True)
+
+
+class SaveEveryEpochs(keras.callbacks.Callback):  # type: ignore[misc]
+    """``save [weights] every N epochs to P``: after epoch e when ``(e + 1) % N == 0``."""
+
+    def __init__(self, path: str, every: int, weights_only: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.every = every
+        self.weights_only = weights_only
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if (epoch + 1) % self.every == 0:
+            write_model(self.model, format_path(self.path, epoch, logs or {}), self.weights_only)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One checkpoint the top-k rule keeps: its value, epoch and file."""
+
+    value: float
+    epoch: int
+    path: str
+
+
+class SaveTop(keras.callbacks.Callback):  # type: ignore[misc]
+    """``save top K [weights] on M to P``: the folder holds the files of the K best epochs.
+
+    An epoch enters when fewer than K are kept or its value is strictly better (float32)
+    than the worst kept; ties keep the earlier epoch. Only files this callback wrote in
+    this run are ever deleted, so a file from an earlier run or another tool is safe.
+    """
+
+    def __init__(self, path: str, k: int, monitor: str, mode: ast.Direction, weights_only: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.k = k
+        self.monitor = monitor
+        self.mode: ast.Direction = mode
+        self.weights_only = weights_only
+        self.kept: list[Kept] = []
+        self._written: set[str] = set()
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.kept = []
+        self._written = set()
+
+    def _worst(self) -> Kept:
+        # The worst value; among equal values the latest epoch (so ties keep the earlier one).
+        worst = self.kept[0]
+        for entry in self.kept[1:]:
+            if is_worse(entry.value, worst.value, self.mode) or (
+                not is_worse(worst.value, entry.value, self.mode) and entry.epoch > worst.epoch
+            ):
+                worst = entry
+        return worst
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is None or math.isnan(float(value)):
+            return
+        value = float(value)
+        if len(self.kept) >= self.k and not is_worse(self._worst().value, value, self.mode):
+            return
+        path = format_path(self.path, epoch, logs)
+        write_model(self.model, path, self.weights_only)
+        self._written.add(path)
+        self.kept.append(Kept(value, epoch, path))
+        if len(self.kept) > self.k:
+            dropped = self._worst()
+            self.kept.remove(dropped)
+            # Another kept epoch may share the path (a template without {epoch}); keep its file then.
+            if dropped.path in self._written and all(k.path != dropped.path for k in self.kept):
+                self._written.discard(dropped.path)
+                if os.path.exists(dropped.path):
+                    os.remove(dropped.path)

@@ -1,0 +1,207 @@
+"""``stop when CONDITION``: the conditions Keras has no callback for.
+
+Thresholds (``val_accuracy >= 0.9``), epoch-level ``is not finite`` / ``is nan``, relative
+plateaus (``by 1%``) and any ``and``/``or`` combination. A single absolute plateau and
+``loss is not finite`` alone never get here: they compile to EarlyStopping and TerminateOnNaN.
+
+Every atom is updated at every evaluated epoch (no short-circuit), so ``stop when A or B``
+behaves exactly like ``stop when A; stop when B``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+
+from policy import ast
+from policy.callbacks.base import StopRecord
+from policy.callbacks.numeric import holds, improves, improves_relative
+from policy.outcome import Stop
+from policy.printer import condition as condition_text
+from policy.validate import plateau_direction
+
+
+class PlateauState:
+    """One plateau's ``wait``/``best``, updated once per evaluated epoch (see docs/semantics.md)."""
+
+    def __init__(
+        self,
+        metric: str,
+        direction: ast.Direction,
+        patience: int = 0,
+        delta: float = 0.0,
+        relative: bool = False,
+    ) -> None:
+        self.metric = metric
+        self.direction: ast.Direction = direction
+        self.patience = patience
+        self.delta = delta
+        self.relative = relative
+        self.reset()
+
+    def reset(self) -> None:
+        self.wait = 0
+        self.best: float | None = None
+        self.improved = False  # did the last update change ``best``?
+
+    def update(self, logs: Mapping[str, Any]) -> bool:
+        """Feed one epoch's logs; return whether the plateau holds this epoch."""
+        self.improved = False
+        value = logs.get(self.metric)
+        if value is None:
+            return False
+        value = float(value)
+        self.wait += 1
+        if self.relative:
+            better = improves_relative(value, self.best, self.delta, self.direction)
+        else:
+            better = improves(value, self.best, self.delta, self.direction)
+        if better:
+            self.best = value
+            self.wait = 0
+            self.improved = True
+            return False
+        return self.wait >= self.patience
+
+
+class _Atom:
+    """A node of the condition tree: ``evaluate`` updates state and says whether it holds."""
+
+    def reset(self) -> None:
+        """Forget everything seen; called at train begin."""
+
+    def evaluate(self, logs: Mapping[str, Any]) -> bool:
+        raise NotImplementedError
+
+
+class _PlateauAtom(_Atom):
+    def __init__(self, node: ast.Plateau) -> None:
+        self.state = PlateauState(node.metric.name, plateau_direction(node), node.patience, node.delta, node.relative)
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def evaluate(self, logs: Mapping[str, Any]) -> bool:
+        return self.state.update(logs)
+
+
+class _ThresholdAtom(_Atom):
+    def __init__(self, node: ast.Threshold) -> None:
+        self.node = node
+
+    def evaluate(self, logs: Mapping[str, Any]) -> bool:
+        value = logs.get(self.node.metric.name)
+        return value is not None and holds(float(value), self.node.op, self.node.value)
+
+
+class _NotFiniteAtom(_Atom):
+    def __init__(self, node: ast.NotFinite) -> None:
+        self.node = node
+
+    def evaluate(self, logs: Mapping[str, Any]) -> bool:
+        value = logs.get(self.node.metric.name)
+        if value is None:
+            return False
+        value = float(value)
+        return math.isnan(value) if self.node.nan_only else not math.isfinite(value)
+
+
+class _GroupAtom(_Atom):
+    def __init__(self, parts: list[_Atom], every: bool) -> None:
+        self.parts = parts
+        self.every = every
+
+    def reset(self) -> None:
+        for part in self.parts:
+            part.reset()
+
+    def evaluate(self, logs: Mapping[str, Any]) -> bool:
+        # A list, not a generator: every part must update its state, whatever the others say.
+        results = [part.evaluate(logs) for part in self.parts]
+        return all(results) if self.every else any(results)
+
+
+def _build(node: ast.Condition, plateaus: list[PlateauState]) -> _Atom:
+    if isinstance(node, ast.Plateau):
+        atom = _PlateauAtom(node)
+        plateaus.append(atom.state)
+        return atom
+    if isinstance(node, ast.Threshold):
+        return _ThresholdAtom(node)
+    if isinstance(node, ast.NotFinite):
+        return _NotFiniteAtom(node)
+    return _GroupAtom([_build(p, plateaus) for p in node.parts], every=isinstance(node, ast.AllOf))
+
+
+class StopWhen(keras.callbacks.Callback):  # type: ignore[misc]
+    """Stop training at the end of an epoch where a condition holds.
+
+    Args:
+        condition: the parsed condition.
+        rule: the rule's canonical text, for the stop record.
+        restore: ``(metric, direction)`` whose best epoch's weights are put back at train
+            end, or None (see :func:`policy.validate.restore_target`).
+        ignore_first: epochs before this one are not looked at (no state changes at all).
+    """
+
+    def __init__(
+        self,
+        condition: ast.Condition,
+        rule: str = "",
+        restore: tuple[str, ast.Direction] | None = None,
+        ignore_first: int = 0,
+    ) -> None:
+        super().__init__()
+        self.condition = condition
+        self.rule = rule or f"stop when {condition_text(condition)}"
+        self.ignore_first = ignore_first
+        plateaus: list[PlateauState] = []
+        self._root = _build(condition, plateaus)
+        self._restore_state: PlateauState | None = None
+        self._own_tracker = False
+        if restore is not None:
+            name, direction = restore
+            # "best" is the plateau's own best when the condition watches that metric (its
+            # min_delta counts); otherwise a tracker of our own with delta 0.
+            found = next((p for p in plateaus if p.metric == name), None)
+            self._own_tracker = found is None
+            self._restore_state = found or PlateauState(name, direction)
+        self.stop_record: StopRecord | None = None
+        self.best_weights: list[Any] | None = None
+        self.best_epoch: int | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._root.reset()
+        if self._own_tracker and self._restore_state is not None:
+            self._restore_state.reset()
+        self.stop_record = None
+        self.best_weights = None
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch < self.ignore_first:
+            return
+        logs = logs or {}
+        held = self._root.evaluate(logs)
+        if self._restore_state is not None:
+            if self._own_tracker:
+                self._restore_state.update(logs)
+            if self._restore_state.improved:
+                self.best_weights = self.model.get_weights()
+                self.best_epoch = epoch
+        if held:
+            self.model.stop_training = True
+            if self.stop_record is None:
+                self.stop_record = StopRecord(Stop(self.rule, epoch, self._reason(logs)))
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+    def _reason(self, logs: Mapping[str, Any]) -> str:
+        names = dict.fromkeys(m.name for m in ast.metrics_of(self.condition))
+        values = ", ".join(f"{n} = {logs[n]:.6g}" for n in names if n in logs)
+        return f"{condition_text(self.condition)} held" + (f" ({values})" if values else "")

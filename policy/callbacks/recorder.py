@@ -1,0 +1,39 @@
+"""Knowing afterwards that Keras's own TerminateOnNaN stopped training.
+
+TerminateOnNaN keeps no record of its decision. It stops after any training batch whose
+running loss is NaN or +-inf, so a recorder placed right after it, looking at the same logs,
+knows exactly when it fired. TerminateOnNaN already overrides a batch hook, so the recorder
+costs a policy nothing it had not already paid (async batch dispatch is off either way).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+
+from policy.callbacks.base import StopRecord
+from policy.outcome import Stop
+
+
+class TerminateOnNaNRecorder(keras.callbacks.Callback):  # type: ignore[misc]
+    """Records the batch at which the TerminateOnNaN just before it stopped training."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule = rule
+        self.stop_record: StopRecord | None = None
+        self._epoch = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.stop_record = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if self.stop_record is None and loss is not None and not math.isfinite(float(loss)):
+            reason = f"the training loss was {float(loss)} after batch {batch}"
+            self.stop_record = StopRecord(Stop(self.rule, self._epoch, reason), batch=batch)

@@ -1,0 +1,174 @@
+"""AST -> Keras callbacks.
+
+Principle: a rule Keras already implements compiles to Keras's own callback class with
+exactly the arguments in docs/semantics.md, so it behaves identically to the hand-written
+callback. Only what Keras lacks gets a callback of ours (:mod:`policy.callbacks`).
+
+The result, :class:`CompiledPolicy`, is the list to pass to ``model.fit(callbacks=...)``.
+After ``fit`` its :attr:`CompiledPolicy.stop` says which rule stopped training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from policy import ast
+from policy.callbacks import (
+    MetricCheck,
+    SaveEveryEpochs,
+    SaveTop,
+    Schedule,
+    ScheduledLearningRate,
+    StopAfterEpochs,
+    StopAfterSteps,
+    StopAfterTime,
+    StopRecord,
+    StopWhen,
+    TerminateOnNaNRecorder,
+)
+from policy.callbacks.schedules import segment_of
+from policy.outcome import Stop
+from policy.printer import condition as condition_text
+from policy.printer import rule as rule_text
+from policy.validate import (
+    checkpoint_direction,
+    default_best_path,
+    is_early_stopping,
+    is_terminate_on_nan,
+    plateau_direction,
+    restore_target,
+)
+
+
+class CompiledPolicy(list[Any]):
+    """The callbacks of a policy, in rule order; pass it to ``model.fit(callbacks=...)``.
+
+    With ``strict`` compilation a :class:`~policy.callbacks.MetricCheck` comes first.
+    ``TerminateOnNaN`` is followed by a recorder that notes when it fired. ``rules``
+    maps each callback's position to the canonical text of the rule it came from.
+    """
+
+    def __init__(self, policy: ast.Policy, entries: list[tuple[str | None, Any]]) -> None:
+        super().__init__(cb for _, cb in entries)
+        self.policy = policy
+        self.rules: list[str | None] = [text for text, _ in entries]
+
+    @property
+    def stop(self) -> Stop | None:
+        """Which rule stopped the last ``fit``, at which epoch, and why; None if none did.
+
+        When several rules decide to stop in the same epoch, the first decision wins: a
+        decision after a training batch precedes those at the epoch end, and among equals
+        the rule written first wins.
+        """
+        found: list[tuple[tuple[int, int, int, int], Stop]] = []
+        for position, cb in enumerate(self):
+            record = _stop_record(cb, self.rules[position])
+            if record is not None:
+                found.append((record.order(position), record.stop))
+        return min(found, key=lambda pair: pair[0])[1] if found else None
+
+
+def _stop_record(cb: Any, rule: str | None) -> StopRecord | None:
+    if isinstance(cb, keras.callbacks.EarlyStopping):
+        # EarlyStopping cannot stop at epoch 0 (it needs epoch > 0), so 0 means "did not stop".
+        if cb.stopped_epoch <= 0 or rule is None:
+            return None
+        delta = f" by {abs(cb.min_delta):g}" if cb.min_delta else ""
+        reason = f"{cb.monitor} did not improve{delta} for {cb.wait} epochs (patience {cb.patience})"
+        return StopRecord(Stop(rule, cb.stopped_epoch, reason))
+    record = getattr(cb, "stop_record", None)
+    return record if isinstance(record, StopRecord) else None
+
+
+def compile_rules(policy: ast.Policy, strict: bool = True) -> CompiledPolicy:
+    """Turn a validated policy into callbacks (see docs/semantics.md for each rule)."""
+    entries: list[tuple[str | None, Any]] = []
+    if strict:
+        entries.append((None, MetricCheck(policy)))
+    for rule in policy.rules:
+        text = rule_text(rule)
+        entries.extend((text, cb) for cb in compile_rule(rule, text))
+    return CompiledPolicy(policy, entries)
+
+
+def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
+    """The callbacks for one rule (one, or two for TerminateOnNaN and its recorder)."""
+    text = text if text is not None else rule_text(rule)
+    if isinstance(rule, ast.StopWhen):
+        return _stop_when(rule, text)
+    if isinstance(rule, ast.StopAfter):
+        if rule.unit == "epochs":
+            return [StopAfterEpochs(rule.amount, text)]
+        if rule.unit == "steps":
+            return [StopAfterSteps(rule.amount, text)]
+        return [StopAfterTime.of(rule.amount, rule.unit, text)]
+    if isinstance(rule, ast.SaveBest):
+        return [
+            keras.callbacks.ModelCheckpoint(
+                rule.path if rule.path is not None else default_best_path(rule.weights_only),
+                monitor=rule.metric.name,
+                mode=checkpoint_direction(rule.metric, rule.direction),
+                save_best_only=True,
+                save_weights_only=rule.weights_only,
+            )
+        ]
+    if isinstance(rule, ast.SaveTop):
+        mode = checkpoint_direction(rule.metric, rule.direction)
+        return [SaveTop(rule.path, rule.k, rule.metric.name, mode, rule.weights_only)]
+    if isinstance(rule, ast.SaveEvery):
+        if rule.unit == "steps":
+            return [
+                keras.callbacks.ModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq=rule.every)
+            ]
+        if rule.every == 1:
+            return [keras.callbacks.ModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
+        return [SaveEveryEpochs(rule.path, rule.every, rule.weights_only)]
+    if isinstance(rule, ast.SaveLast):
+        return [keras.callbacks.ModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
+    if isinstance(rule, ast.ReduceLR):
+        p = rule.when
+        return [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=p.metric.name,
+                factor=rule.factor,
+                patience=p.patience,
+                min_delta=p.delta,
+                cooldown=rule.cooldown,
+                min_lr=rule.min_lr,
+                mode=plateau_direction(p),
+            )
+        ]
+    if isinstance(rule, ast.Schedule):
+        return [ScheduledLearningRate(Schedule([segment_of(s) for s in rule.segments]))]
+    if isinstance(rule, ast.LogCSV):
+        return [keras.callbacks.CSVLogger(rule.path, append=rule.append)]
+    if isinstance(rule, ast.LogTensorBoard):
+        return [keras.callbacks.TensorBoard(log_dir=rule.path)]
+    return [
+        keras.callbacks.BackupAndRestore(backup_dir=rule.path, save_freq="epoch" if rule.steps is None else rule.steps)
+    ]
+
+
+def _stop_when(rule: ast.StopWhen, text: str) -> list[Any]:
+    if is_terminate_on_nan(rule):
+        return [keras.callbacks.TerminateOnNaN(), TerminateOnNaNRecorder(text)]
+    c = rule.condition
+    if is_early_stopping(rule):
+        assert isinstance(c, ast.Plateau)
+        return [
+            keras.callbacks.EarlyStopping(
+                monitor=c.metric.name,
+                min_delta=c.delta,
+                patience=c.patience,
+                mode=plateau_direction(c),
+                baseline=rule.baseline,
+                restore_best_weights=rule.restore_best,
+                start_from_epoch=rule.ignore_first,
+            )
+        ]
+    if rule.baseline is not None:  # validate() only allows a baseline on EarlyStopping's form
+        raise ValueError(f"baseline needs a single absolute plateau. Received: {condition_text(c)}")
+    return [StopWhen(c, text, restore_target(rule), rule.ignore_first)]
