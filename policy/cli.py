@@ -139,7 +139,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from policy.history import read_history
-    from policy.reference import simulate
 
     policy = read_policy(args.policy, args.key)
     if not Path(args.history).is_file():
@@ -150,6 +149,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         require_matplotlib()
     history = read_history(args.history)
+    from policy.reference import simulate
+
     outcome = simulate(policy, history, initial_lr=args.initial_lr, steps_per_epoch=args.steps_per_epoch)
     if args.json:
         print(json.dumps(outcome.to_json(), indent=2))

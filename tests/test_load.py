@@ -96,7 +96,7 @@ def test_missing_key_names_the_keys_that_exist(tmp_path: Path) -> None:
 
 
 def test_wrong_value_type() -> None:
-    with pytest.raises(PolicyError, match="text or a list of rules.*got int"):
+    with pytest.raises(PolicyError, match=r"text or a list of rules.*got int"):
         policy_text({"policy": 3})
     with pytest.raises(PolicyError, match="'a' is a str, not a table"):
         policy_text({"a": "x"}, "a.b")
