@@ -1,0 +1,378 @@
+"""One small state machine per rule, mirroring the callback each rule compiles to.
+
+Each class keeps exactly the state its callback keeps (``wait``, ``best``, a cooldown counter,
+the kept top-k epochs) and asks the :class:`~policy.reference.semantics.Semantics` object for
+every decision. Epoch-level rules see the same mutable ``logs`` dict in rule order, as Keras's
+CallbackList hands one dict to every callback (so ``learning_rate`` written by an lr rule is
+visible to the rules after it). Batch-level rules (TerminateOnNaN, step and time budgets,
+step checkpoints) are answered per epoch, arithmetically, by :mod:`policy.reference.simulate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from policy import ast, validate
+from policy.printer import condition as condition_text
+from policy.printer import number
+from policy.reference.inputs import EpochLogs
+from policy.reference.semantics import Semantics
+
+
+@dataclass
+class RunState:
+    """What every rule of one run shares: the semantics, the learning rate, the writes so far."""
+
+    sem: Semantics
+    lr0: float | None
+    lr: float | None
+    saves: list[tuple[int, str]] = field(default_factory=list)
+
+
+class EpochRule:
+    """The epoch-level hooks of one rule; the defaults do nothing (logging, backup, batch rules)."""
+
+    def __init__(self, rule: ast.Rule, text: str) -> None:
+        self.rule = rule
+        self.text = text
+        self.stopped = False
+
+    def on_epoch_begin(self, run: RunState, epoch: int) -> None:
+        return None
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        """Run the rule's epoch-end hook; return a reason sentence if it sets ``stop_training``."""
+        return None
+
+    def restored_epoch(self, run: RunState, training_stopped: bool) -> int | None:
+        """The epoch whose weights this rule puts back at train end, if any."""
+        return None
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+class EarlyStop(EpochRule):
+    """A single absolute plateau: keras.callbacks.EarlyStopping, options and all."""
+
+    def __init__(self, rule: ast.StopWhen, text: str, sem: Semantics) -> None:
+        super().__init__(rule, text)
+        plateau = rule.condition
+        assert isinstance(plateau, ast.Plateau)
+        self.metric = plateau.metric.name
+        self.direction = validate.plateau_direction(plateau)
+        self.delta = plateau.delta
+        self.patience = plateau.patience
+        self.baseline = rule.baseline
+        self.restore = rule.restore_best
+        self.start = rule.ignore_first
+        self.wait = 0
+        self.best = sem.initial_best(rule.baseline)
+        self.best_epoch: int | None = None  # the epoch of best_weights (only kept with restore)
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        sem = run.sem
+        value = logs.get(self.metric)
+        if value is None or sem.ignores_epoch(epoch, self.start):
+            return None
+        if self.restore and self.best_epoch is None:
+            self.best_epoch = epoch  # Keras snapshots the weights at the first epoch it evaluates
+        self.wait += 1
+        if sem.improves(value, self.best, self.delta, self.direction):
+            self.best = value
+            if self.restore:
+                self.best_epoch = epoch
+            if sem.reset_wait_on_improvement(value, self.baseline, self.delta, self.direction):
+                self.wait = 0
+            return None
+        if sem.early_stop_fires(self.wait, self.patience, epoch):
+            self.stopped = True
+            return f"{self.metric} did not improve for {self.wait} epochs (patience {self.patience})"
+        return None
+
+    def restored_epoch(self, run: RunState, training_stopped: bool) -> int | None:
+        if not self.restore:
+            return None
+        has_best = self.best_epoch is not None
+        if run.sem.restore_at_end(has_best=has_best, stopped_by_rule=self.stopped, training_stopped=training_stopped):
+            return self.best_epoch
+        return None
+
+
+class _PlateauAtom:
+    """``M not improving [by D[%]] for N`` inside one of our conditions (docs/semantics.md)."""
+
+    def __init__(self, plateau: ast.Plateau) -> None:
+        self.metric = plateau.metric.name
+        self.direction = validate.plateau_direction(plateau)
+        self.delta = plateau.delta
+        self.relative = plateau.relative
+        self.patience = plateau.patience
+        self.wait = 0
+        self.best: float | None = None
+        self.best_changed = False
+
+    def update(self, sem: Semantics, logs: EpochLogs) -> bool:
+        self.best_changed = False
+        value = logs.get(self.metric)
+        if value is None:
+            return False
+        self.wait += 1
+        if self.relative:
+            improved = sem.relative_improves(value, self.best, self.delta, self.direction)
+        else:
+            improved = sem.improves(value, self.best, self.delta, self.direction)
+        if improved:
+            self.best = value
+            self.wait = 0
+            self.best_changed = True
+            return False
+        return sem.plateau_holds(self.wait, self.patience)
+
+
+class _BestTracker:
+    """``restore best M`` for a metric no plateau of the condition watches: delta 0, its direction."""
+
+    def __init__(self, metric: str, direction: ast.Direction) -> None:
+        self.metric = metric
+        self.direction = direction
+        self.best: float | None = None
+        self.best_changed = False
+
+    def update(self, sem: Semantics, logs: EpochLogs) -> None:
+        self.best_changed = False
+        value = logs.get(self.metric)
+        if value is not None and sem.improves(value, self.best, 0.0, self.direction):
+            self.best = value
+            self.best_changed = True
+
+
+class StopCondition(EpochRule):
+    """Our ``stop when CONDITION[, restore best [M]][, ignore first K epochs]``."""
+
+    def __init__(self, rule: ast.StopWhen, text: str) -> None:
+        super().__init__(rule, text)
+        self.condition = rule.condition
+        self.start = rule.ignore_first
+        self.atoms: list[ast.Condition] = list(_atoms(rule.condition))
+        self.plateaus: dict[int, _PlateauAtom] = {
+            i: _PlateauAtom(a) for i, a in enumerate(self.atoms) if isinstance(a, ast.Plateau)
+        }
+        self.best_source: _PlateauAtom | _BestTracker | None = None
+        target = validate.restore_target(rule)
+        if target is not None:
+            name, direction = target
+            watching = [p for p in self.plateaus.values() if p.metric == name]
+            self.best_source = watching[0] if watching else _BestTracker(name, direction)
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        sem = run.sem
+        if sem.ignores_epoch(epoch, self.start):
+            return None
+        results = [self._atom(sem, i, atom, logs) for i, atom in enumerate(self.atoms)]
+        if isinstance(self.best_source, _BestTracker):
+            self.best_source.update(sem, logs)
+        if self.best_source is not None and self.best_source.best_changed:
+            self.best_epoch = epoch
+        if _combine(self.condition, iter(results)):
+            self.stopped = True
+            return f"{condition_text(self.condition)} held at epoch {epoch}"
+        return None
+
+    def _atom(self, sem: Semantics, index: int, atom: ast.Condition, logs: EpochLogs) -> bool:
+        if index in self.plateaus:
+            return self.plateaus[index].update(sem, logs)
+        assert isinstance(atom, ast.Threshold | ast.NotFinite)
+        value = logs.get(atom.metric.name)
+        if value is None:
+            return False
+        if isinstance(atom, ast.Threshold):
+            return sem.threshold_holds(value, atom.op, atom.value)
+        return sem.not_finite(value, atom.nan_only)
+
+    def restored_epoch(self, run: RunState, training_stopped: bool) -> int | None:
+        if self.best_source is None:
+            return None
+        has_best = self.best_epoch is not None
+        if run.sem.restore_at_end(has_best=has_best, stopped_by_rule=self.stopped, training_stopped=training_stopped):
+            return self.best_epoch
+        return None
+
+
+def _atoms(c: ast.Condition) -> list[ast.Condition]:
+    """The leaves of a condition in source order (each evaluated every epoch: no short-circuit)."""
+    if isinstance(c, ast.AnyOf | ast.AllOf):
+        return [leaf for part in c.parts for leaf in _atoms(part)]
+    return [c]
+
+
+def _combine(c: ast.Condition, results: Iterator[bool]) -> bool:
+    """Fold the leaves' results (consumed in source order) through ``and``/``or``."""
+    if isinstance(c, ast.AnyOf | ast.AllOf):
+        parts = [_combine(p, results) for p in c.parts]  # a list: consume every leaf
+        return any(parts) if isinstance(c, ast.AnyOf) else all(parts)
+    return next(results)
+
+
+class EpochBudget(EpochRule):
+    """``stop after N epochs``."""
+
+    def __init__(self, rule: ast.StopAfter, text: str) -> None:
+        super().__init__(rule, text)
+        self.epochs = int(rule.amount)
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        if run.sem.epoch_budget_reached(epoch, self.epochs):
+            self.stopped = True
+            return f"reached the budget of {self.epochs} epochs"
+        return None
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class SaveBestCheckpoint(EpochRule):
+    """``save best``: ModelCheckpoint(save_best_only=True, save_freq="epoch"), no min_delta."""
+
+    def __init__(self, rule: ast.SaveBest, text: str) -> None:
+        super().__init__(rule, text)
+        self.metric = rule.metric.name
+        self.direction = validate.checkpoint_direction(rule.metric, rule.direction)
+        self.path = rule.path if rule.path is not None else validate.default_best_path(rule.weights_only)
+        self.best: float | None = None  # initial_value_threshold is never set by a policy
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        sem = run.sem
+        # Keras formats the path before deciding whether to save, so a bad placeholder fails
+        # even in epochs that write nothing.
+        path = sem.format_path(self.path, epoch, None, logs)
+        value = logs.get(self.metric)
+        if value is None:
+            save = sem.save_best_when_missing()
+        elif sem.improves(value, self.best, 0.0, self.direction):
+            self.best = value
+            save = True
+        else:
+            save = False
+        if save:
+            run.saves.append((epoch, path))
+        return None
+
+
+class SaveEachEpoch(EpochRule):
+    """``save every epoch`` / ``save last``: ModelCheckpoint(save_freq="epoch") writes every epoch."""
+
+    def __init__(self, rule: ast.SaveEvery | ast.SaveLast, text: str) -> None:
+        super().__init__(rule, text)
+        self.path = rule.path
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        run.saves.append((epoch, run.sem.format_path(self.path, epoch, None, logs)))
+        return None
+
+
+class SaveEveryEpochs(EpochRule):
+    """Our ``save every N epochs`` (N > 1): after epoch e when ``(e + 1) % N == 0``."""
+
+    def __init__(self, rule: ast.SaveEvery, text: str) -> None:
+        super().__init__(rule, text)
+        self.path = rule.path
+        self.every = rule.every
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        if run.sem.every_epochs_due(epoch, self.every):
+            run.saves.append((epoch, run.sem.format_path(self.path, epoch, None, logs)))
+        return None
+
+
+class SaveTopK(EpochRule):
+    """Our ``save top K on M``: the folder always holds the files of the K best epochs so far."""
+
+    def __init__(self, rule: ast.SaveTop, text: str) -> None:
+        super().__init__(rule, text)
+        self.metric = rule.metric.name
+        self.direction = validate.checkpoint_direction(rule.metric, rule.direction)
+        self.path = rule.path
+        self.k = rule.k
+        self.kept: list[tuple[int, float]] = []
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        sem = run.sem
+        value = logs.get(self.metric)
+        if value is None or math.isnan(value):
+            return None
+        worst = self.kept[sem.top_k_worst(self.kept, self.direction)][1] if self.kept else None
+        if sem.top_k_admits(value, worst, len(self.kept), self.k, self.direction):
+            run.saves.append((epoch, sem.format_path(self.path, epoch, None, logs)))
+            self.kept.append((epoch, value))
+            if len(self.kept) > self.k:
+                del self.kept[sem.top_k_worst(self.kept, self.direction)]
+        return None
+
+
+# --------------------------------------------------------------------------- learning rate
+
+
+class PlateauLR(EpochRule):
+    """``multiply lr by F when M not improving [by D] for N``: keras ReduceLROnPlateau."""
+
+    def __init__(self, rule: ast.ReduceLR, text: str) -> None:
+        super().__init__(rule, text)
+        self.metric = rule.when.metric.name
+        self.direction = validate.plateau_direction(rule.when)
+        self.delta = rule.when.delta
+        self.patience = rule.when.patience
+        self.factor = rule.factor
+        self.cooldown = rule.cooldown
+        self.min_lr = rule.min_lr
+        self.wait = 0
+        self.best: float | None = None
+        self.cooldown_counter = 0
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        sem = run.sem
+        assert run.lr is not None
+        before = run.lr
+        logs["learning_rate"] = before  # written first, so the monitor may even read it
+        value = logs.get(self.metric)
+        if value is not None:
+            counter_before = self.cooldown_counter
+            if self.cooldown_counter > 0:
+                self.cooldown_counter -= 1
+                self.wait = 0
+            if sem.improves(value, self.best, self.delta, self.direction):
+                self.best = value
+                self.wait = 0
+            elif sem.counts_toward_patience(counter_before, self.cooldown_counter):
+                self.wait += 1
+                if sem.lr_reduce_due(self.wait, self.patience) and sem.lr_can_reduce(run.lr, self.min_lr):
+                    run.lr = sem.reduced_lr(run.lr, self.factor, self.min_lr)
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+        logs["learning_rate"] = sem.logged_lr(before, run.lr)
+        return None
+
+
+class ScheduleLR(EpochRule):
+    """Warm-up / cosine / decay segments: keras LearningRateScheduler with our schedule object."""
+
+    def __init__(self, rule: ast.Schedule, text: str) -> None:
+        super().__init__(rule, text)
+        self.schedule = rule
+
+    def on_epoch_begin(self, run: RunState, epoch: int) -> None:
+        assert run.lr is not None and run.lr0 is not None
+        run.lr = run.sem.lr_round(run.sem.schedule_lr(self.schedule, epoch, run.lr0, run.lr))
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        assert run.lr is not None
+        logs["learning_rate"] = run.lr
+        return None
+
+
+def describe_budget(rule: ast.StopAfter) -> str:
+    unit = {"epochs": "epochs", "steps": "training steps", "s": "s", "min": "min", "h": "h"}[rule.unit]
+    return f"{number(rule.amount)} {unit}"

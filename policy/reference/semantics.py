@@ -1,0 +1,365 @@
+"""Every decision primitive of the reference, one small overridable method each.
+
+The simulator (:mod:`policy.reference.simulate`) never compares, rounds or counts by itself: it
+asks a :class:`Semantics` object. :data:`KERAS_3_15` is the real thing (Keras 3.15.1 under
+TensorFlow 2.21, plus the rules of ``docs/semantics.md``). A test that wants to prove the
+differential suite would notice a wrong reference subclasses :class:`Semantics`, overrides ONE
+method with a classic mistake, and passes it as ``simulate(..., semantics=Mutant())``.
+
+Where each classic mistake lives (override this method to make it):
+
+=============================================================  ==================================
+mistake                                                        method
+=============================================================  ==================================
+compare in float64 (no float32 rounding of either side)        :meth:`Semantics.to_f32`
+round each side first and subtract in float32                  :meth:`Semantics.shifted`
+ignore TensorFlow's flush-to-zero of float32 subnormals        :meth:`Semantics.to_f32`
+wrong min_delta sign (``value - D < best`` for min)            :meth:`Semantics.signed_delta`
+NaN as first value does not become best                        :meth:`Semantics.improves`
+relative threshold taken from the value, not from best         :meth:`Semantics.relative_improves`
+patience off by one (``wait > patience``)                      :meth:`Semantics.early_stop_fires`
+patience 0 stops at epoch 0 (no ``epoch > 0`` guard)           :meth:`Semantics.early_stop_fires`
+reset wait on any improvement (keras PR 23559, Keras > 3.15)   :meth:`Semantics.reset_wait_on_improvement`
+baseline used as the starting best                             :meth:`Semantics.initial_best`
+start_from_epoch / ignore first off by one                     :meth:`Semantics.ignores_epoch`
+our plateau holds at ``wait > N``                              :meth:`Semantics.plateau_holds`
+restore best weights only when the rule itself stopped         :meth:`Semantics.restore_at_end`
+naive cooldown (test cooldown before decrementing it)          :meth:`Semantics.counts_toward_patience`
+ReduceLROnPlateau reduces at ``wait > patience``               :meth:`Semantics.lr_reduce_due`
+min_lr compared in float64 against the float32 lr              :meth:`Semantics.lr_can_reduce`
+min_lr applied after rounding / no max with min_lr             :meth:`Semantics.reduced_lr`
+learning rate kept in float64                                  :meth:`Semantics.lr_round`
+logs["learning_rate"] written after the reduction              :meth:`Semantics.logged_lr`
+0-based ``{epoch}`` / ``{batch}`` in checkpoint paths          :meth:`Semantics.format_path`
+``save every N epochs`` at ``e % N == 0``                      :meth:`Semantics.every_epochs_due`
+save-best skips an epoch whose metric is missing               :meth:`Semantics.save_best_when_missing`
+integer save_freq counter reset at every epoch                 :meth:`Semantics.step_save_batches`
+step budget off by one                                         :meth:`Semantics.step_budget_batch`
+epoch budget off by one (``e >= N``)                           :meth:`Semantics.epoch_budget_reached`
+time budget compared with ``>`` instead of ``>=``              :meth:`Semantics.time_budget_batch`
+clock as ``k * step`` instead of a running sum                 :meth:`Semantics.clock_readings`
+TerminateOnNaN ignores infinities                              :meth:`Semantics.invalid_loss_batch`
+threshold compared in float64 / with the wrong operator        :meth:`Semantics.threshold_holds`
+``is not finite`` misses -inf, ``is nan`` catches inf          :meth:`Semantics.not_finite`
+top-k admits ties / keeps the later of two equal epochs        :meth:`Semantics.top_k_admits`, :meth:`Semantics.top_k_worst`
+schedule off by one epoch / wrong cosine phase                 :meth:`Semantics.schedule_lr`
+=============================================================  ==================================
+
+Float32 facts (Keras 3.15.1, TensorFlow 2.21 CPU), established by experiment with the installed
+Keras (see ``tests/test_reference_vs_keras_facts.py``, which re-checks each one):
+
+* Keras's monitors compute ``monitor_value - self.min_delta`` on two Python floats, i.e. in
+  float64, and only then hand the result and ``best`` to ``ops.less``/``ops.greater``, which
+  convert each Python float to a float32 tensor. Evidence: with value 1.2739233746429086,
+  min_delta 0.026978671376387032 (min mode) and best 1.3009021282196045, rounding the float64
+  sum gives ``True`` while rounding both operands and adding in float32 gives ``False``;
+  ``ops.less`` answered ``True``. Two more such pairs agreed the same way.
+* The TensorFlow CPU comparison kernels flush float32 subnormals to zero:
+  ``ops.less(1e-40, 2e-40)`` is ``False`` (NumPy float32 says ``True``), ``ops.less(0.0, 1e-40)``
+  is ``False``. The tensors themselves keep the subnormal value; only the comparison flushes.
+* A finite Python float whose float32 rounding overflows (>= FLT_MAX + half an ulp, about
+  3.4028235678e38) makes ``ops.less`` raise ``ValueError`` ("out of range"); ``inf`` is fine.
+* The learning-rate variable is float32 and is assigned with round-to-nearest; assigning a
+  finite value too large for float32 stores ``inf`` (no error) and subnormals are kept.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import string
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
+from typing import Final
+
+from policy import ast
+from policy.errors import PolicyError
+
+FLT_MAX: Final = 3.4028234663852886e38
+"""The largest finite float32."""
+FLT_MIN_NORMAL: Final = 2.0**-126
+"""The smallest positive normal float32; anything smaller (but not 0) is subnormal."""
+
+_F32: Final = struct.Struct("<f")
+
+
+class KerasWouldRaise(PolicyError):
+    """Real Keras would raise during ``fit`` here (a path placeholder missing from the logs, a
+    metric too large for float32 in a monitor comparison, ...). The reference says so instead of
+    predicting an outcome; a differential test expects ``fit`` to raise too."""
+
+    @classmethod
+    def because(cls, message: str, suggestion: str | None = None) -> KerasWouldRaise:
+        from policy.errors import Problem
+
+        return cls([Problem(message, suggestion=suggestion)])
+
+
+def round_f32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (ties to even), as a Python float; overflow gives +-inf.
+
+    ``struct`` packs with a C ``(float)`` cast, which is exactly what TensorFlow and NumPy do
+    when they turn a Python float into float32, and is far cheaper than ``numpy.float32`` per
+    scalar. ``struct`` refuses values that overflow, which we map to the signed infinity.
+    """
+    try:
+        return float(_F32.unpack(_F32.pack(x))[0])
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _better_f32(a: float, b: float, direction: ast.Direction) -> bool:
+    return a < b if direction == "min" else a > b
+
+
+_TIME_UNIT_SECONDS: Final[Mapping[str, float]] = {"s": 1, "min": 60, "h": 3600}
+
+
+class Semantics:
+    """The decision primitives, as Keras 3.15.1 and ``docs/semantics.md`` define them.
+
+    Subclass and override one method to build a deliberately wrong reference (a mutant); the
+    table in this module's docstring says which method holds which classic mistake. Methods
+    take and return plain Python values; none keeps state (the simulator owns all state).
+    """
+
+    name: str = "keras-3.15.1"
+
+    # ------------------------------------------------------------------ float32 comparisons
+    def to_f32(self, x: float) -> float:
+        """One operand of a float32 comparison, as a TensorFlow CPU comparison kernel sees it.
+
+        Rounded to float32, subnormals flushed to (signed) zero. A finite value that overflows
+        float32 cannot even be converted: Keras raises ValueError, so we raise
+        :class:`KerasWouldRaise`.
+        """
+        y = round_f32(x)
+        if math.isinf(y) and math.isfinite(x):
+            raise KerasWouldRaise.because(
+                f"the value {x!r} does not fit in float32; Keras's comparison raises ValueError "
+                "(\"out of range\") when it converts it to a tensor"
+            )
+        if y != 0.0 and abs(y) < FLT_MIN_NORMAL:
+            return math.copysign(0.0, y)
+        return y
+
+    def better(self, a: float, b: float, direction: ast.Direction) -> bool:
+        """``a`` is strictly better than ``b`` (``<`` for min, ``>`` for max), compared in float32."""
+        return _better_f32(self.to_f32(a), self.to_f32(b), direction)
+
+    def signed_delta(self, delta: float, direction: ast.Direction) -> float:
+        """Keras's stored ``min_delta``: ``abs(min_delta)``, negated in min mode."""
+        return -abs(delta) if direction == "min" else abs(delta)
+
+    def shifted(self, value: float, delta: float, direction: ast.Direction) -> float:
+        """``monitor_value - self.min_delta``: plain Python, so float64, before any rounding."""
+        return value - self.signed_delta(delta, direction)
+
+    def improves(self, value: float, best: float | None, delta: float, direction: ast.Direction) -> bool:
+        """MonitorCallback._is_improvement: anything improves on no best (NaN included, which then
+        blocks every later improvement since NaN compares false); else ``value - d`` vs ``best``."""
+        if best is None:
+            return True
+        return self.better(self.shifted(value, delta, direction), best, direction)
+
+    def relative_improves(self, value: float, best: float | None, fraction: float, direction: ast.Direction) -> bool:
+        """Our ``by P%``: min ``value < best - |best| * r``, max ``value > best + |best| * r``; the
+        right side in float64, then both sides compared in float32."""
+        if best is None:
+            return True
+        margin = abs(best) * fraction
+        bound = best - margin if direction == "min" else best + margin
+        return self.better(value, bound, direction)
+
+    def threshold_holds(self, value: float, op: ast.Comparison, x: float) -> bool:
+        """``M op X`` compared in float32 (NaN never holds)."""
+        a, b = self.to_f32(value), self.to_f32(x)
+        if op == ">=":
+            return a >= b
+        if op == ">":
+            return a > b
+        if op == "<=":
+            return a <= b
+        return a < b
+
+    def not_finite(self, value: float, nan_only: bool) -> bool:
+        """``M is nan`` (NaN only) or ``M is not finite`` (NaN or +-inf), on the logged Python float."""
+        return math.isnan(value) if nan_only else not math.isfinite(value)
+
+    # ------------------------------------------------------------------ EarlyStopping & plateaus
+    def initial_best(self, baseline: float | None) -> float | None:
+        """EarlyStopping's best at train begin: None. The baseline is NOT the starting best."""
+        return None
+
+    def ignores_epoch(self, epoch: int, start_from_epoch: int) -> bool:
+        """``start_from_epoch`` / ``ignore first K epochs``: epochs before K change nothing."""
+        return epoch < start_from_epoch
+
+    def reset_wait_on_improvement(
+        self, value: float, baseline: float | None, delta: float, direction: ast.Direction
+    ) -> bool:
+        """After an improvement, EarlyStopping 3.15.1 resets ``wait`` only without a baseline or
+        when the value also improves on the baseline (keras PR 23559 later dropped the condition)."""
+        return baseline is None or self.improves(value, baseline, delta, direction)
+
+    def early_stop_fires(self, wait: int, patience: int, epoch: int) -> bool:
+        """EarlyStopping after a non-improving epoch (``wait`` already incremented): ``wait >=
+        patience and epoch > 0``; so patience 0 behaves like patience 1."""
+        return wait >= patience and epoch > 0
+
+    def plateau_holds(self, wait: int, patience: int) -> bool:
+        """Our plateau atom after a non-improving epoch: holds when ``wait >= N``."""
+        return wait >= patience
+
+    def restore_at_end(self, *, has_best: bool, stopped_by_rule: bool, training_stopped: bool) -> bool:
+        """restore_best_weights / ``restore best``: at train end whenever best weights exist,
+        whoever stopped training, stopped or not."""
+        return has_best
+
+    # ------------------------------------------------------------------ ReduceLROnPlateau
+    def lr_round(self, x: float) -> float:
+        """A value written to the float32 learning-rate variable (overflow stores inf)."""
+        return round_f32(x)
+
+    def counts_toward_patience(self, cooldown_before: int, cooldown_after: int) -> bool:
+        """A non-improving epoch counts (``wait += 1``) when not in cooldown *after* this epoch's
+        decrement; so cooldown 1 behaves like cooldown 0."""
+        return cooldown_after == 0
+
+    def lr_reduce_due(self, wait: int, patience: int) -> bool:
+        return wait >= patience
+
+    def lr_can_reduce(self, lr: float, min_lr: float) -> bool:
+        """``old_lr > np.float32(min_lr)``: the lr is already float32; min_lr is rounded (NumPy, so no
+        flush-to-zero) and the two compared exactly."""
+        return lr > round_f32(min_lr)
+
+    def reduced_lr(self, lr: float, factor: float, min_lr: float) -> float:
+        """``max(old_lr * factor, min_lr)`` in float64, then stored in the float32 variable."""
+        return self.lr_round(max(lr * factor, min_lr))
+
+    def logged_lr(self, before: float, after: float) -> float:
+        """What ReduceLROnPlateau leaves in ``logs["learning_rate"]``: the lr before the reduction
+        (it writes it first thing in ``on_epoch_end``)."""
+        return before
+
+    # ------------------------------------------------------------------ schedules
+    def schedule_lr(self, schedule: ast.Schedule, epoch: int, lr0: float, current: float) -> float:
+        """The value our schedule object returns for ``epoch`` (before float32 storage).
+
+        ``lr0`` is the optimizer's lr at train begin (float32 value); ``current`` the lr now, which
+        is left alone after the last finite segment. Arithmetic follows docs/semantics.md
+        literally, left to right, in float64.
+        """
+        start_epoch = 0
+        start_value = lr0
+        for seg in schedule.segments:
+            t = epoch - start_epoch
+            if isinstance(seg, ast.Decay):
+                return start_value * seg.factor ** math.floor(t / seg.every)
+            if t < seg.epochs:
+                if isinstance(seg, ast.Warmup):
+                    return seg.target * (t + 1) / seg.epochs
+                return seg.target + (start_value - seg.target) * (1 + math.cos(math.pi * t / seg.epochs)) / 2
+            start_epoch += seg.epochs
+            start_value = seg.target
+        return current
+
+    # ------------------------------------------------------------------ checkpoints
+    def format_path(self, path: str, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
+        """ModelCheckpoint._get_file_path: ``{epoch}`` is 1-based; for step saves ``{batch}`` is the
+        1-based batch within the epoch, unless the logs themselves hold a "batch" key; every other
+        placeholder comes from the logs. Formatting errors are Keras errors."""
+        try:
+            if batch is None or "batch" in logs:
+                return path.format(epoch=epoch + 1, **logs)
+            return path.format(epoch=epoch + 1, batch=batch + 1, **logs)
+        except KeyError as exc:
+            available = ", ".join(sorted(logs)) or "none"
+            raise KerasWouldRaise.because(
+                f"the checkpoint path {path!r} uses {{{exc.args[0]}}}, which is not in the logs at "
+                f"epoch {epoch} (available: {available}); ModelCheckpoint raises KeyError",
+                "use a metric the model logs, or remove the placeholder",
+            ) from None
+        except (ValueError, IndexError, AttributeError, TypeError) as exc:
+            raise KerasWouldRaise.because(
+                f"the checkpoint path {path!r} cannot be formatted at epoch {epoch}: {exc}"
+            ) from None
+
+    def every_epochs_due(self, epoch: int, every: int) -> bool:
+        """Our ``save every N epochs``: after 0-based epoch e when ``(e + 1) % N == 0``."""
+        return (epoch + 1) % every == 0
+
+    def save_best_when_missing(self) -> bool:
+        """ModelCheckpoint(save_best_only=True) warns and saves anyway when its metric is missing."""
+        return True
+
+    def step_save_batches(self, steps_before: int, steps: int, every: int) -> range:
+        """Batches (0-based, within this epoch) after which ``save_freq=every`` writes: the counter
+        runs across epochs, so the global 1-based batch counts divisible by ``every``."""
+        first_count = (steps_before // every + 1) * every
+        return range(first_count - steps_before - 1, steps, every)
+
+    def top_k_admits(self, value: float, worst: float | None, kept: int, k: int, direction: ast.Direction) -> bool:
+        """An epoch enters the top-k set if fewer than k are kept or it is strictly better (float32)
+        than the worst kept (ties keep the earlier epoch)."""
+        return kept < k or (worst is not None and self.better(value, worst, direction))
+
+    def top_k_worst(self, kept: Sequence[tuple[int, float]], direction: ast.Direction) -> int:
+        """Index in ``kept`` (``(epoch, value)`` pairs) of the entry to drop: the worst value, the
+        latest epoch among equal (float32) values."""
+        worst = 0
+        for i in range(1, len(kept)):
+            w_epoch, w_value = kept[worst]
+            epoch, value = kept[i]
+            if self.better(w_value, value, direction) or (
+                not self.better(value, w_value, direction) and epoch > w_epoch
+            ):
+                worst = i
+        return worst
+
+    # ------------------------------------------------------------------ budgets & batch checks
+    def epoch_budget_reached(self, epoch: int, epochs: int) -> bool:
+        """``stop after N epochs`` at the end of 0-based epoch e: ``e + 1 >= N``."""
+        return epoch + 1 >= epochs
+
+    def step_budget_batch(self, steps_before: int, steps: int, budget: int) -> int | None:
+        """The batch (within this epoch) after which the training-step count reaches ``budget``."""
+        batch = max(budget - steps_before - 1, 0)
+        return batch if batch < steps else None
+
+    def budget_seconds(self, amount: float, unit: ast.TimeUnit) -> float:
+        return amount * _TIME_UNIT_SECONDS[unit]
+
+    def clock_readings(self, start: float, durations: Iterable[float]) -> list[float]:
+        """Elapsed seconds after each batch: a running float64 sum, as a scripted clock advanced by
+        each batch's duration reads (``t += d``, not ``k * d``)."""
+        readings = list(accumulate(durations, initial=start))
+        del readings[0]
+        return readings
+
+    def time_budget_batch(self, readings: Sequence[float], seconds: float) -> int | None:
+        """First batch whose elapsed time is ``>= seconds`` (``readings`` never decrease)."""
+        i = bisect.bisect_left(readings, seconds)
+        return i if i < len(readings) else None
+
+    def invalid_loss_batch(self, losses: Sequence[float | None]) -> int | None:
+        """TerminateOnNaN: the first batch whose running loss is NaN or +-inf (None = not logged)."""
+        for i, loss in enumerate(losses):
+            if loss is not None and not math.isfinite(loss):
+                return i
+        return None
+
+
+KERAS_3_15: Final = Semantics()
+"""The semantics of Keras 3.15.1 (TensorFlow backend) and of ``docs/semantics.md``."""
+
+
+def placeholder_names(path: str) -> list[str]:
+    """The field names of a ``str.format`` template (``{epoch:03d}`` -> ``epoch``)."""
+    names = []
+    for _, field, _, _ in string.Formatter().parse(path):
+        if field is not None:
+            names.append(field.split(".", 1)[0].split("[", 1)[0])
+    return names

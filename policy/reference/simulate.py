@@ -1,0 +1,293 @@
+"""The run loop of the reference: ``fit`` replayed over a metric history, without Keras.
+
+It follows Keras 3.15.1's TensorFlow ``fit`` loop: for each epoch, ``on_epoch_begin`` (schedules
+set the lr), the training batches (``on_train_batch_end`` after each; a stop set there ends the
+epoch early), then ``on_epoch_end`` with the epoch's logs for every rule in rule order, then the
+loop ends if a rule set ``stop_training``; ``on_train_end`` restores best weights.
+
+The batch phase is computed per epoch, not per batch: each batch-level rule says at which batch
+of the epoch it would act (a bisection over clock readings, a scan for the first invalid loss,
+``range`` arithmetic for step budgets and step checkpoints), so the cost is O(epochs) plus the
+batch data actually given plus the saves produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from policy import ast
+from policy.errors import PolicyError
+from policy.outcome import Outcome, Stop
+from policy.printer import rule as rule_text
+from policy.reference import rules as r
+from policy.reference.inputs import RunInput, run_input
+from policy.reference.semantics import KERAS_3_15, KerasWouldRaise, Semantics, placeholder_names
+from policy.validate import is_early_stopping, is_terminate_on_nan, validate
+
+
+@dataclass(frozen=True)
+class _BatchStop:
+    """A rule that may set ``stop_training`` after a training batch."""
+
+    order: int
+    text: str
+    kind: Literal["nan", "steps", "time"]
+    amount: float
+
+
+@dataclass(frozen=True)
+class _StepCheckpoint:
+    """``save every N steps``: ModelCheckpoint(save_freq=N), written after training batches."""
+
+    order: int
+    path: str
+    every: int
+    fields: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    epoch_rules: tuple[r.EpochRule, ...]
+    batch_stops: tuple[_BatchStop, ...]
+    step_checkpoints: tuple[_StepCheckpoint, ...]
+    uses_lr: bool
+
+
+def simulate(
+    policy: str | ast.Policy,
+    history: Any,
+    *,
+    initial_lr: float | None = None,
+    steps_per_epoch: int | None = None,
+    batch_losses: Sequence[Sequence[float | None]] | None = None,
+    step_seconds: float | Sequence[Sequence[float]] | None = None,
+    semantics: Semantics = KERAS_3_15,
+) -> Outcome:
+    """What ``policy`` does over one training run; see :mod:`policy.reference` for the inputs."""
+    parsed = _parse(policy)
+    data = run_input(
+        history,
+        initial_lr=initial_lr,
+        steps_per_epoch=steps_per_epoch,
+        batch_losses=batch_losses,
+        step_seconds=step_seconds,
+    )
+    plan = _plan(parsed, semantics)
+    _check_inputs(plan, data)
+    return _run(plan, data, semantics)
+
+
+def _parse(policy: str | ast.Policy) -> ast.Policy:
+    if isinstance(policy, str):
+        from policy import parse_policy
+
+        return parse_policy(policy)
+    if isinstance(policy, ast.Policy):
+        return validate(policy)
+    raise PolicyError.plain(f"a policy must be text or a Policy, got {type(policy).__name__}")
+
+
+def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
+    epoch_rules: list[r.EpochRule] = []
+    batch_stops: list[_BatchStop] = []
+    checkpoints: list[_StepCheckpoint] = []
+    uses_lr = False
+    for order, rule in enumerate(policy.rules):
+        text = rule_text(rule)
+        if isinstance(rule, ast.StopWhen):
+            if is_terminate_on_nan(rule):
+                batch_stops.append(_BatchStop(order, text, "nan", 0))
+            elif is_early_stopping(rule):
+                epoch_rules.append(r.EarlyStop(rule, text, sem))
+            else:
+                epoch_rules.append(r.StopCondition(rule, text))
+        elif isinstance(rule, ast.StopAfter):
+            if rule.unit == "epochs":
+                epoch_rules.append(r.EpochBudget(rule, text))
+            elif rule.unit == "steps":
+                batch_stops.append(_BatchStop(order, text, "steps", rule.amount))
+            else:
+                batch_stops.append(_BatchStop(order, text, "time", sem.budget_seconds(rule.amount, rule.unit)))
+        elif isinstance(rule, ast.SaveBest):
+            epoch_rules.append(r.SaveBestCheckpoint(rule, text))
+        elif isinstance(rule, ast.SaveTop):
+            epoch_rules.append(r.SaveTopK(rule, text))
+        elif isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
+            fields = frozenset(placeholder_names(rule.path)) - {"epoch", "batch"}
+            checkpoints.append(_StepCheckpoint(order, rule.path, rule.every, fields))
+        elif isinstance(rule, ast.SaveEvery) and rule.every > 1:
+            epoch_rules.append(r.SaveEveryEpochs(rule, text))
+        elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
+            epoch_rules.append(r.SaveEachEpoch(rule, text))
+        elif isinstance(rule, ast.ReduceLR):
+            uses_lr = True
+            epoch_rules.append(r.PlateauLR(rule, text))
+        elif isinstance(rule, ast.Schedule):
+            uses_lr = True
+            epoch_rules.append(r.ScheduleLR(rule, text))
+        # Logging, TensorBoard and backup rules decide nothing in one uninterrupted run (their
+        # callbacks never touch the logs dict or stop_training); backup's folder is not a save.
+    return _Plan(tuple(epoch_rules), tuple(batch_stops), tuple(checkpoints), uses_lr)
+
+
+def _check_inputs(plan: _Plan, data: RunInput) -> None:
+    """Refuse to guess: each rule must have the inputs it needs to decide."""
+    if plan.uses_lr and data.initial_lr is None:
+        raise PolicyError.plain(
+            "the policy sets the learning rate, so the simulation needs the starting one",
+            "pass initial_lr (the optimizer's learning rate at train begin)",
+        )
+    kinds = {stop.kind for stop in plan.batch_stops}
+    if data.steps is None and ({"steps", "time"} & kinds or plan.step_checkpoints):
+        raise PolicyError.plain(
+            "the policy counts training steps, so the simulation needs the number of batches per epoch",
+            "pass steps_per_epoch (or batch_losses)",
+        )
+    if "time" in kinds and data.step_seconds is None:
+        raise PolicyError.plain(
+            "the policy has a time budget, so the simulation needs how long each batch takes",
+            "pass step_seconds",
+        )
+    if "nan" in kinds and data.batch_losses is None and (len(plan.batch_stops) > 1 or plan.step_checkpoints):
+        # Without batch losses we know the epoch TerminateOnNaN stops in (the epoch's running loss
+        # is non-finite exactly when some batch's was), but not the batch, which the other
+        # batch-level rules would need.
+        raise PolicyError.plain(
+            "'stop when loss is not finite' stops after the first batch with an invalid loss; with other "
+            "step-level rules the simulation needs that batch",
+            "pass batch_losses",
+        )
+
+
+@dataclass
+class _Clock:
+    steps_before: int = 0
+    elapsed: float = 0.0
+
+
+def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
+    lr0 = sem.lr_round(data.initial_lr) if data.initial_lr is not None else None
+    run = r.RunState(sem=sem, lr0=lr0, lr=lr0)
+    learning_rates: list[float] = []
+    clock = _Clock()
+    stop: Stop | None = None
+    epochs_run = 0
+    batch_level = bool(plan.batch_stops or plan.step_checkpoints)
+    for epoch in range(data.epochs):
+        epochs_run = epoch + 1
+        for rule in plan.epoch_rules:
+            rule.on_epoch_begin(run, epoch)
+        if run.lr is not None:
+            learning_rates.append(run.lr)
+        if batch_level:
+            stop = _batch_phase(plan, data, sem, run, clock, epoch)
+        logs = dict(data.logs[epoch])  # one dict, handed to every rule in order
+        for rule in plan.epoch_rules:
+            reason = rule.on_epoch_end(run, epoch, logs)
+            if reason is not None and stop is None:
+                stop = Stop(rule.text, epoch, reason)
+        if stop is not None:
+            break
+    restored: int | None = None
+    for rule in plan.epoch_rules:  # on_train_end in callback order: the last restore wins
+        found = rule.restored_epoch(run, stop is not None)
+        if found is not None:
+            restored = found
+    return Outcome(
+        epochs_run=epochs_run,
+        learning_rates=tuple(learning_rates),
+        saves=tuple(run.saves),
+        restored_epoch=restored,
+        stop=stop,
+    )
+
+
+def _batch_phase(plan: _Plan, data: RunInput, sem: Semantics, run: r.RunState, clock: _Clock, epoch: int) -> Stop | None:
+    """The training batches of one epoch: which batch-level stop fires first, which step saves run."""
+    steps = data.steps[epoch] if data.steps is not None else 1
+    readings: list[float] | None = None
+    first: tuple[int, int, _BatchStop, str] | None = None
+    for bs in plan.batch_stops:
+        batch: int | None
+        if bs.kind == "nan":
+            batch, reason = _invalid_loss(data, sem, epoch, steps)
+        elif bs.kind == "steps":
+            batch = sem.step_budget_batch(clock.steps_before, steps, int(bs.amount))
+            reason = f"reached the budget of {int(bs.amount)} training steps"
+        else:
+            assert data.step_seconds is not None
+            if readings is None:
+                readings = sem.clock_readings(clock.elapsed, data.step_seconds[epoch])
+            batch = sem.time_budget_batch(readings, bs.amount)
+            reason = (
+                f"{readings[batch]:g} s elapsed after batch {batch}, budget {bs.amount:g} s"
+                if batch is not None else ""
+            )
+        if batch is not None and (first is None or (batch, bs.order) < first[:2]):
+            first = (batch, bs.order, bs, reason)
+    last = first[0] if first is not None else steps - 1
+
+    writes: list[tuple[int, int, str]] = []
+    for ckpt in plan.step_checkpoints:
+        for batch in sem.step_save_batches(clock.steps_before, steps, ckpt.every):
+            if batch > last:
+                break
+            logs = _batch_logs(ckpt, data, epoch, batch)
+            writes.append((batch, ckpt.order, sem.format_path(ckpt.path, epoch, batch, logs)))
+    if len(plan.step_checkpoints) > 1:
+        writes.sort(key=lambda w: (w[0], w[1]))
+    run.saves.extend((epoch, path) for _, _, path in writes)
+
+    clock.steps_before += last + 1
+    if readings is not None:
+        clock.elapsed = readings[last]
+    if first is None:
+        return None
+    return Stop(first[2].text, epoch, first[3])
+
+
+def _invalid_loss(data: RunInput, sem: Semantics, epoch: int, steps: int) -> tuple[int | None, str]:
+    if data.batch_losses is not None:
+        losses = data.batch_losses[epoch]
+        batch = sem.invalid_loss_batch(losses)
+        if batch is None:
+            return None, ""
+        return batch, f"invalid loss {losses[batch]} after batch {batch}"
+    # No batch data: the epoch's loss is the running average after its last batch, which is
+    # non-finite exactly when some batch's was (a NaN or inf stays in a running mean).
+    loss = data.logs[epoch].get("loss")
+    if sem.invalid_loss_batch([loss]) is None:
+        return None, ""
+    return steps - 1, f"invalid loss {loss} in epoch {epoch}"
+
+
+def _batch_logs(ckpt: _StepCheckpoint, data: RunInput, epoch: int, batch: int) -> dict[str, float]:
+    """The batch logs a step checkpoint formats its path with, as far as the reference knows them.
+
+    Batch logs hold the running training metrics only; the reference knows the loss (from
+    ``batch_losses``). A ``val_`` placeholder is a real Keras KeyError; any other training metric
+    is unknowable here.
+    """
+    if not ckpt.fields:
+        return {}
+    unknown = sorted(f for f in ckpt.fields if f != "loss" and not f.startswith("val_"))
+    if unknown:
+        raise PolicyError.plain(
+            f"the step checkpoint path {ckpt.path!r} uses {{{unknown[0]}}}; the reference only knows the "
+            "loss at batch level",
+            "use {epoch}, {batch} or {loss} in step checkpoint paths",
+        )
+    if "loss" not in ckpt.fields:
+        return {}
+    if data.batch_losses is None:
+        raise PolicyError.plain(
+            f"the step checkpoint path {ckpt.path!r} uses {{loss}}, so the simulation needs the batch losses",
+            "pass batch_losses",
+        )
+    loss = data.batch_losses[epoch][batch]
+    return {} if loss is None else {"loss": loss}
+
+
+__all__ = ["KerasWouldRaise", "simulate"]
