@@ -1,0 +1,346 @@
+"""Run a policy inside a real ``model.fit`` whose epoch metrics are scripted, and measure it.
+
+The model is one Dense unit on one input, trained with SGD on tiny data; what it learns
+does not matter. A scripting callback placed first overwrites the logs Keras passes to
+every later callback with the scripted values, so the policy's callbacks see exactly the
+history under test. The harness then measures what happened, from the outside:
+
+- ``epochs_run`` from the ``History`` that ``fit`` returns;
+- the learning rate in effect during each epoch, read at epoch begin after every other
+  callback (a LearningRateScheduler among them) has run;
+- every checkpoint write, found on disk: after each callback's epoch end (and batch end
+  for per-step checkpoints) the workdir is scanned for model files written since the last
+  scan, so writes are listed in the order the callbacks made them;
+- ``restored_epoch``: at each epoch end the weights are set to values encoding the epoch;
+  at train end, before any restore rule runs, to a sentinel. Whatever epoch the final
+  weights encode was put back by a restore rule;
+- ``stop`` from :attr:`policy.compiler.CompiledPolicy.stop`.
+
+One model is built per process and reused (weights and learning rate reset per run),
+because building and tracing dominate the cost of a few-epoch ``fit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import pathlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from policy import ast
+from policy.outcome import Outcome
+
+ScriptedHistory: TypeAlias = Mapping[str, Sequence[float | None]] | Sequence[Mapping[str, float | None]]
+
+DEFAULT_LR = 0.01
+_SENTINEL = -1000.0  # the kernel value meaning "no epoch's weights were put back"
+_MARK_NS = 1  # mtime given to checkpoint files already recorded; any new write changes it
+_MODEL_SUFFIXES = (".keras", ".h5")
+
+
+def epoch_logs(history: ScriptedHistory) -> list[dict[str, float]]:
+    """The scripted logs of each epoch; a None value or a short list means the metric is absent."""
+    if isinstance(history, Mapping):
+        length = max((len(v) for v in history.values()), default=0)
+        rows: list[dict[str, float]] = []
+        for e in range(length):
+            row: dict[str, float] = {}
+            for k, values in history.items():
+                value = values[e] if e < len(values) else None
+                if value is not None:
+                    row[k] = float(value)
+            rows.append(row)
+        return rows
+    return [{k: float(v) for k, v in epoch.items() if v is not None} for epoch in history]
+
+
+@dataclass
+class Run:
+    """Everything one harness run measured: the outcome, plus the final kernel for comparisons."""
+
+    outcome: Outcome
+    final_weights: list[Any] = field(default_factory=list)
+
+
+class _Clock:
+    """Scripted time: each training batch takes ``step`` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class _Record:
+    """What the observers share while one ``fit`` runs."""
+
+    workdir: pathlib.Path
+    excluded: tuple[pathlib.Path, ...]
+    epoch: int = 0
+    learning_rates: list[float] = field(default_factory=list)
+    saves: list[tuple[int, str]] = field(default_factory=list)
+
+    def scan(self, record: bool = True) -> None:
+        """Note every model file written since the last scan (and mark it as seen)."""
+        found: list[str] = []
+        for folder, _, files in os.walk(self.workdir):
+            here = pathlib.Path(folder)
+            if any(here == ex or ex in here.parents for ex in self.excluded):
+                continue
+            for name in files:
+                if not name.endswith(_MODEL_SUFFIXES):
+                    continue
+                path = here / name
+                if path.stat().st_mtime_ns != _MARK_NS:
+                    found.append(path.relative_to(self.workdir).as_posix())
+                    os.utime(path, ns=(_MARK_NS, _MARK_NS))
+        if record:
+            self.saves.extend((self.epoch, p) for p in sorted(found))
+
+
+@functools.cache
+def _harness_classes() -> dict[str, Any]:
+    """The harness's callback classes, defined on first use so that importing it imports no keras."""
+    import keras
+
+    class Script(keras.callbacks.Callback):  # type: ignore[misc]
+        """First in the list: writes the scripted values into the logs everyone else sees."""
+
+        def __init__(
+            self, logs: list[dict[str, float]], batch_losses: Sequence[Sequence[float | None]] | None, clock: _Clock
+        ) -> None:
+            super().__init__()
+            self.logs = logs
+            self.batch_losses = batch_losses
+            self.clock = clock
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self.clock.now += self.clock.step
+            if logs is None:
+                return
+            # The running training loss: scripted per batch, else the epoch's loss (a constant
+            # running average ends at the epoch's value, as real batch logs do).
+            loss: float | None = self.logs[self.epoch].get("loss")
+            if self.batch_losses is not None:
+                losses = self.batch_losses[self.epoch] if self.epoch < len(self.batch_losses) else []
+                loss = losses[batch] if batch < len(losses) else None
+            logs.clear()
+            if loss is not None:
+                logs["loss"] = float(loss)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if logs is not None:
+                logs.clear()
+                logs.update(self.logs[epoch])
+            _encode(self.model, float(epoch + 1))
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            _encode(self.model, _SENTINEL)
+
+    class ScanAfter(keras.callbacks.Callback):  # type: ignore[misc]
+        """Placed after a callback: notes the checkpoint files it wrote at epoch end."""
+
+        def __init__(self, record: _Record) -> None:
+            super().__init__()
+            self.record = record
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.record.epoch = epoch
+            self.record.scan()
+
+    class ScanAfterBatch(ScanAfter):
+        """After a per-step checkpoint: also notes the files written after each batch."""
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self.record.scan()
+
+    class Observe(keras.callbacks.Callback):  # type: ignore[misc]
+        """Last in the list: the learning rate in effect once every callback has run."""
+
+        def __init__(self, record: _Record) -> None:
+            super().__init__()
+            self.record = record
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.record.epoch = epoch
+            lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            self.record.learning_rates.append(float(lr))
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            self.record.scan()
+
+    return {"Script": Script, "ScanAfter": ScanAfter, "ScanAfterBatch": ScanAfterBatch, "Observe": Observe}
+
+
+_models: dict[str, Any] = {}
+_data: dict[int, dict[str, Any]] = {}
+
+
+def _encode(model: Any, value: float) -> None:
+    """Set the kernel to ``value`` (and the bias to 0): weights that say which epoch they are."""
+    kernel, bias = model.layers[0].kernel, model.layers[0].bias
+    kernel.assign(_constant(value, tuple(kernel.shape)))
+    bias.assign(_constant(0.0, tuple(bias.shape)))
+
+
+@functools.cache
+def _constant(value: float, shape: tuple[int, ...]) -> Any:
+    import numpy as np
+
+    return np.full(shape, value, dtype="float32")
+
+
+def _decode(model: Any) -> int | None:
+    kernel = float(model.get_weights()[0].reshape(-1)[0])
+    return None if kernel == _SENTINEL else round(kernel) - 1
+
+
+def tiny_model(initial_lr: float = DEFAULT_LR) -> Any:
+    """The harness's model (built once per process), reset to kernel 0 and ``initial_lr``."""
+    import keras
+
+    model = _models.get("model")
+    if model is None:
+        model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=initial_lr), loss="mse")
+        _models["model"] = model
+    model.optimizer.learning_rate = initial_lr
+    _encode(model, 0.0)
+    model.stop_training = False
+    return model
+
+
+def _fit_data(steps_per_epoch: int) -> dict[str, Any]:
+    """``fit`` arguments for ``steps_per_epoch`` batches of one sample and one validation batch.
+
+    Under TensorFlow, prebuilt ``tf.data`` datasets are reused across runs: building the
+    pipeline from numpy arrays on every ``fit`` costs six times the rest of a short run.
+    """
+    found = _data.get(steps_per_epoch)
+    if found is None:
+        import keras
+        import numpy as np
+
+        x = np.zeros((steps_per_epoch, 1), dtype="float32")
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            found = {
+                "x": tf.data.Dataset.from_tensor_slices((x, x)).batch(1),
+                "validation_data": tf.data.Dataset.from_tensor_slices((x[:1], x[:1])).batch(1),
+            }
+        else:
+            found = {"x": x, "y": x, "batch_size": 1, "validation_data": (x[:1], x[:1])}
+        _data[steps_per_epoch] = found
+    return found
+
+
+@contextlib.contextmanager
+def working_directory(path: pathlib.Path) -> Iterator[None]:
+    """``chdir`` into ``path`` for the block, then back, even if the block raises."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def run_callbacks(
+    callbacks: Sequence[Any],
+    history: ScriptedHistory,
+    *,
+    initial_lr: float | None = None,
+    steps_per_epoch: int = 1,
+    batch_losses: Sequence[Sequence[float | None]] | None = None,
+    step_seconds: float | None = None,
+    workdir: pathlib.Path,
+) -> Run:
+    """Run ``callbacks`` (a compiled policy or hand-written Keras callbacks) and measure them."""
+    import keras
+
+    from policy.callbacks import StopAfterTime
+    from policy.compiler import CompiledPolicy
+
+    logs = epoch_logs(history)
+    classes = _harness_classes()
+    workdir = pathlib.Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    clock = _Clock(step_seconds or 0.0)
+    for cb in callbacks:
+        if isinstance(cb, StopAfterTime):
+            cb.clock = clock
+    excluded = tuple(
+        (workdir / cb.backup_dir).resolve() for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)
+    )
+    record = _Record(workdir, excluded)
+    record.scan(record=False)  # files already there were not written by this run
+    wrapped: list[Any] = [classes["Script"](logs, batch_losses, clock)]
+    for cb in callbacks:
+        wrapped.append(cb)
+        per_step = isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_freq != "epoch"
+        wrapped.append(classes["ScanAfterBatch" if per_step else "ScanAfter"](record))
+    wrapped.append(classes["Observe"](record))
+
+    model = tiny_model(DEFAULT_LR if initial_lr is None else initial_lr)
+    with working_directory(workdir):
+        fitted = model.fit(epochs=len(logs), callbacks=wrapped, verbose=0, shuffle=False, **_fit_data(steps_per_epoch))
+    stop = callbacks.stop if isinstance(callbacks, CompiledPolicy) else None
+    outcome = Outcome(
+        epochs_run=len(fitted.epoch),
+        learning_rates=tuple(record.learning_rates),
+        saves=tuple(record.saves),
+        restored_epoch=_decode(model),
+        stop=stop,
+    )
+    return Run(outcome, [w.copy() for w in model.get_weights()])
+
+
+def run_in_keras(
+    policy: str | ast.Policy,
+    history: ScriptedHistory,
+    *,
+    initial_lr: float | None = None,
+    steps_per_epoch: int = 1,
+    batch_losses: Sequence[Sequence[float | None]] | None = None,
+    step_seconds: float | None = None,
+    workdir: pathlib.Path,
+    strict: bool = True,
+) -> Outcome:
+    """Compile ``policy``, run it in a real ``fit`` over the scripted ``history``, measure the outcome.
+
+    Args:
+        policy: policy text or a parsed policy.
+        history: the epoch logs, as ``{metric: [value per epoch]}`` or ``[{metric: value}, ...]``;
+            a None (or missing) value leaves the metric out of that epoch's logs. ``fit``
+            runs ``len(history)`` epochs unless a rule stops it.
+        initial_lr: the optimizer's learning rate at train begin (default 0.01).
+        steps_per_epoch: training batches per epoch.
+        batch_losses: per epoch, the running-average training loss after each batch, as the
+            batch logs carry it. Without it every batch log carries the epoch's ``loss``.
+        step_seconds: how long each training batch takes, for time budgets.
+        workdir: the folder ``fit`` runs in; the policy's relative paths land there.
+        strict: compile with the strict missing-metric check.
+    """
+    from policy import compile_policy
+
+    compiled = compile_policy(policy, strict=strict)
+    return run_callbacks(
+        compiled,
+        history,
+        initial_lr=initial_lr,
+        steps_per_epoch=steps_per_epoch,
+        batch_losses=batch_losses,
+        step_seconds=step_seconds,
+        workdir=workdir,
+    ).outcome
