@@ -74,7 +74,7 @@ from itertools import accumulate
 from typing import Final
 
 from policy import ast
-from policy.errors import PolicyError
+from policy.errors import PolicyError, Problem
 
 FLT_MAX: Final = 3.4028234663852886e38
 """The largest finite float32."""
@@ -91,8 +91,6 @@ class KerasWouldRaise(PolicyError):
 
     @classmethod
     def because(cls, message: str, suggestion: str | None = None) -> KerasWouldRaise:
-        from policy.errors import Problem
-
         return cls([Problem(message, suggestion=suggestion)])
 
 
