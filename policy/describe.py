@@ -37,6 +37,10 @@ _TENSORBOARD_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Seconds per time unit of ``stop after``, as StopAfterTime.of multiplies them.
+_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+
+
 class NoEquivalent(Exception):
     """Raised inside this module for one callback; collected into a PolicyError."""
 
@@ -72,14 +76,26 @@ def describe(callbacks: Iterable[Any]) -> str:
 
 def describe_one(cb: Any) -> list[str]:
     """The policy lines for one callback (usually one; none for our strict-metrics check)."""
-    ours = getattr(cb, "policy_rule", None)
-    if isinstance(ours, ast.Node):
-        # Our own callbacks remember the rule they were compiled from.
-        from policy.printer import rule
-
-        return [rule(ours)]  # type: ignore[arg-type]
     import keras
 
+    from policy import callbacks as ours
+
+    if isinstance(cb, ours.MetricCheck | ours.TerminateOnNaNRecorder):
+        # compile_policy's helpers: the strict-metrics check and TerminateOnNaN's stop record.
+        return []
+    if isinstance(cb, ours.StopWhen):
+        return [_our_stop_when(cb)]
+    if isinstance(cb, ours.StopAfterEpochs):
+        return [f"stop after {number(cb.epochs)} epochs"]
+    if isinstance(cb, ours.StopAfterSteps):
+        return [f"stop after {number(cb.steps)} steps"]
+    if isinstance(cb, ours.StopAfterTime):
+        return [_our_stop_after_time(cb)]
+    if isinstance(cb, ours.SaveTop):
+        return [_our_save_top(cb)]
+    if isinstance(cb, ours.SaveEveryEpochs):
+        weights = " weights" if cb.weights_only else ""
+        return [f"save{weights} every {cb.every} epochs to {path(cb.path)}"]
     cbs = keras.callbacks
     kind = type(cb)
     if kind is cbs.EarlyStopping:
@@ -101,7 +117,7 @@ def describe_one(cb: Any) -> list[str]:
         return [f"log to tensorboard {path(cb.log_dir)}"]
     if kind is cbs.BackupAndRestore:
         return [_backup(cb)]
-    if kind is cbs.LearningRateScheduler:
+    if isinstance(cb, cbs.LearningRateScheduler):  # ours (ScheduledLearningRate) extends it
         return [_schedule(cb)]
     raise NoEquivalent("no policy rule does what this callback does")
 
@@ -161,7 +177,8 @@ def _reduce_lr(cb: Any) -> str:
     trend = _trend(cb.monitor, cb.mode)
     patience, note = _patience(cb.patience, "ReduceLROnPlateau")
     # Written even when it is Keras's default 1e-4: a policy's default delta is 0.
-    out = f"multiply lr by {number(float(cb.factor))} when {cb.monitor} not {trend}{_delta(cb.min_delta)} for {patience}"
+    factor = number(float(cb.factor))
+    out = f"multiply lr by {factor} when {cb.monitor} not {trend}{_delta(cb.min_delta)} for {patience}"
     if cb.cooldown:
         out += f", cooldown {cb.cooldown}"
     if cb.min_lr:
@@ -185,7 +202,10 @@ def _checkpoint(cb: Any) -> str:
             direction = "" if named is not None else " min"  # only "loss" gets here with named None
         else:
             direction = "" if cb.mode == named else f" {cb.mode}"
-        return f"save best{weights} on {cb.monitor}{direction} to {path(cb.filepath)}"
+        from policy.validate import default_best_path
+
+        to = "" if cb.filepath == default_best_path(cb.save_weights_only) else f" to {path(cb.filepath)}"
+        return f"save best{weights} on {cb.monitor}{direction}{to}"
     if cb.save_freq == "epoch":
         # Both forms compile to the same ModelCheckpoint; pick the one that reads true.
         if "{" in cb.filepath:
@@ -214,11 +234,57 @@ def _backup(cb: Any) -> str:
 
 
 def _schedule(cb: Any) -> str:
-    rule = getattr(cb.schedule, "policy_rule", None)
-    if isinstance(rule, ast.Schedule):
-        from policy.printer import rule as rule_text
+    from policy.callbacks import Schedule
 
-        return rule_text(rule)
+    if isinstance(cb.schedule, Schedule):
+        return ", then ".join(seg.text(i == 0) for i, seg in enumerate(cb.schedule.segments))
     what = getattr(cb.schedule, "__name__", type(cb.schedule).__name__)
     raise NoEquivalent(f"schedule {what} is a Python function; only schedules built by a policy "
                        "(warm up / cosine / decay) can be written as one")
+
+
+# --------------------------------------------------------------------------- our own callbacks
+
+
+def _our_stop_when(cb: Any) -> str:
+    # The restore target lives in private state; the rule text the compiler stored says it
+    # all, so it is used once it is checked against the public condition.
+    from policy.parser import parse
+
+    try:
+        (parsed,) = parse(cb.rule).rules
+    except (PolicyError, ValueError):
+        parsed = None
+    if not isinstance(parsed, ast.StopWhen) or (parsed.condition, parsed.ignore_first) != (cb.condition,
+                                                                                           cb.ignore_first):
+        raise NoEquivalent(f"its rule text {cb.rule!r} does not match its condition; build it with compile_policy")
+    from policy.printer import rule
+
+    return rule(parsed)
+
+
+def _our_stop_after_time(cb: Any) -> str:
+    # The unit the rule was written in ("0.05 min") lives only in its text: use that text
+    # when it says the same number of seconds, else pick the largest unit that is whole.
+    from policy.parser import parse
+
+    seconds = float(cb.seconds)
+    try:
+        (parsed,) = parse(cb.rule).rules
+    except (PolicyError, ValueError):
+        parsed = None
+    if isinstance(parsed, ast.StopAfter) and parsed.unit in _SECONDS and (
+            parsed.amount * _SECONDS[parsed.unit] == seconds):
+        from policy.printer import rule
+
+        return rule(parsed)
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"stop after {number(seconds / size)}{' min' if unit == 'min' else unit}"
+    return f"stop after {number(seconds)}s"
+
+
+def _our_save_top(cb: Any) -> str:
+    weights = " weights" if cb.weights_only else ""
+    direction = "" if name_direction(cb.monitor) == cb.mode else f" {cb.mode}"
+    return f"save top {cb.k}{weights} on {cb.monitor}{direction} to {path(cb.path)}"

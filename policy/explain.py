@@ -2,64 +2,26 @@
 
 ``explain(policy)`` is the text ``keras-policy explain`` prints: for every rule, its
 canonical form, one sentence, and the callback call it compiles to, e.g.
-``EarlyStopping(monitor='val_loss', patience=3, mode='min')``. The calls are worked out
-from the syntax tree and ``docs/semantics.md``, without importing keras, so explaining is
-instant; :mod:`policy.eject` turns the same calls into runnable Python.
+``EarlyStopping(monitor='val_loss', patience=3, mode='min')``. The calls come from
+:mod:`policy.eject` (the same ones ``keras-policy compile --python`` prints), worked out
+from the syntax tree without importing keras, so explaining is instant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from policy import ast
+from policy.eject import CallbackCall, callback_call
 from policy.metrics import trend_direction
 from policy.printer import number
 from policy.printer import rule as rule_text
 from policy.validate import (
     checkpoint_direction,
     default_best_path,
-    is_early_stopping,
     is_terminate_on_nan,
     restore_target,
 )
-
-# Where the callback classes live. Ours are in policy.callbacks (see policy/compiler.py).
-KERAS = "keras.callbacks"
-OURS = "policy.callbacks"
-OUR_SCHEDULES = "policy.schedules"
-
-ArgValue = str | int | float | bool | None
-
-
-@dataclass(frozen=True)
-class Code:
-    """Python source for a value that is not a literal (a nested call), written as is."""
-
-    source: str
-
-    def __repr__(self) -> str:
-        return self.source
-
-
-@dataclass(frozen=True)
-class CallbackCall:
-    """One callback constructor call: the class, where it lives, and its keyword arguments.
-
-    Arguments equal to the class's defaults are left out, so the text reads like code a
-    person would write; ``positional`` holds a leading positional argument (a path).
-    """
-
-    module: str
-    name: str
-    args: tuple[tuple[str, ArgValue | Code], ...] = ()
-    positional: tuple[ArgValue | Code, ...] = ()
-
-    def text(self, qualified: bool = False) -> str:
-        """``EarlyStopping(monitor='val_loss', patience=3)``, or ``keras.callbacks.EarlyStopping(...)``."""
-        parts = [repr(v) for v in self.positional] + [f"{k}={v!r}" for k, v in self.args]
-        prefix = "keras.callbacks." if qualified and self.module == KERAS else ""
-        return f"{prefix}{self.name}({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -137,7 +99,8 @@ def sentence(r: ast.Rule) -> str:
         return _stop_sentence(r)
     if isinstance(r, ast.StopAfter):
         if r.unit == "epochs":
-            return f"Stop training at the end of epoch {number(r.amount)} (counting from 1), like fit(epochs={number(r.amount)})."
+            n = number(r.amount)
+            return f"Stop training at the end of epoch {n} (counting from 1), like fit(epochs={n})."
         if r.unit == "steps":
             return (f"Stop training once {number(r.amount)} training batches have run since fit began "
                     "(the epoch is cut short; validation still runs).")
@@ -218,96 +181,3 @@ def _segment_phrase(s: ast.Segment) -> str:
 def _ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
-
-
-# --------------------------------------------------------------------------- callbacks
-
-
-def _keras(name: str, *args: tuple[str, ArgValue | Code], positional: Sequence[ArgValue | Code] = ()) -> CallbackCall:
-    return CallbackCall(KERAS, name, tuple(args), tuple(positional))
-
-
-def _plateau_args(p: ast.Plateau) -> list[tuple[str, ArgValue | Code]]:
-    return [("monitor", p.metric.name)]
-
-
-def callback_call(r: ast.Rule) -> CallbackCall:
-    """The callback a rule compiles to (``docs/semantics.md``), as a constructor call."""
-    if isinstance(r, ast.StopWhen):
-        if is_terminate_on_nan(r):
-            return _keras("TerminateOnNaN")
-        if is_early_stopping(r):
-            return _early_stopping(r)
-        return _ours("PolicyStop", ("rule", rule_text(r)))
-    if isinstance(r, ast.SaveBest):
-        path = r.path if r.path is not None else default_best_path(r.weights_only)
-        args: list[tuple[str, ArgValue | Code]] = [("monitor", r.metric.name),
-                                                   ("mode", checkpoint_direction(r.metric, r.direction)),
-                                                   ("save_best_only", True)]
-        if r.weights_only:
-            args.append(("save_weights_only", True))
-        return _keras("ModelCheckpoint", *args, positional=[path])
-    if (isinstance(r, ast.SaveEvery) and (r.unit == "steps" or r.every == 1)) or isinstance(r, ast.SaveLast):
-        freq: ArgValue = r.every if isinstance(r, ast.SaveEvery) and r.unit == "steps" else "epoch"
-        args = [] if freq == "epoch" else [("save_freq", freq)]
-        if r.weights_only:
-            args.append(("save_weights_only", True))
-        return _keras("ModelCheckpoint", *args, positional=[r.path])
-    if isinstance(r, ast.ReduceLR):
-        return _reduce_lr(r)
-    if isinstance(r, ast.LogCSV):
-        return _keras("CSVLogger", *([("append", True)] if r.append else []), positional=[r.path])
-    if isinstance(r, ast.LogTensorBoard):
-        return _keras("TensorBoard", ("log_dir", r.path))
-    if isinstance(r, ast.Backup):
-        extra: list[tuple[str, ArgValue | Code]] = [] if r.steps is None else [("save_freq", r.steps)]
-        return _keras("BackupAndRestore", ("backup_dir", r.path), *extra)
-    if isinstance(r, ast.Schedule):
-        return _keras("LearningRateScheduler", ("schedule", Code(schedule_source(r))))
-    return _ours(_OUR_CLASS[type(r)], ("rule", rule_text(r)))
-
-
-# Our own callbacks, by rule type (policy/callbacks/); each takes the rule's canonical text.
-_OUR_CLASS: dict[type, str] = {
-    ast.StopAfter: "StopAfter",
-    ast.SaveTop: "SaveTop",
-    ast.SaveEvery: "SaveEvery",
-}
-
-
-def _ours(name: str, *args: tuple[str, ArgValue | Code]) -> CallbackCall:
-    return CallbackCall(OURS, name, tuple(args))
-
-
-def schedule_source(r: ast.Schedule) -> str:
-    """Python source of the schedule object a schedule rule hands to LearningRateScheduler."""
-    return f"Schedule.from_text({rule_text(r)!r})"
-
-
-def _early_stopping(r: ast.StopWhen) -> CallbackCall:
-    c = r.condition
-    assert isinstance(c, ast.Plateau)
-    args: list[tuple[str, ArgValue | Code]] = [("monitor", c.metric.name)]
-    if c.delta:
-        args.append(("min_delta", c.delta))
-    args += [("patience", c.patience), ("mode", _direction(c.metric.name, c.trend))]
-    if r.baseline is not None:
-        args.append(("baseline", r.baseline))
-    if r.restore_best:
-        args.append(("restore_best_weights", True))
-    if r.ignore_first:
-        args.append(("start_from_epoch", r.ignore_first))
-    return _keras("EarlyStopping", *args)
-
-
-def _reduce_lr(r: ast.ReduceLR) -> CallbackCall:
-    p = r.when
-    # Keras's default min_delta is 1e-4 and ours is 0, so it is always written out.
-    args: list[tuple[str, ArgValue | Code]] = [("monitor", p.metric.name), ("factor", r.factor),
-                                               ("patience", p.patience), ("mode", _direction(p.metric.name, p.trend)),
-                                               ("min_delta", p.delta)]
-    if r.cooldown:
-        args.append(("cooldown", r.cooldown))
-    if r.min_lr:
-        args.append(("min_lr", r.min_lr))
-    return _keras("ReduceLROnPlateau", *args)

@@ -105,7 +105,8 @@ def history_from_data(data: Any, filename: str | None = None) -> History:
         for epoch, entry in enumerate(data):
             if not isinstance(entry, Mapping):
                 raise HistoryError(f"epoch {epoch}: expected a dict of logs, got {type(entry).__name__}", filename)
-            out.append({str(k): _value(v, str(k), filename) for k, v in entry.items() if v is not None and k != "epoch"})
+            logs = {str(k): v for k, v in entry.items() if v is not None and k != "epoch"}
+            out.append({k: _value(v, k, filename) for k, v in logs.items()})
         if not out:
             raise HistoryError("the history has no epochs", filename)
         return out

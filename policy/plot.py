@@ -53,15 +53,20 @@ def plot_outcome(policy: Policy, history: History, outcome: Outcome, path: str |
         if saved_here:
             ax.scatter(saved_here, [values[e] for e in saved_here], marker="v", s=60, color="C2", zorder=3,
                        label="checkpoint saved")
+        if outcome.restored_epoch is not None and outcome.restored_epoch < len(values):
+            ax.scatter([outcome.restored_epoch], [values[outcome.restored_epoch]], marker="*", s=160, color="C3",
+                       zorder=4, label="weights restored")
         _markers(ax, lr_changes, outcome)
         ax.set_ylabel(metric)
         ax.legend(loc="best", fontsize="small")
     if show_lr:
         ax = axes[-1, 0]
-        ax.step(range(len(lrs)), lrs, where="post", color="C1")
+        # Each epoch's lr drawn across that epoch (e - 0.5 to e + 0.5), so the steps meet the markers.
+        ax.step([e - 0.5 for e in range(len(lrs) + 1)], [*lrs, lrs[-1]], where="post", color="C1")
         ax.set_yscale("log")
         ax.set_ylabel("learning rate")
         _markers(ax, lr_changes, outcome)
+        ax.legend(loc="best", fontsize="small")
     axes[-1, 0].set_xlabel("epoch (0-based)")
     title = f"stops at epoch {outcome.stop.epoch}: {outcome.stop.rule}" if outcome.stop else "runs to the end"
     fig.suptitle(title, fontsize="medium")
@@ -71,7 +76,8 @@ def plot_outcome(policy: Policy, history: History, outcome: Outcome, path: str |
 
 
 def _markers(ax: Any, lr_changes: list[int], outcome: Outcome) -> None:
-    for e in lr_changes:
-        ax.axvline(e - 0.5, color="C1", linestyle=":", linewidth=1)
+    """Dotted orange: the learning rate changed between two epochs; dashed red: training stops."""
+    for i, e in enumerate(lr_changes):
+        ax.axvline(e - 0.5, color="C1", linestyle=":", linewidth=1, label="lr changed" if i == 0 else None)
     if outcome.stop is not None:
-        ax.axvline(outcome.stop.epoch, color="C3", linestyle="--", linewidth=1.2)
+        ax.axvline(outcome.stop.epoch, color="C3", linestyle="--", linewidth=1.2, label="stop")

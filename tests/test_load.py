@@ -30,7 +30,8 @@ def test_yaml_block_scalar_under_a_dotted_key(tmp_path: Path) -> None:
 
 
 def test_yaml_list_of_rules(tmp_path: Path) -> None:
-    path = write(tmp_path, "c.yml", "policy:\n  - stop when val_loss not improving for 3\n  - save best on val_loss min\n")
+    path = write(tmp_path, "c.yml",
+                 "policy:\n  - stop when val_loss not improving for 3\n  - save best on val_loss min\n")
     assert load(path) == parse(POLICY)
 
 
@@ -38,7 +39,8 @@ def test_toml_and_json(tmp_path: Path) -> None:
     toml = write(tmp_path, "c.toml", '[training]\npolicy = """\nstop when val_loss not improving for 3\n'
                  'save best on val_loss min"""\n')
     assert load(toml, key="training.policy") == parse(POLICY)
-    js = write(tmp_path, "c.json", '{"policy": ["stop when val_loss not improving for 3", "save best on val_loss min"]}')
+    js = write(tmp_path, "c.json",
+               '{"policy": ["stop when val_loss not improving for 3", "save best on val_loss min"]}')
     assert load(str(js)) == parse(POLICY)
 
 

@@ -1,0 +1,255 @@
+"""policy.describe: Keras callbacks -> policy text -> the same callbacks again."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+keras = pytest.importorskip("keras")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from policy import format_policy, parse_policy  # noqa: E402
+from policy.ast import Policy  # noqa: E402
+from policy.describe import describe  # noqa: E402
+from policy.errors import PolicyError  # noqa: E402
+from policy.metrics import name_direction  # noqa: E402
+from policy.testing.strategies import policies  # noqa: E402
+
+cbs = keras.callbacks
+EXAMPLES = int(os.environ.get("POLICY_EXAMPLES", "50"))
+
+
+def _has_compiler() -> bool:
+    try:
+        import policy.compiler  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_compiler = pytest.mark.skipif(not _has_compiler(), reason="policy.compiler is not written yet")
+
+
+# --------------------------------------------------------------------------- text
+
+
+@pytest.mark.parametrize(
+    ("callback", "text"),
+    [
+        (cbs.EarlyStopping(patience=3), "stop when val_loss not improving for 3"),
+        (cbs.EarlyStopping(monitor="val_accuracy", mode="max", min_delta=-0.01, patience=5, baseline=0.6,
+                           restore_best_weights=True, start_from_epoch=2),
+         "stop when val_accuracy not improving by 0.01 for 5, restore best, ignore first 2 epochs, baseline 0.6"),
+        (cbs.EarlyStopping(monitor="val_loss", mode="max", patience=2), "stop when val_loss not increasing for 2"),
+        (cbs.EarlyStopping(monitor="score_x", mode="min", patience=2), "stop when score_x not decreasing for 2"),
+        (cbs.EarlyStopping(),
+         "stop when val_loss not improving for 1  # EarlyStopping patience=0 acts as 1 in Keras "
+         "(wait is counted before the test)"),
+        # Keras's min_delta default (1e-4) is not the policy's (0), so it is written out.
+        (cbs.ReduceLROnPlateau(), "multiply lr by 0.1 when val_loss not improving by 0.0001 for 10"),
+        (cbs.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2, min_delta=0, cooldown=2, min_lr=1e-6),
+         "multiply lr by 0.5 when loss not improving for 2, cooldown 2, min lr 1e-06"),
+        (cbs.ModelCheckpoint("best.keras", save_best_only=True), 'save best on val_loss to "best.keras"'),
+        (cbs.ModelCheckpoint("b.weights.h5", monitor="val_accuracy", mode="min", save_best_only=True,
+                             save_weights_only=True),
+         'save best weights on val_accuracy min to "b.weights.h5"'),
+        (cbs.ModelCheckpoint("e{epoch:02d}.keras"), 'save every epoch to "e{epoch:02d}.keras"'),
+        (cbs.ModelCheckpoint("last.keras"), 'save last to "last.keras"'),
+        (cbs.ModelCheckpoint("s.weights.h5", save_freq=100, save_weights_only=True),
+         'save weights every 100 steps to "s.weights.h5"'),
+        (cbs.TerminateOnNaN(), "stop when loss is not finite"),
+        (cbs.CSVLogger("train.csv", append=True), 'log to "train.csv", append'),
+        (cbs.TensorBoard("tb"), 'log to tensorboard "tb"'),
+        (cbs.BackupAndRestore("bk"), 'backup to "bk"'),
+        (cbs.BackupAndRestore("bk", save_freq=20), 'backup to "bk" every 20 steps'),
+    ],
+)
+def test_describe_text(callback: Any, text: str) -> None:
+    assert describe([callback]) == text
+    parse_policy(text)  # and it is a valid policy
+
+
+def test_everything_without_an_equivalent_is_named_at_once() -> None:
+    with pytest.raises(PolicyError) as info:
+        describe([
+            cbs.EarlyStopping(patience=2),
+            cbs.LearningRateScheduler(lambda epoch: 0.1),
+            cbs.TensorBoard("tb", histogram_freq=1),
+            cbs.EarlyStopping(monitor="foo"),
+            cbs.ModelCheckpoint("m.h5"),
+            cbs.ModelCheckpoint("m.keras", save_best_only=True, initial_value_threshold=0.5),
+            cbs.TerminateOnNaN(raise_error=True),
+            cbs.LambdaCallback(),
+        ])
+    assert [p.message for p in info.value.problems] == [
+        "callback 1 (LearningRateScheduler): schedule <lambda> is a Python function; only schedules built by a "
+        "policy (warm up / cosine / decay) can be written as one",
+        "callback 2 (TensorBoard): histogram_freq set; a policy's TensorBoard rule takes only the log folder",
+        "callback 3 (EarlyStopping): mode='auto' on 'foo': cannot tell from the name whether it should go up or "
+        "down; pass mode='min' or mode='max'",
+        "callback 4 (ModelCheckpoint): filepath='m.h5': a policy saves models in the .keras format only",
+        "callback 5 (ModelCheckpoint): initial_value_threshold=0.5 has no equivalent",
+        "callback 6 (TerminateOnNaN): raise_error=True has no equivalent; stop when loss is not finite stops "
+        "gracefully",
+        "callback 7 (LambdaCallback): no policy rule does what this callback does",
+    ]
+
+
+def test_conflicting_callbacks_are_reported_on_the_described_text() -> None:
+    with pytest.raises(PolicyError, match=r"two rules write 'a\.keras'"):
+        describe([cbs.ModelCheckpoint("a.keras"), cbs.ModelCheckpoint("a.keras", save_best_only=True)])
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def keras_class(cb: Any) -> type:
+    """The Keras class a callback is or extends (ours may subclass Keras's)."""
+    for klass in type(cb).__mro__:
+        if klass.__module__.startswith("keras."):
+            return klass
+    return type(cb)
+
+
+def _mode(monitor: str, mode: str) -> str:
+    return (name_direction(monitor) or "min") if mode == "auto" else mode
+
+
+def behaviour(cb: Any) -> tuple[Any, ...]:
+    """What decides a callback's behaviour, normalised where Keras treats values alike."""
+    k = keras_class(cb)
+    if k is cbs.EarlyStopping:
+        return (k, cb.monitor, float(cb.min_delta), max(cb.patience, 1), _mode(cb.monitor, cb.mode), cb.baseline,
+                bool(cb.restore_best_weights), cb.start_from_epoch)
+    if k is cbs.ReduceLROnPlateau:
+        return (k, cb.monitor, float(cb.factor), max(cb.patience, 1), _mode(cb.monitor, cb.mode),
+                float(cb.min_delta), cb.cooldown, float(cb.min_lr))
+    if k is cbs.ModelCheckpoint:
+        best = (cb.monitor, _mode(cb.monitor, cb.mode), cb.best) if cb.save_best_only else ()
+        return (k, cb.filepath, cb.save_best_only, cb.save_weights_only, cb.save_freq, *best)
+    if k is cbs.TerminateOnNaN:
+        return (k, cb.raise_error)
+    if k is cbs.CSVLogger:
+        return (k, cb.filename, cb.sep, cb.append)
+    if k is cbs.TensorBoard:
+        return (k, cb.log_dir, cb.histogram_freq, cb.write_graph, cb.update_freq)
+    if k is cbs.BackupAndRestore:
+        return (k, cb.backup_dir, cb.save_freq, cb.double_checkpoint, cb.delete_checkpoint)
+    if k is cbs.LearningRateScheduler:
+        return (type(cb), cb.schedule)
+    # One of ours: its class and what it was built with (not what it records during fit).
+    built = {key: v for key, v in vars(cb).items() if not key.startswith("_") and key not in _RUNTIME}
+    return (type(cb), sorted(built.items()))
+
+
+_RUNTIME = {"model", "stop_record", "best_weights", "best_epoch", "kept", "seen", "clock", "policy"}
+
+
+def compiled_behaviour(text: str) -> list[tuple[Any, ...]]:
+    from policy import compile_policy
+    from policy.callbacks import MetricCheck, TerminateOnNaNRecorder
+
+    # compile_policy adds helpers (the strict metric check, TerminateOnNaN's stop recorder)
+    # that have no counterpart in hand-written code.
+    helpers = MetricCheck | TerminateOnNaNRecorder
+    return [behaviour(cb) for cb in compile_policy(text) if not isinstance(cb, helpers)]
+
+
+MONITORS = ["val_loss", "loss", "val_accuracy", "auc", "val_mae"]
+MODES = ["auto", "min", "max"]
+deltas = st.sampled_from([0.0, 0.01, -0.001, 1e-4, 0.5])
+
+
+def early_stopping(i: int) -> st.SearchStrategy[Any]:
+    return st.builds(cbs.EarlyStopping, monitor=st.sampled_from(MONITORS), min_delta=deltas,
+                     patience=st.integers(0, 8), mode=st.sampled_from(MODES),
+                     baseline=st.none() | st.sampled_from([0.5, 1.25]), restore_best_weights=st.booleans(),
+                     start_from_epoch=st.integers(0, 4))
+
+
+def reduce_lr(i: int) -> st.SearchStrategy[Any]:
+    return st.builds(cbs.ReduceLROnPlateau, monitor=st.sampled_from(MONITORS), factor=st.sampled_from([0.1, 0.5, 0.9]),
+                     patience=st.integers(0, 8), mode=st.sampled_from(MODES), min_delta=deltas,
+                     cooldown=st.integers(0, 3), min_lr=st.sampled_from([0.0, 1e-6, 1e-3]))
+
+
+def checkpoint(i: int) -> st.SearchStrategy[Any]:
+    @st.composite
+    def build(draw: st.DrawFn) -> Any:
+        weights = draw(st.booleans())
+        best = draw(st.booleans())
+        name = f"ck{i}" + ("-{epoch}" if draw(st.booleans()) else "")
+        return cbs.ModelCheckpoint(
+            name + (".weights.h5" if weights else ".keras"), monitor=draw(st.sampled_from(MONITORS)),
+            mode=draw(st.sampled_from(MODES)), save_best_only=best, save_weights_only=weights,
+            save_freq="epoch" if best else draw(st.sampled_from(["epoch", 1, 50])),
+        )
+
+    return build()
+
+
+def simple(i: int) -> st.SearchStrategy[Any]:
+    return st.sampled_from([
+        cbs.TerminateOnNaN(), cbs.CSVLogger(f"log{i}.csv"), cbs.CSVLogger(f"log{i}.csv", append=True),
+        cbs.TensorBoard(f"tb{i}"), cbs.BackupAndRestore(f"bk{i}"), cbs.BackupAndRestore(f"bk{i}", save_freq=7),
+    ])
+
+
+@st.composite
+def callback_lists(draw: st.DrawFn) -> list[Any]:
+    n = draw(st.integers(1, 4))
+    # Index-based file names: two callbacks never write one path, which a policy forbids.
+    return [draw(st.one_of(early_stopping(i), reduce_lr(i), checkpoint(i), simple(i))) for i in range(n)]
+
+
+@needs_compiler
+@pytest.mark.parametrize("callback", [cbs.EarlyStopping(patience=3), cbs.ReduceLROnPlateau(),
+                                      cbs.ModelCheckpoint("best.keras", save_best_only=True),
+                                      cbs.BackupAndRestore("bk", save_freq=3), cbs.TerminateOnNaN()])
+def test_compiles_back_to_the_same_callback(callback: Any) -> None:
+    assert compiled_behaviour(describe([callback])) == [behaviour(callback)]
+
+
+@needs_compiler
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(callback_lists())
+def test_describe_then_compile_round_trips(callbacks: list[Any]) -> None:
+    # Every monitor drawn says its direction, so describe() never refuses here.
+    assert compiled_behaviour(describe(callbacks)) == [behaviour(cb) for cb in callbacks]
+
+
+@needs_compiler
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies())
+def test_describing_a_compiled_policy_gives_the_policy_back(policy: Policy) -> None:
+    """Our own callbacks too: what describe() writes compiles to callbacks built the same way.
+
+    The text need not be the policy's own (``save best on val_loss min`` comes back without
+    the ``min`` the name already implies), so the compiled callbacks are compared.
+    """
+    from policy import compile_policy
+
+    described = describe(compile_policy(policy))
+    assert compiled_behaviour(described) == compiled_behaviour(format_policy(policy))
+    # ...and describing is stable: a second round gives the same text.
+    assert describe(compile_policy(described)) == described
+
+
+@needs_compiler
+def test_our_callbacks_are_described() -> None:
+    from policy import compile_policy
+
+    text = (
+        "stop when val_accuracy >= 0.95 or val_loss not improving by 5% for 4, restore best val_loss\n"
+        "stop after 90 min\n"
+        "save top 3 weights on val_accuracy to \"ck/{epoch:03d}.weights.h5\"\n"
+        "save every 2 epochs to \"e{epoch}.keras\"\n"
+        "warm up lr to 0.01 over 3 epochs, then cosine to 0.0001 over 10 epochs\n"
+        "stop when loss is not finite\n"
+        "save best on val_loss"
+    )
+    assert describe(compile_policy(text)) == text
