@@ -246,9 +246,9 @@ class Semantics:
     def schedule_lr(self, schedule: ast.Schedule, epoch: int, lr0: float, current: float) -> float:
         """The value our schedule object returns for ``epoch`` (before float32 storage).
 
-        ``lr0`` is the optimizer's lr at train begin (float32 value); ``current`` the lr now, which
-        is left alone after the last finite segment. Arithmetic follows docs/semantics.md
-        literally, left to right, in float64.
+        ``lr0`` is the optimizer's lr at train begin (float32 value); ``current`` the lr now. After
+        the last finite segment the schedule holds its end value. Arithmetic follows
+        docs/semantics.md literally, left to right, in float64.
         """
         start_epoch = 0
         start_value = lr0
@@ -262,7 +262,7 @@ class Semantics:
                 return seg.target + (start_value - seg.target) * (1 + math.cos(math.pi * t / seg.epochs)) / 2
             start_epoch += seg.epochs
             start_value = seg.target
-        return current
+        return start_value
 
     # ------------------------------------------------------------------ checkpoints
     def format_path(self, path: str, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
