@@ -511,9 +511,9 @@ def test_warmup_then_cosine_schedule() -> None:
                    {"loss": [1.0] * 8}, initial_lr=0.5)
     expected = [0.1 * (t + 1) / 4 for t in range(4)]
     expected += [0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * t / 2)) / 2 for t in range(2)]
-    # After the last segment the schedule leaves the lr alone: cosine's last epoch (t = N - 1)
-    # is 0.055, not the nominal end value 0.01 (docs/semantics.md's parenthesis says otherwise).
-    expected += [expected[-1], expected[-1]]
+    # After the last segment the schedule holds its end value: cosine's last epoch (t = N - 1)
+    # is 0.055, and the epochs after it are at the end value 0.01.
+    expected += [0.01, 0.01]
     assert out.learning_rates == tuple(f32(x) for x in expected)
 
 
