@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 import policy
+from policy.load import load
 
 
 def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +34,7 @@ def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def main(config_path: Path) -> None:
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))["training"]
     # load() reports a bad policy as config.yaml:LINE:COL with the line and a caret.
-    rules = policy.load(config_path, key="training.policy")
+    rules = load(config_path, key="training.policy")
     print("Policy:\n  " + policy.format_policy(rules).replace("\n", "\n  "))
 
     keras.utils.set_random_seed(0)
@@ -47,9 +48,12 @@ def main(config_path: Path) -> None:
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                   loss="binary_crossentropy", metrics=["accuracy"])
 
+    # Keras's CSVLogger does not create folders (ModelCheckpoint does), so make runs/ first.
+    Path("runs").mkdir(exist_ok=True)
     callbacks = policy.compile_policy(rules)
+    # list(...): Keras 3.15's callback flattening treats a list subclass as one callback.
     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=config["epochs"],
-                        batch_size=config["batch_size"], callbacks=callbacks, verbose=0)
+                        batch_size=config["batch_size"], callbacks=list(callbacks), verbose=0)
 
     ran = len(history.epoch)
     best = min(history.history["val_loss"])

@@ -125,13 +125,15 @@ def _instantiate(config: Mapping[str, Any]) -> Any:
     return target(**{k: v for k, v in config.items() if k != "_target_"})
 
 
-def test_hydra_style_target_calls_compile_policy(tmp_path: Path) -> None:
+def test_hydra_style_target_calls_compile_policy() -> None:
+    """``_target_: policy.compile_policy`` + ``policy: ...`` works: the first parameter is ``policy``."""
     pytest.importorskip("policy.compiler")
     import yaml
 
+    from policy import compile_policy
+
     config = yaml.safe_load(Path(__file__).parent.parent.joinpath("examples", "config.yaml").read_text())
     callbacks = _instantiate(config["callbacks"])
-    import keras
-
-    assert callbacks and all(isinstance(cb, keras.callbacks.Callback) for cb in callbacks)
-    assert type(callbacks[0]).__name__ in {"EarlyStopping", "StrictMetrics"} or callbacks
+    expected = compile_policy(config["training"]["policy"])
+    assert [type(cb) for cb in callbacks] == [type(cb) for cb in expected]
+    assert callbacks.policy == load(Path(__file__).parent.parent / "examples" / "config.yaml", key="training.policy")
