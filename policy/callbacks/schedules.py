@@ -76,7 +76,8 @@ class Schedule:
     """Segments chained with ``then``: ``schedule(epoch, lr)`` gives the epoch's learning rate.
 
     Segment i starts at the sum of the lengths before it, from ``lr0`` (the first) or the
-    previous segment's target. After the last finite segment the learning rate is left alone.
+    previous segment's target. After the last finite segment the learning rate stays at that
+    segment's end value (for a cosine that is its target, which its last epoch only approaches).
     ``lr0`` is set by :meth:`start` (the callback calls it at train begin); a schedule never
     started takes the learning rate of its first call.
     """
@@ -101,7 +102,7 @@ class Schedule:
             if epoch < begin + seg.epochs:
                 return float(seg.value(epoch - begin, start))
             begin, start = begin + seg.epochs, seg.target
-        return float(lr)
+        return float(start)
 
     def __repr__(self) -> str:
         text = ", then ".join(seg.text(i == 0) for i, seg in enumerate(self.segments))
