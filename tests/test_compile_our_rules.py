@@ -7,8 +7,8 @@ check, ``.stop``, and the promise that an epoch-level policy adds no batch hook.
 from __future__ import annotations
 
 import math
-import pickle
 import pathlib
+import pickle
 
 import keras
 import numpy as np
