@@ -7,6 +7,10 @@ callback with the same arguments. Where the DSL's default differs from Keras's
 (ReduceLROnPlateau's ``min_delta=1e-4``) the value is written out; where Keras behaves
 the same for two values (patience 0 and 1) the rule says so in a comment.
 
+``mode="auto"`` is read from the metric's name, as a policy reads it; Keras decides "auto"
+from the compiled metric instead, so for a name that says one thing while the metric does
+another (a custom metric called ``val_score_loss`` that should go up) say ``mode`` explicitly.
+
 Anything with no exact equivalent (a lambda schedule, a custom callback, TensorBoard with
 profiling, ``mode="auto"`` on a name whose direction cannot be told) is named in one
 :class:`PolicyError` listing every such callback. ``verbose`` is ignored: it changes what
