@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TextIO
 
 from policy.ast import Policy
-from policy.errors import PolicyError
-from policy.history import History, HistoryError, watched_metrics
+from policy.errors import PolicyError, Problem, closest, problem_at
+from policy.history import History, HistoryError, watched_metric_nodes, watched_metrics
 from policy.load import ALL_SUFFIXES
 from policy.outcome import Outcome
 
@@ -101,7 +101,7 @@ def read_policy(arg: str, key: str = "policy") -> Policy:
 
     path = Path(arg)
     looks_like_file = path.suffix.lower() in ALL_SUFFIXES and "\n" not in arg and " " not in path.name
-    if looks_like_file or (len(arg) < 4096 and "\n" not in arg and path.is_file()):
+    if looks_like_file or _is_file(arg):
         if not path.is_file():
             raise UsageError(f"no such file: {arg!r}")
         return load(path, key=key)
@@ -112,6 +112,17 @@ def read_policy(arg: str, key: str = "policy") -> Policy:
         return validate(parse(arg))
     except PolicyError as exc:
         raise exc.with_filename("<policy>") from None
+
+
+def place_error(error: PolicyError, arg: str, key: str) -> PolicyError:
+    """An error found after reading (in the history's light), shown where the policy came from."""
+    from policy.load import place_error as place_in_file
+
+    return place_in_file(error, arg, key) if _is_file(arg) else error.with_filename("<policy>")
+
+
+def _is_file(arg: str) -> bool:
+    return "\n" not in arg and len(arg) < 4096 and Path(arg).is_file()
 
 
 # --------------------------------------------------------------------------- commands
@@ -149,11 +160,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         require_matplotlib()
     history = read_history(args.history)
+    if not args.no_strict:
+        try:
+            check_metrics(policy, history)
+        except PolicyError as exc:
+            raise place_error(exc, args.policy, args.key) from None
+    initial_lr = args.initial_lr
+    if initial_lr is None and history and "learning_rate" in history[0]:
+        # Keras logs the learning rate in effect during the epoch: epoch 0's is the starting one.
+        initial_lr = history[0]["learning_rate"]
     from policy.reference import simulate
 
-    outcome = simulate(policy, history, initial_lr=args.initial_lr, steps_per_epoch=args.steps_per_epoch)
+    try:
+        outcome = simulate(policy, history, initial_lr=initial_lr, steps_per_epoch=args.steps_per_epoch)
+    except PolicyError as exc:
+        raise _as_options(exc) from None
     if args.json:
-        print(json.dumps(outcome.to_json(), indent=2))
+        print(outcome_json(outcome))
     else:
         print(simulate_report(policy, history, outcome, Style(sys.stdout)))
     if args.plot is not None:
@@ -162,6 +185,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         plot_outcome(policy, history, outcome, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
     return EXIT_OK
+
+
+def check_metrics(policy: Policy, history: History) -> None:
+    """What ``compile_policy(strict=True)`` does at the first epoch end: every watched metric is logged."""
+    available = sorted(history[0]) if history else []
+    problems: list[Problem] = []
+    for metric in dict((m.name, m) for m in reversed(watched_metric_nodes(policy))).values():
+        if metric.name in available:
+            continue
+        near = closest(metric.name, available)
+        problems.append(problem_at(
+            policy.source, metric.pos,
+            f"metric {metric.name!r} is not in the history's first epoch (it has: {', '.join(available) or 'none'})",
+            f"did you mean {near!r}? (--no-strict replays anyway)" if near else "pass --no-strict to replay anyway",
+        ))
+    if problems:
+        raise PolicyError(sorted(problems, key=lambda p: (p.line, p.column)))
+
+
+def _as_options(error: PolicyError) -> PolicyError:
+    """The reference's hints name keyword arguments; on the command line they are options."""
+    words = {"initial_lr": "--initial-lr", "steps_per_epoch": "--steps-per-epoch"}
+    problems = []
+    for p in error.problems:
+        hint = p.suggestion
+        for word, option in words.items():
+            hint = hint.replace(f"pass {word}", f"pass {option}") if hint else hint
+        problems.append(Problem(p.message, p.line, p.column, p.source_line, hint))
+    return PolicyError(problems, error.filename)
+
+
+def outcome_json(outcome: Outcome) -> str:
+    """The outcome as JSON, one key a line with each value compact (long lr lists stay readable)."""
+    data = outcome.to_json()
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in data.items())
+    return "{\n" + body + "\n}"
 
 
 def simulate_report(policy: Policy, history: History, outcome: Outcome, style: Style) -> str:
@@ -296,10 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     policy_args(simulate)
     simulate.add_argument("--history", required=True, metavar="FILE", help="the recorded history (.csv or .json)")
     simulate.add_argument("--initial-lr", type=_positive_float, default=None, metavar="X",
-                          help="the optimizer's learning rate at the start (needed by lr rules "
-                               "unless the history has a learning_rate column)")
+                          help="the optimizer's learning rate at the start (needed by lr rules; "
+                               "default: the history's learning_rate in epoch 0, if it has one)")
     simulate.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",
                           help="training batches per epoch (needed by step-based rules)")
+    simulate.add_argument("--no-strict", action="store_true",
+                          help="replay even if a watched metric is missing from the history (Keras only warns); "
+                               "by default that is an error, as with compile_policy(strict=True)")
     simulate.add_argument("--json", action="store_true",
                           help="print epochs_run, learning_rates, saves, restored_epoch and stop as JSON")
     simulate.add_argument("--plot", default=None, metavar="OUT.png",

@@ -164,16 +164,21 @@ def _epoch_number(raw: str, filename: str | None, line: int) -> int:
     return int(value)
 
 
-def watched_metrics(policy: Policy) -> list[str]:
-    """The log keys a policy reads, in the order its rules first mention them."""
-    seen: dict[str, None] = {}
+def watched_metric_nodes(policy: Policy) -> list[ast.Metric]:
+    """Every metric node a policy reads from the epoch logs, in source order (repeats kept)."""
+    out: list[ast.Metric] = []
     for r in policy.rules:
         if isinstance(r, ast.StopWhen):
-            seen.update(dict.fromkeys(m.name for m in ast.metrics_of(r.condition)))
+            out += ast.metrics_of(r.condition)
             if r.restore_metric is not None:
-                seen[r.restore_metric.name] = None
+                out.append(r.restore_metric)
         elif isinstance(r, ast.ReduceLR):
-            seen[r.when.metric.name] = None
+            out.append(r.when.metric)
         elif isinstance(r, ast.SaveBest | ast.SaveTop):
-            seen[r.metric.name] = None
-    return list(seen)
+            out.append(r.metric)
+    return out
+
+
+def watched_metrics(policy: Policy) -> list[str]:
+    """The log keys a policy reads, in the order its rules first mention them."""
+    return list(dict.fromkeys(m.name for m in watched_metric_nodes(policy)))

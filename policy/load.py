@@ -168,6 +168,18 @@ def _parse(text: str, filename: str | None, located: tuple[str, str] | None) -> 
 # --------------------------------------------------------------------------- locating lines
 
 
+def place_error(error: PolicyError, path: str | os.PathLike[str], key: str = "policy") -> PolicyError:
+    """An error found later in a policy loaded from ``path`` (a missing metric, say), placed in that file."""
+    path = Path(path)
+    raw = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        return error.with_filename(str(path))
+    text = policy_text(read_config(raw, suffix, str(path)), key, str(path))
+    return _relocate(error, text, raw, key, str(path))
+
+
+
 def _relocate(exc: PolicyError, text: str, raw: str, key: str, filename: str) -> PolicyError:
     """The same problems, with lines, columns and source lines taken from the config file."""
     where = locate_lines(text, raw, key)

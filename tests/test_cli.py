@@ -245,3 +245,35 @@ def test_simulate_bad_history_file(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == f"{bad}:3: 'loss': 'oops' is not a number"
     assert run("simulate", GOOD, "--history", str(tmp_path / "none.csv")).returncode == 2
+
+
+@needs_reference
+def test_simulate_missing_metric_is_an_error_like_strict_compile(tmp_path: Path, history_csv: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("training:\n  policy: |\n    stop when val_los not decreasing for 2\n")
+    result = run("simulate", str(config), "--key", "training.policy", "--history", str(history_csv))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[:4] == [
+        f"{config}:3:15: metric 'val_los' is not in the history's first epoch (it has: loss, val_loss)",
+        "        stop when val_los not decreasing for 2",
+        "                  ^",
+        "hint: did you mean 'val_loss'? (--no-strict replays anyway)",
+    ]
+    lenient = run("simulate", str(config), "--key", "training.policy", "--history", str(history_csv), "--no-strict")
+    assert lenient.returncode == 0, lenient.stderr
+    assert "Runs to the end: all 6 epochs" in lenient.stdout
+
+
+@needs_reference
+def test_simulate_takes_the_starting_lr_from_the_history(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("epoch,learning_rate,val_loss\n0,0.1,1.0\n1,0.1,1.0\n2,0.05,1.0\n")
+    policy = "multiply lr by 0.5 when val_loss not improving for 1"
+    result = run("simulate", policy, "--history", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["learning_rates"] == pytest.approx([0.1, 0.1, 0.05])
+    no_lr = tmp_path / "n.csv"
+    no_lr.write_text("epoch,val_loss\n0,1.0\n")
+    missing = run("simulate", policy, "--history", str(no_lr))
+    assert missing.returncode == 1
+    assert "--initial-lr" in missing.stderr
