@@ -132,8 +132,44 @@ def test_hydra_style_target_calls_compile_policy() -> None:
 
     from policy import compile_policy
 
-    config = yaml.safe_load(Path(__file__).parent.parent.joinpath("examples", "config.yaml").read_text())
-    callbacks = _instantiate(config["callbacks"])
-    expected = compile_policy(config["training"]["policy"])
+    config = Path(__file__).parent.parent / "examples" / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    callbacks = _instantiate(data["callbacks"])
+    expected = compile_policy(data["training"]["policy"])
     assert [type(cb) for cb in callbacks] == [type(cb) for cb in expected]
-    assert callbacks.policy == load(Path(__file__).parent.parent / "examples" / "config.yaml", key="training.policy")
+    # Both sections of the example config hold the same policy.
+    assert load(config, key="callbacks.policy") == load(config, key="training.policy")
+
+
+# --------------------------------------------------------------------------- history files (simulate's input)
+
+
+def test_csvlogger_file_with_missing_values(tmp_path: Path) -> None:
+    from policy.history import read_history
+
+    path = write(tmp_path, "train.csv", "epoch,loss,val_loss\n1,0.8,NA\n0,1.0,nan\n")
+    history = read_history(path)
+    assert history[1] == {"loss": 0.8}  # NA: absent, as in Keras's logs; rows sorted by epoch
+    assert history[0]["loss"] == 1.0 and history[0]["val_loss"] != history[0]["val_loss"]  # NaN kept
+
+
+def test_history_json_shapes(tmp_path: Path) -> None:
+    from policy.history import read_history
+
+    columns = write(tmp_path, "h.json", '{"loss": [1.0, 0.9, 0.8], "learning_rate": [0.1, 0.1], "val_loss": [1, null, 0.7]}')
+    assert read_history(columns) == [
+        {"loss": 1.0, "val_loss": 1.0},
+        {"loss": 0.9, "learning_rate": 0.1},
+        {"loss": 0.8, "learning_rate": 0.1, "val_loss": 0.7},
+    ]
+    rows = write(tmp_path, "r.json", '[{"epoch": 0, "loss": 1.0}, {"loss": 0.5, "val_loss": null}]')
+    assert read_history(rows) == [{"loss": 1.0}, {"loss": 0.5}]
+
+
+def test_history_errors_name_file_and_line(tmp_path: Path) -> None:
+    from policy.history import HistoryError, read_history
+
+    with pytest.raises(HistoryError, match=r"t\.csv:3: epoch 0 appears twice"):
+        read_history(write(tmp_path, "t.csv", "epoch,loss\n0,1.0\n0,0.9\n"))
+    with pytest.raises(HistoryError, match=r"b\.json:1: not valid JSON"):
+        read_history(write(tmp_path, "b.json", "{oops"))
