@@ -12,16 +12,28 @@ TensorFlow; only :func:`compile_policy` does, when it is called.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from policy.ast import Policy
 from policy.errors import PolicyError, Problem
+from policy.outcome import Outcome, Stop
 from policy.printer import format_policy
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Policy", "PolicyError", "Problem", "compile_policy", "format_policy", "parse_policy"]
+__all__ = [
+    "Outcome",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "Stop",
+    "compile_policy",
+    "format_policy",
+    "parse_policy",
+    "why_stopped",
+]
 __version__ = "0.1.0"
 
 
@@ -46,5 +58,13 @@ def compile_policy(policy: str | Policy, *, strict: bool = True) -> list[keras.c
     return compile_rules(parsed, strict=strict)
 
 
-def __getattr__(name: str) -> Any:  # pragma: no cover - lazily loaded heavy parts
-    raise AttributeError(f"module 'policy' has no attribute {name!r}")
+def why_stopped(callbacks: Iterable[object]) -> Stop | None:
+    """After ``fit``: which rule of a compiled policy stopped training, at which epoch, and why.
+
+    ``callbacks`` is the list :func:`compile_policy` returned (other callbacks may be mixed in).
+    None means no rule stopped training: it ran for all its epochs.
+    """
+    from policy.compiler import why_stopped as _why_stopped
+
+    return _why_stopped(callbacks)
+

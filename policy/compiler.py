@@ -4,12 +4,13 @@ Principle: a rule Keras already implements compiles to Keras's own callback clas
 exactly the arguments in docs/semantics.md, so it behaves identically to the hand-written
 callback. Only what Keras lacks gets a callback of ours (:mod:`policy.callbacks`).
 
-The result, :class:`CompiledPolicy`, is the list to pass to ``model.fit(callbacks=...)``.
-After ``fit`` its :attr:`CompiledPolicy.stop` says which rule stopped training.
+The result is the plain list to pass to ``model.fit(callbacks=...)``. After ``fit``,
+:func:`why_stopped` says which rule stopped training.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import keras
@@ -42,33 +43,23 @@ from policy.validate import (
 )
 
 
-class CompiledPolicy(list[Any]):
-    """The callbacks of a policy, in rule order; pass it to ``model.fit(callbacks=...)``.
+def why_stopped(callbacks: Iterable[Any]) -> Stop | None:
+    """Which rule stopped the last ``fit``, at which epoch, and why; None if none did.
 
-    With ``strict`` compilation a :class:`~policy.callbacks.MetricCheck` comes first.
-    ``TerminateOnNaN`` is followed by a recorder that notes when it fired. ``rules``
-    maps each callback's position to the canonical text of the rule it came from.
+    ``callbacks`` is what :func:`compile_rules` returned (other callbacks mixed in are
+    ignored). When several rules decide to stop in the same epoch, the first decision wins:
+    a decision after a training batch precedes those at the epoch end, and among equals the
+    rule written first wins.
     """
+    found: list[tuple[tuple[int, int, int, int], Stop]] = []
+    for position, cb in enumerate(callbacks):
+        record = _stop_record(cb, getattr(cb, POLICY_RULE, None))
+        if record is not None:
+            found.append((record.order(position), record.stop))
+    return min(found, key=lambda pair: pair[0])[1] if found else None
 
-    def __init__(self, policy: ast.Policy, entries: list[tuple[str | None, Any]]) -> None:
-        super().__init__(cb for _, cb in entries)
-        self.policy = policy
-        self.rules: list[str | None] = [text for text, _ in entries]
-
-    @property
-    def stop(self) -> Stop | None:
-        """Which rule stopped the last ``fit``, at which epoch, and why; None if none did.
-
-        When several rules decide to stop in the same epoch, the first decision wins: a
-        decision after a training batch precedes those at the epoch end, and among equals
-        the rule written first wins.
-        """
-        found: list[tuple[tuple[int, int, int, int], Stop]] = []
-        for position, cb in enumerate(self):
-            record = _stop_record(cb, self.rules[position])
-            if record is not None:
-                found.append((record.order(position), record.stop))
-        return min(found, key=lambda pair: pair[0])[1] if found else None
+# The attribute naming the rule a compiled callback came from (set on Keras's own classes too).
+POLICY_RULE = "policy_rule"
 
 
 def _stop_record(cb: Any, rule: str | None) -> StopRecord | None:
@@ -83,15 +74,21 @@ def _stop_record(cb: Any, rule: str | None) -> StopRecord | None:
     return record if isinstance(record, StopRecord) else None
 
 
-def compile_rules(policy: ast.Policy, strict: bool = True) -> CompiledPolicy:
-    """Turn a validated policy into callbacks (see docs/semantics.md for each rule)."""
-    entries: list[tuple[str | None, Any]] = []
-    if strict:
-        entries.append((None, MetricCheck(policy)))
+def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
+    """Turn a validated policy into callbacks (see docs/semantics.md for each rule).
+
+    The result is a plain ``list``: Keras flattens ``callbacks`` with its tree utilities,
+    which treat a list *subclass* as a single leaf, so anything fancier breaks ``fit``.
+    Each callback carries the canonical text of its rule in ``policy_rule``, which is how
+    :func:`why_stopped` names the rule afterwards.
+    """
+    callbacks: list[Any] = [MetricCheck(policy)] if strict else []
     for rule in policy.rules:
         text = rule_text(rule)
-        entries.extend((text, cb) for cb in compile_rule(rule, text))
-    return CompiledPolicy(policy, entries)
+        for cb in compile_rule(rule, text):
+            setattr(cb, POLICY_RULE, text)
+            callbacks.append(cb)
+    return callbacks
 
 
 def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:

@@ -44,7 +44,7 @@ def run(out_dir: Path, epochs: int = 40, policy_text: str = DEMO_POLICY) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from policy import compile_policy, format_policy, parse_policy
+    from policy import compile_policy, format_policy, parse_policy, why_stopped
     from policy.history import read_history
     from policy.reference import simulate
 
@@ -78,7 +78,7 @@ def run(out_dir: Path, epochs: int = 40, policy_text: str = DEMO_POLICY) -> int:
     losses = history.history["val_loss"]
     best_epoch = min(range(len(losses)), key=losses.__getitem__)
     print(f"\nTrained {len(history.epoch)} of {epochs} epochs.")
-    stop = callbacks.stop
+    stop = why_stopped(callbacks)
     print(f"Stopped by: {stop.rule!r} at epoch {stop.epoch}: {stop.reason}" if stop else "Ran to the end.")
     print(f"Best val_loss {losses[best_epoch]:.4f} at epoch {best_epoch}; weights restored to that epoch.")
     lrs = history.history.get("learning_rate", [])

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from policy import compile_policy
+from policy import compile_policy, format_policy, parse_policy
 from policy.testing import run_callbacks, run_in_keras
 
 NAN = float("nan")
@@ -232,7 +232,10 @@ def test_compiles_to_keras_class_with_exact_arguments(
     for name, value in args.items():
         assert getattr(ours, name) == value, name
     # Every attribute Keras set in __init__ matches the hand-written callback's.
+    # `policy_rule` is the one attribute we add: the rule's text, for why_stopped().
+    assert ours.policy_rule == format_policy(parse_policy(text))
     skip = {"model", "_model", "params", "_log_write_dir", "_writers", "_chief_worker_only", "_train_dir", "_val_dir"}
+    skip.add("policy_rule")
     mine = {k: v for k, v in vars(ours).items() if k not in skip}
     hers = {k: v for k, v in vars(theirs).items() if k not in skip}
     assert mine.keys() == hers.keys()

@@ -14,7 +14,7 @@ history under test. The harness then measures what happened, from the outside:
 - ``restored_epoch``: at each epoch end the weights are set to values encoding the epoch;
   at train end, before any restore rule runs, to a sentinel. Whatever epoch the final
   weights encode was put back by a restore rule;
-- ``stop`` from :attr:`policy.compiler.CompiledPolicy.stop`.
+- ``stop`` from :func:`policy.compiler.why_stopped`.
 
 One model is built per process and reused (weights and learning rate reset per run),
 because building and tracing dominate the cost of a few-epoch ``fit``.
@@ -270,7 +270,7 @@ def run_callbacks(
     import keras
 
     from policy.callbacks import StopAfterTime
-    from policy.compiler import CompiledPolicy
+    from policy.compiler import why_stopped
 
     logs = epoch_logs(history)
     classes = _harness_classes()
@@ -295,7 +295,7 @@ def run_callbacks(
     model = tiny_model(DEFAULT_LR if initial_lr is None else initial_lr)
     with working_directory(workdir):
         fitted = model.fit(epochs=len(logs), callbacks=wrapped, verbose=0, shuffle=False, **_fit_data(steps_per_epoch))
-    stop = callbacks.stop if isinstance(callbacks, CompiledPolicy) else None
+    stop = why_stopped(callbacks)
     outcome = Outcome(
         epochs_run=len(fitted.epoch),
         learning_rates=tuple(record.learning_rates),
