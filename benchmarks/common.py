@@ -1,0 +1,185 @@
+"""What every figure shares: statistics, alternating A/B timing, table rows, policy texts.
+
+The machine is shared with other people's test runs, so absolute times drift while a figure
+runs. Ratios are therefore always taken from *pairs* measured back to back, alternating
+which side goes first (A B, B A, A B, ...) so that a slow patch hits both sides alike, and
+the median over pairs is reported with the smallest and largest pair beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The README's first example: the policy every figure calls "the seed policy".
+SEED_POLICY = "stop when val_loss not improving for 3; save best on val_loss min"
+
+# Ten rules, one of (almost) every kind, and no conflicts (one lr rule, distinct files).
+TEN_RULE_POLICY = """\
+stop when val_loss not improving for 3, restore best
+stop when val_accuracy >= 0.99 or val_loss not improving by 1% for 5
+stop after 100 epochs
+stop when loss is not finite
+save best on val_loss min to "ckpt/best.keras"
+save top 3 on val_accuracy max to "top/{epoch:03d}.keras"
+save every 5 epochs to "every/{epoch:03d}.keras"
+multiply lr by 0.5 when val_loss not improving for 2, cooldown 1, min lr 1e-5
+log to "train.csv"
+backup to "backup/"
+"""
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Median, min and max of a sample (``n`` values)."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        """Summarise ``values`` (at least one)."""
+        if not values:
+            raise ValueError("Stat.of needs at least one value")
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def scaled(self, factor: float) -> Stat:
+        """The same statistic in another unit (e.g. seconds -> microseconds)."""
+        return Stat(self.median * factor, self.low * factor, self.high * factor, self.n)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table.
+
+    ``verdict`` is ``"met"``, ``"missed"``, or ``""`` for a figure without a goal.
+    """
+
+    name: str
+    stat: Stat | None
+    unit: str
+    goal: str = ""
+    verdict: str = ""
+    note: str = ""
+
+
+@dataclass
+class Figure:
+    """A figure's rows, plus free text (profiles, findings) for the report below the table."""
+
+    number: int
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+
+def verdict(ok: bool) -> str:
+    """``"met"`` or ``"missed"``."""
+    return "met" if ok else "missed"
+
+
+def time_calls(fn: Callable[[], object], number: int) -> float:
+    """Seconds per call of ``fn``, averaged over ``number`` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def repeat(fn: Callable[[], object], *, number: int, repeats: int) -> Stat:
+    """``repeats`` samples of :func:`time_calls` (seconds per call)."""
+    fn()  # warm caches (imports, Lark tables) outside the measurement
+    return Stat.of([time_calls(fn, number) for _ in range(repeats)])
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Side A, side B and the per-pair ratio A/B, each summarised over the pairs."""
+
+    a: Stat
+    b: Stat
+    ratio: Stat
+
+
+def alternate(
+    a: Callable[[], float],
+    b: Callable[[], float],
+    pairs: int,
+) -> Paired:
+    """Measure ``a`` and ``b`` back to back ``pairs`` times, alternating which goes first.
+
+    Each callable runs once and returns the seconds it measured (so it can exclude its own
+    setup). The ratio is taken within each pair, then summarised: drift between pairs
+    cancels out, drift within a pair is split evenly by the alternation.
+    """
+    sa: list[float] = []
+    sb: list[float] = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            ta = a()
+            tb = b()
+        else:
+            tb = b()
+            ta = a()
+        sa.append(ta)
+        sb.append(tb)
+    return Paired(Stat.of(sa), Stat.of(sb), Stat.of([x / y for x, y in zip(sa, sb, strict=True)]))
+
+
+def calls(fn: Callable[[], object], number: int) -> Callable[[], float]:
+    """A measurement for :func:`alternate`: seconds per call of ``fn`` over ``number`` calls."""
+    return lambda: time_calls(fn, number)
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: TensorFlow backend, no C++ log noise."""
+    env = dict(os.environ)
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(extra)
+    return env
+
+
+def run_process(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 300) -> float:
+    """Run a command to completion; return its wall time in seconds (raise if it fails)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        list(argv), env=env or quiet_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)!r} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def python() -> str:
+    """The interpreter running the benchmarks (the project's venv)."""
+    return sys.executable
+
+
+def fmt(value: float) -> str:
+    """Three significant figures, without scientific notation for everyday magnitudes."""
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    if magnitude >= 0.01:
+        return f"{value:.3f}"
+    return f"{value:.2g}"
