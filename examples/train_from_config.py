@@ -51,14 +51,13 @@ def main(config_path: Path) -> None:
     # Keras's CSVLogger does not create folders (ModelCheckpoint does), so make runs/ first.
     Path("runs").mkdir(exist_ok=True)
     callbacks = policy.compile_policy(rules)
-    # list(...): Keras 3.15's callback flattening treats a list subclass as one callback.
     history = model.fit(x, y, validation_data=(x_val, y_val), epochs=config["epochs"],
-                        batch_size=config["batch_size"], callbacks=list(callbacks), verbose=0)
+                        batch_size=config["batch_size"], callbacks=callbacks, verbose=0)
 
     ran = len(history.epoch)
     best = min(history.history["val_loss"])
     print(f"\nTrained {ran} of {config['epochs']} epochs; best val_loss {best:.4f}.")
-    stop = getattr(callbacks, "stop", None)
+    stop = policy.why_stopped(callbacks)
     print(f"Stopped by {stop.rule!r} at epoch {stop.epoch}: {stop.reason}" if stop else "Ran to the end.")
     print("Learning rate per epoch:", ", ".join(f"{lr:g}" for lr in history.history.get("learning_rate", [])))
     print("Wrote:", ", ".join(sorted(str(p) for p in Path("runs").iterdir())))
