@@ -1,0 +1,354 @@
+"""Deliberately wrong references: each one classic mistake, to prove the differential tests bite.
+
+Every mutant subclasses :class:`policy.reference.semantics.Semantics` and overrides exactly ONE
+decision primitive with a mistake someone writing a Keras-compatible simulator could plausibly
+make (or that a later Keras release makes on purpose: ``ResetWaitOnAnyImprovement`` is keras PR
+23559). ``tests/test_mutants_caught.py`` requires the differential search, at its default budget,
+to find a case where each mutant's prediction differs from what real Keras does.
+
+Two classic mistakes are deliberately absent because no :class:`~policy.outcome.Outcome` can
+show them (equivalent mutants, checked by hand):
+
+- ``min_lr`` compared in float64 (``lr > min_lr`` instead of ``lr > float32(min_lr)``): the two
+  differ only when ``lr == float32(min_lr)``, and then the "reduction" computes
+  ``max(lr * factor, min_lr)``, which rounds back to the same lr; the wait and cooldown it
+  resets can never matter again because the lr cannot go lower.
+- top-k dropping the *earlier* of two equally bad kept epochs: the kept values are the same
+  either way, so every later decision is too; only which file is deleted differs, and an
+  Outcome lists writes, not deletions (see the report: Outcome could list the files left).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from policy import ast
+from policy.reference.semantics import Semantics, round_f32
+
+
+class Float64Comparisons(Semantics):
+    """Monitors compared in float64: ``1.0`` then ``1.0 - 1e-9`` becomes an improvement."""
+
+    name = "float64-comparisons"
+
+    def to_f32(self, x: float) -> float:
+        return x
+
+
+class RoundThenSubtract(Semantics):
+    """``value - min_delta`` computed on float32-rounded operands instead of in float64 first."""
+
+    name = "round-then-subtract"
+
+    def shifted(self, value: float, delta: float, direction: ast.Direction) -> float:
+        return round_f32(round_f32(value) - round_f32(self.signed_delta(delta, direction)))
+
+
+class NoSubnormalFlush(Semantics):
+    """Float32 comparisons as NumPy does them, keeping subnormals (TensorFlow's CPU kernels flush)."""
+
+    name = "no-subnormal-flush"
+
+    def to_f32(self, x: float) -> float:
+        y = round_f32(x)
+        if math.isinf(y) and math.isfinite(x):
+            return super().to_f32(x)  # keep the overflow error: only the flush is wrong here
+        return y
+
+
+class MinDeltaWrongSign(Semantics):
+    """min_delta added the wrong way: a smaller improvement than asked for counts."""
+
+    name = "min-delta-wrong-sign"
+
+    def signed_delta(self, delta: float, direction: ast.Direction) -> float:
+        return abs(delta) if direction == "min" else -abs(delta)
+
+
+class NaNImproves(Semantics):
+    """A NaN value counts as an improvement (and becomes the best)."""
+
+    name = "nan-improves"
+
+    def improves(self, value: float, best: float | None, delta: float, direction: ast.Direction) -> bool:
+        return math.isnan(value) or super().improves(value, best, delta, direction)
+
+
+class RelativeFromValue(Semantics):
+    """``by P%`` measured from the new value instead of from the best so far."""
+
+    name = "relative-from-value"
+
+    def relative_improves(self, value: float, best: float | None, fraction: float, direction: ast.Direction) -> bool:
+        if best is None:
+            return True
+        margin = abs(value) * fraction
+        bound = best - margin if direction == "min" else best + margin
+        return self.better(value, bound, direction)
+
+
+class PatienceOffByOne(Semantics):
+    """EarlyStopping fires at ``wait > patience``: one epoch late."""
+
+    name = "patience-off-by-one"
+
+    def early_stop_fires(self, wait: int, patience: int, epoch: int) -> bool:
+        return wait > patience and epoch > 0
+
+
+class ResetWaitOnAnyImprovement(Semantics):
+    """Any improvement resets ``wait``, even below the baseline (Keras after PR 23559, not 3.15.1)."""
+
+    name = "reset-wait-on-any-improvement"
+
+    def reset_wait_on_improvement(
+        self, value: float, baseline: float | None, delta: float, direction: ast.Direction
+    ) -> bool:
+        return True
+
+
+class BaselineAsStartingBest(Semantics):
+    """The baseline taken as the starting best (it is only a bar the best must clear)."""
+
+    name = "baseline-as-starting-best"
+
+    def initial_best(self, baseline: float | None) -> float | None:
+        return baseline
+
+
+class IgnoreFirstOffByOne(Semantics):
+    """``ignore first K epochs`` / ``start_from_epoch`` skips K + 1 epochs."""
+
+    name = "ignore-first-off-by-one"
+
+    def ignores_epoch(self, epoch: int, start_from_epoch: int) -> bool:
+        return epoch <= start_from_epoch
+
+
+class PlateauOffByOne(Semantics):
+    """Our plateau atom holds at ``wait > N``."""
+
+    name = "plateau-off-by-one"
+
+    def plateau_holds(self, wait: int, patience: int) -> bool:
+        return wait > patience
+
+
+class RestoreOnlyWhenStopped(Semantics):
+    """Best weights restored only when the rule itself stopped training."""
+
+    name = "restore-only-when-stopped"
+
+    def restore_at_end(self, *, has_best: bool, stopped_by_rule: bool, training_stopped: bool) -> bool:
+        return has_best and stopped_by_rule
+
+
+class NaiveCooldown(Semantics):
+    """Cooldown tested before it is decremented, so ``cooldown 1`` really waits an epoch."""
+
+    name = "naive-cooldown"
+
+    def counts_toward_patience(self, cooldown_before: int, cooldown_after: int) -> bool:
+        return cooldown_before == 0
+
+
+class LrReduceOffByOne(Semantics):
+    """ReduceLROnPlateau reduces at ``wait > patience``."""
+
+    name = "lr-reduce-off-by-one"
+
+    def lr_reduce_due(self, wait: int, patience: int) -> bool:
+        return wait > patience
+
+
+class MinLrIgnored(Semantics):
+    """The reduction forgets ``max(..., min_lr)``: the lr falls below min lr."""
+
+    name = "min-lr-ignored"
+
+    def reduced_lr(self, lr: float, factor: float, min_lr: float) -> float:
+        return self.lr_round(lr * factor)
+
+
+class LrNotRounded(Semantics):
+    """The learning rate kept in float64 (the Keras variable is float32)."""
+
+    name = "lr-not-rounded"
+
+    def lr_round(self, x: float) -> float:
+        return x
+
+
+class ZeroBasedEpochInPath(Semantics):
+    """``{epoch}`` and ``{batch}`` formatted 0-based (Keras writes them 1-based)."""
+
+    name = "zero-based-epoch-in-path"
+
+    def format_path(self, path: str, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
+        return super().format_path(path, epoch - 1, None if batch is None else batch - 1, logs)
+
+
+class SaveBestSkipsMissing(Semantics):
+    """``save best`` skips an epoch whose metric is missing (Keras warns and saves anyway)."""
+
+    name = "save-best-skips-missing"
+
+    def save_best_when_missing(self) -> bool:
+        return False
+
+
+class StepSaveCounterPerEpoch(Semantics):
+    """Integer ``save_freq`` counted from 0 again in every epoch (Keras counts across epochs)."""
+
+    name = "step-save-counter-per-epoch"
+
+    def step_save_batches(self, steps_before: int, steps: int, every: int) -> range:
+        return range(every - 1, steps, every)
+
+
+class StepBudgetOffByOne(Semantics):
+    """``stop after N steps`` stops after step N + 1."""
+
+    name = "step-budget-off-by-one"
+
+    def step_budget_batch(self, steps_before: int, steps: int, budget: int) -> int | None:
+        return super().step_budget_batch(steps_before, steps, budget + 1)
+
+
+class EpochBudgetOffByOne(Semantics):
+    """``stop after N epochs`` compares the 0-based epoch with N (runs one epoch too many)."""
+
+    name = "epoch-budget-off-by-one"
+
+    def epoch_budget_reached(self, epoch: int, epochs: int) -> bool:
+        return epoch >= epochs
+
+
+class TimeBudgetStrict(Semantics):
+    """A time budget stops only once elapsed time *exceeds* it (``>`` instead of ``>=``)."""
+
+    name = "time-budget-strict"
+
+    def time_budget_batch(self, readings: Sequence[float], seconds: float) -> int | None:
+        i = bisect.bisect_right(readings, seconds)
+        return i if i < len(readings) else None
+
+
+class ClockAsMultiplication(Semantics):
+    """Elapsed time after k steps as ``start + k * d`` (the scripted clock sums ``t += d``)."""
+
+    name = "clock-as-multiplication"
+
+    def clock_readings(self, start: float, durations: Iterable[float]) -> list[float]:
+        steps = list(durations)
+        if steps and all(d == steps[0] for d in steps):
+            return [start + (k + 1) * steps[0] for k in range(len(steps))]
+        return super().clock_readings(start, steps)
+
+
+class TerminateOnNaNIgnoresInf(Semantics):
+    """TerminateOnNaN that only looks for NaN (Keras also stops on +-inf)."""
+
+    name = "terminate-on-nan-ignores-inf"
+
+    def invalid_loss_batch(self, losses: Sequence[float | None]) -> int | None:
+        for i, loss in enumerate(losses):
+            if loss is not None and math.isnan(loss):
+                return i
+        return None
+
+
+class ThresholdFloat64(Semantics):
+    """Thresholds compared in float64 (``val_loss <= 0.1`` misses float32(0.1))."""
+
+    name = "threshold-float64"
+
+    def threshold_holds(self, value: float, op: ast.Comparison, x: float) -> bool:
+        if op == ">=":
+            return value >= x
+        if op == ">":
+            return value > x
+        if op == "<=":
+            return value <= x
+        return value < x
+
+
+class NotFiniteMissesNegInf(Semantics):
+    """``is not finite`` checks ``value != value or value == inf``, missing -inf."""
+
+    name = "not-finite-misses-neg-inf"
+
+    def not_finite(self, value: float, nan_only: bool) -> bool:
+        return math.isnan(value) if nan_only else (math.isnan(value) or value == math.inf)
+
+
+class TopKAdmitsTies(Semantics):
+    """Top-k admits an epoch that only ties the worst kept one (ties should keep the earlier)."""
+
+    name = "top-k-admits-ties"
+
+    def top_k_admits(self, value: float, worst: float | None, kept: int, k: int, direction: ast.Direction) -> bool:
+        return kept < k or (worst is not None and not self.better(worst, value, direction))
+
+
+class TopKDropsOldest(Semantics):
+    """Top-k keeps the K most recent epochs instead of the K best (drops the oldest kept)."""
+
+    name = "top-k-drops-oldest"
+
+    def top_k_worst(self, kept: Sequence[tuple[int, float]], direction: ast.Direction) -> int:
+        return min(range(len(kept)), key=lambda i: kept[i][0])
+
+
+class ScheduleOffByOne(Semantics):
+    """Schedules evaluated at ``epoch + 1`` (the lr for the next epoch, one epoch early)."""
+
+    name = "schedule-off-by-one"
+
+    def schedule_lr(self, schedule: ast.Schedule, epoch: int, lr0: float, current: float) -> float:
+        return super().schedule_lr(schedule, epoch + 1, lr0, current)
+
+
+MUTANTS: tuple[type[Semantics], ...] = (
+    Float64Comparisons,
+    RoundThenSubtract,
+    NoSubnormalFlush,
+    MinDeltaWrongSign,
+    NaNImproves,
+    RelativeFromValue,
+    PatienceOffByOne,
+    ResetWaitOnAnyImprovement,
+    BaselineAsStartingBest,
+    IgnoreFirstOffByOne,
+    PlateauOffByOne,
+    RestoreOnlyWhenStopped,
+    NaiveCooldown,
+    LrReduceOffByOne,
+    MinLrIgnored,
+    LrNotRounded,
+    ZeroBasedEpochInPath,
+    SaveBestSkipsMissing,
+    StepSaveCounterPerEpoch,
+    StepBudgetOffByOne,
+    EpochBudgetOffByOne,
+    TimeBudgetStrict,
+    ClockAsMultiplication,
+    TerminateOnNaNIgnoresInf,
+    ThresholdFloat64,
+    NotFiniteMissesNegInf,
+    TopKAdmitsTies,
+    TopKDropsOldest,
+    ScheduleOffByOne,
+)
+"""Every mutant, in the order the report lists them."""
+
+
+def overridden(mutant: type[Semantics]) -> list[str]:
+    """The Semantics methods a mutant overrides (a well-formed mutant overrides exactly one)."""
+    return [
+        name
+        for name, value in vars(mutant).items()
+        if callable(value) and not name.startswith("__") and hasattr(Semantics, name)
+    ]
