@@ -146,7 +146,7 @@ def behaviour(cb: Any) -> tuple[Any, ...]:
     return (type(cb), sorted(built.items()))
 
 
-_RUNTIME = {"model", "stop_record", "best_weights", "best_epoch", "kept", "seen", "clock", "policy"}
+_RUNTIME = {"model", "stop_record", "best_weights", "best_epoch", "kept", "seen", "clock", "policy", "policy_rule"}
 
 
 def compiled_behaviour(text: str) -> list[tuple[Any, ...]]:

@@ -86,8 +86,11 @@ def test_eject_is_valid_python_with_a_callbacks_list() -> None:
 
 
 def _state(cb: object) -> dict[str, object]:
-    """A callback's public attributes: what it was built with (``best`` is None before fit)."""
-    return {k: v for k, v in vars(cb).items() if not k.startswith("_") and k != "model"}
+    """A callback's public attributes: what it was built with (``best`` is None before fit).
+
+    ``policy_rule`` is the label compile_policy adds for why_stopped(); it changes nothing in fit.
+    """
+    return {k: v for k, v in vars(cb).items() if not k.startswith("_") and k not in ("model", "policy_rule")}
 
 
 EJECT_CASES = [
