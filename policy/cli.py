@@ -282,10 +282,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(argv: Sequence[str]) -> int:
     from policy.demo import main as demo_main
 
-    return demo_main(args.demo_args)
+    try:
+        return demo_main(list(argv))
+    except SystemExit as exc:  # the demo's own --help or usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
 # --------------------------------------------------------------------------- argument parsing
@@ -381,16 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
                "Run the README's demo: train a tiny model on generated data under a policy, then check the "
                "reference simulator predicts the same run. Imports keras. Arguments after `demo` go to it "
                "(try `keras-policy demo --help`).")
+    # Never parsed here: main() hands everything after "demo" to policy.demo (see there).
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (the console script exits with it)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["demo"]:
+        # The demo has options of its own (--epochs, --out, --help); argparse would claim them.
+        return cmd_demo(args_list[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_list)
     except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:

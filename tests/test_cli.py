@@ -115,6 +115,12 @@ def test_help_documents_exit_codes(command: str) -> None:
     assert "2  usage error" in result.stdout
 
 
+def test_demo_gets_its_own_options() -> None:
+    result = run("demo", "--help")
+    assert result.returncode == 0
+    assert "--epochs" in result.stdout
+
+
 def test_check_never_imports_keras(tmp_path: Path) -> None:
     assert run_without_keras(tmp_path, "check", GOOD).returncode == 0
     bad = run_without_keras(tmp_path, "check", "stop when")
