@@ -136,6 +136,24 @@ def alternate(
     return Paired(Stat.of(sa), Stat.of(sb), Stat.of([x / y for x, y in zip(sa, sb, strict=True)]))
 
 
+def rotate(measurements: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Like :func:`alternate` for any number of sides: each round runs every side once, the
+    starting side rotating from round to round. Returns each side's samples, round by round,
+    so ratios can be taken within rounds."""
+    names = list(measurements)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(measurements[name]())
+    return samples
+
+
+def ratio(a: Sequence[float], b: Sequence[float]) -> Stat:
+    """Per-round ratios ``a[i] / b[i]``, summarised."""
+    return Stat.of([x / y for x, y in zip(a, b, strict=True)])
+
+
 def calls(fn: Callable[[], object], number: int) -> Callable[[], float]:
     """A measurement for :func:`alternate`: seconds per call of ``fn`` over ``number`` calls."""
     return lambda: time_calls(fn, number)

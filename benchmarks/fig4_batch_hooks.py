@@ -1,0 +1,213 @@
+"""Figure 4: batch hooks a policy adds, and whether Keras keeps async batch dispatch on.
+
+On a thread-safe backend (JAX) Keras's ``CallbackList._configure_async_dispatch`` dispatches
+``on_train_batch_end`` to a thread pool unless some callback overrides ``on_batch_end`` or
+``on_train_batch_end`` (and does not declare ``async_safe = True``). An epoch-level rule has no
+business with batches, so the goal is 0 overridden batch hooks among the callbacks of ours.
+Keras's own classes are counted apart: ModelCheckpoint overrides ``on_train_batch_end`` even
+with ``save_freq="epoch"``, so every ``save best``/``save every epoch``/``save last`` rule turns
+async dispatch off. Its cost is measured on JAX in a separate interpreter
+(:mod:`benchmarks.jax_worker`) when one is available.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, SEED_POLICY, Figure, Row, Stat, quiet_env, verdict
+
+# Epoch-level policies: nothing in them needs to see a training batch.
+EPOCH_LEVEL = [
+    SEED_POLICY,
+    "stop when val_loss not improving for 3, restore best",
+    "stop when val_accuracy >= 0.9 or val_loss not improving by 1% for 2",
+    "stop when loss is nan",
+    "stop after 5 epochs",
+    'save every 3 epochs to "c/{epoch}.keras"',
+    'save top 2 on val_loss min to "t/{epoch}.keras"',
+    "warm up lr to 0.001 over 5 epochs, then cosine to 1e-5 over 100 epochs",
+    "multiply lr by 0.5 when val_loss not improving for 2",
+    'log to "train.csv"',
+    "save best on val_loss min",
+    'save every epoch to "e/{epoch}.keras"',
+    'save last to "last.keras"',
+    'backup to "backup/"',
+    'log to tensorboard "logs/"',
+]
+
+# The hooks ``_configure_async_dispatch`` looks at (train, test and predict batch ends) plus
+# the batch-begin hooks, which run synchronously on every batch whatever the backend.
+BATCH_HOOKS = (
+    "on_batch_begin",
+    "on_batch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+# Where the JAX interpreter is looked for; override with POLICY_BENCH_JAX_PYTHON.
+DEFAULT_JAX_PYTHON = "/work/venv-jax/bin/python"
+
+
+def overridden_hooks(cb: Any) -> list[str]:
+    """The batch hooks ``cb``'s class overrides (Keras's own test: ``utils.is_default``)."""
+    from keras.src import utils
+
+    return [hook for hook in BATCH_HOOKS if not utils.is_default(getattr(cb, hook))]
+
+
+def _is_ours(cb: Any) -> bool:
+    return type(cb).__module__.startswith("policy.")
+
+
+def _jax_python() -> str | None:
+    path = os.environ.get("POLICY_BENCH_JAX_PYTHON", DEFAULT_JAX_PYTHON)
+    return path if Path(path).is_file() else None
+
+
+def _ask_jax(policies: list[str], rounds: int, epochs: int) -> dict[str, Any] | None:
+    """Run :mod:`benchmarks.jax_worker` under the JAX interpreter; None if there is none."""
+    interpreter = _jax_python()
+    if interpreter is None:
+        return None
+    request = json.dumps({"policies": policies, "rounds": rounds, "epochs": epochs})
+    done = subprocess.run(
+        [interpreter, "-m", "benchmarks.jax_worker", request],
+        env=quiet_env(KERAS_BACKEND="jax"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the JAX worker failed:\n{done.stderr[-3000:]}")
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def run(quick: bool) -> Figure:
+    """Count batch hooks per policy; ask JAX about async dispatch and time ModelCheckpoint there."""
+    from policy import compile_policy
+
+    fig = Figure(4, "Batch hooks added by epoch-level policies; async batch dispatch on JAX")
+    ours_total = 0
+    keras_forced: dict[str, list[str]] = {}
+    table = ["| policy | batch hooks, our callbacks | batch hooks, Keras's classes | async on JAX |", "|---|---|---|---|"]
+    per_policy: list[tuple[str, list[str], list[str]]] = []
+    for text in EPOCH_LEVEL:
+        ours: list[str] = []
+        theirs: list[str] = []
+        for cb in compile_policy(text):
+            hooks = overridden_hooks(cb)
+            if getattr(cb, "async_safe", False):
+                continue  # exempt, as Keras exempts it
+            named = [f"{type(cb).__name__}.{hook}" for hook in hooks]
+            (ours if _is_ours(cb) else theirs).extend(named)
+        ours_total += len(ours)
+        # TensorBoard's batch hooks do real work (step counts, the graph, batch scalars), so it
+        # is listed but not held against the goal; the others only return early.
+        if any(not hook.startswith("TensorBoard.") for hook in theirs):
+            keras_forced[text] = theirs
+        per_policy.append((text, ours, theirs))
+
+    # --quick asks JAX only for the async decisions (the worker's start-up is most of its cost).
+    rounds, epochs = (0, 1) if quick else (15, 3)
+    jax = _ask_jax(EPOCH_LEVEL, rounds, epochs)
+    for text, ours, theirs in per_policy:
+        decision = "-" if jax is None else ("on" if jax["async"][text] else "**off**")
+        table.append(
+            f"| `{text.replace('|', '/')}` | {', '.join(ours) or '0'} | {', '.join(theirs) or '0'} | {decision} |"
+        )
+
+    fig.rows.append(
+        Row(
+            f"batch hooks overridden by our callbacks, {len(EPOCH_LEVEL)} epoch-level policies",
+            Stat.of([float(ours_total)]),
+            "hooks",
+            goal="0",
+            verdict=verdict(ours_total == 0),
+        )
+    )
+    fig.rows.append(
+        Row(
+            "epoch-level policies where a Keras class forces a batch hook it does not use",
+            Stat.of([float(len(keras_forced))]),
+            "policies",
+            goal="0",
+            verdict=verdict(not keras_forced),
+            note="ModelCheckpoint / BackupAndRestore with save_freq='epoch', compiled unchanged (TensorBoard not counted)",
+        )
+    )
+    if jax is None:
+        fig.rows.append(
+            Row(
+                "async batch dispatch on JAX",
+                None,
+                "",
+                note=f"not measured: no JAX interpreter at {DEFAULT_JAX_PYTHON} (set POLICY_BENCH_JAX_PYTHON)",
+            )
+        )
+    else:
+        # TensorBoard needs its batch hooks (see above), so its policy is not held to the goal.
+        relevant = [text for text in EPOCH_LEVEL if "tensorboard" not in text]
+        kept = sum(1 for text in relevant if jax["async"][text])
+        fig.rows.append(
+            Row(
+                f"epoch-level policies keeping async dispatch on JAX {jax['jax']} (TensorBoard excepted)",
+                Stat.of([float(kept)]),
+                f"of {len(relevant)}",
+                goal=f"{len(relevant)}",
+                verdict=verdict(kept == len(relevant)),
+                note="CallbackList(compile_policy(text))._async_train under KERAS_BACKEND=jax",
+            )
+        )
+    if jax is not None and not jax["timings"]:
+        fig.rows.append(Row("JAX fit timings", None, "", note="not timed with --quick"))
+    elif jax is not None:
+        t = jax["timings"]
+        none, plain, safe = t["none"], t["ModelCheckpoint"], t["ModelCheckpoint async_safe"]
+        fig.rows += [
+            Row(f"JAX fit {epochs} epochs x 64 steps, no callbacks", Stat.of(none), "s"),
+            Row('JAX fit, ModelCheckpoint(save_freq="epoch")', Stat.of(plain), "s", note="async dispatch off"),
+            Row("JAX fit, the same ModelCheckpoint with async_safe = True", Stat.of(safe), "s", note="async on"),
+            Row(
+                "ratio plain / async_safe ModelCheckpoint (JAX)",
+                Stat.of([a / b for a, b in zip(plain, safe, strict=True)]),
+                "x",
+                note=f"{rounds} rounds, order rotated; >1 is what forcing the hook costs",
+            ),
+            Row(
+                "ratio plain ModelCheckpoint / no callbacks (JAX)",
+                Stat.of([a / b for a, b in zip(plain, none, strict=True)]),
+                "x",
+                note="includes the per-epoch save itself",
+            ),
+        ]
+    fig.details.append("\n".join(table))
+    marked = any(getattr(cb, "async_safe", False) for cb in compile_policy('save last to "l.keras"'))
+    fig.details.append(
+        (
+            "What the project does about Keras classes that force a batch hook: epoch-frequency "
+            "ModelCheckpoints are compiled with `async_safe = True`. "
+            if marked
+            else "What the project does about Keras classes that force a batch hook: nothing yet. `save best`, "
+            "`save every epoch` and `save last` compile to a plain `keras.callbacks.ModelCheckpoint` "
+            "(`policy/compiler.py`, `compile_rule`), so any policy with one of them runs every training batch "
+            "synchronously on JAX. "
+        )
+        + "With `save_freq=\"epoch\"` its `on_train_batch_end` only calls "
+        "`_should_save_on_batch`, which returns False at once, so marking the instance `async_safe = True` "
+        "is honest and keeps the class Keras's own. `BackupAndRestore(save_freq=\"epoch\")` is the same case "
+        "(its `_should_save_on_batch` also returns False at once). `TensorBoard` is not: its batch hooks count "
+        "steps, write the train graph at the first batch and hand batch scalars to its writer, so it should "
+        "stay synchronous."
+    )
+    return fig

@@ -1,0 +1,134 @@
+"""Figure 5: ``keras-policy check`` wall time against ``python -c "import keras"``.
+
+Both are child processes timed from spawn to exit, alternating which runs first. Separately,
+a child runs the ``check`` command in-process and reports whether keras or TensorFlow got
+imported, and ``python -X importtime`` says which imports the command's start-up pays for.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import SEED_POLICY, Figure, Row, Stat, python, quiet_env, ratio, rotate, run_process, verdict
+
+GOAL = 0.05  # check / import keras
+
+# What-if: the same ``check`` with the Lark parser built from Lark's on-disk cache (the file is
+# written by an untimed run first). Shows what the recommendation in figure 1 would buy.
+_CACHED_CHECK = """\
+import functools, sys
+import lark
+from policy import parser
+
+@functools.cache
+def _cached_lark():
+    return lark.Lark(parser._grammar_text(), parser="lalr", lexer="basic", propagate_positions=True,
+                     maybe_placeholders=True, cache={cache!r})
+
+parser._lark = _cached_lark
+from policy.cli import main
+sys.exit(main(["check", {text!r}]))
+"""
+
+_PROBE = """\
+import sys
+from policy.cli import main
+code = main(["check", {text!r}])
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"keras", "tensorflow", "jax", "torch"}})
+print("HEAVY", code, ",".join(heavy) or "-")
+"""
+
+
+def cli_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m policy``."""
+    script = Path(sys.executable).parent / "keras-policy"
+    return [str(script)] if script.is_file() else [python(), "-m", "policy"]
+
+
+def heavy_imports() -> tuple[int, list[str]]:
+    """Exit code of ``check`` run in a child, and the heavy frameworks it imported (want none)."""
+    out = subprocess.run(
+        [python(), "-c", _PROBE.format(text=SEED_POLICY)], env=quiet_env(), capture_output=True, text=True, check=True
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("HEAVY"))
+    _, code, names = line.split()
+    return int(code), [] if names == "-" else names.split(",")
+
+
+def import_profile(top: int = 8) -> list[tuple[float, str]]:
+    """The ``top`` imports with the largest self time (ms) in ``check``'s start-up."""
+    done = subprocess.run(
+        [python(), "-X", "importtime", "-c", f"from policy.cli import main; main(['check', {SEED_POLICY!r}])"],
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    entries: list[tuple[float, str]] = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _cumulative, name = (part.strip() for part in line[len("import time:") :].split("|"))
+        entries.append((int(self_us) / 1000, name))
+    return sorted(entries, reverse=True)[:top]
+
+
+def run(quick: bool) -> Figure:
+    """Alternating pairs of ``keras-policy check`` and ``import keras``; the import check; the import profile."""
+    fig = Figure(5, "keras-policy check vs python -c 'import keras' (subprocesses)")
+    # import keras takes seconds: --quick runs one round, enough to show the table's shape.
+    pairs = 1 if quick else 9
+    check = [*cli_command(), "check", SEED_POLICY]
+    keras_import = [python(), "-c", "import keras"]
+    run_process(check)  # warm the OS file cache (keras's is warm by the time figure 5 runs)
+    with tempfile.TemporaryDirectory(prefix="policy-bench-lark-") as tmp:
+        cached = [python(), "-c", _CACHED_CHECK.format(cache=str(Path(tmp) / "tables.cache"), text=SEED_POLICY)]
+        run_process(cached)  # writes the cache file
+        times = rotate(
+            {
+                "check": lambda: run_process(check),
+                "keras": lambda: run_process(keras_import),
+                "cached": lambda: run_process(cached),
+            },
+            pairs,
+        )
+    check_vs_keras = ratio(times["check"], times["keras"])
+    bare = Stat.of([run_process([python(), "-c", "pass"]) for _ in range(3 if quick else 7)])
+    code, heavy = heavy_imports()
+
+    fig.rows += [
+        Row("keras-policy check <seed policy>", Stat.of(times["check"]), "s"),
+        Row("python -c 'import keras' (TensorFlow backend)", Stat.of(times["keras"]), "s"),
+        Row(
+            "ratio check / import keras",
+            check_vs_keras,
+            "x",
+            goal=f"<= {GOAL}",
+            verdict=verdict(check_vs_keras.median <= GOAL),
+            note=f"{pairs} rounds, order rotated",
+        ),
+        Row(
+            "what-if: check with Lark's table cache / import keras",
+            ratio(times["cached"], times["keras"]),
+            "x",
+            note="policy.parser._lark patched to Lark(..., cache=path) in the child; not the shipped code",
+        ),
+        Row("python -c pass (interpreter start, for scale)", bare, "s"),
+        Row(
+            "frameworks imported by check",
+            Stat.of([float(len(heavy))]),
+            "modules",
+            goal="0",
+            verdict=verdict(not heavy and code == 0),
+            note=", ".join(heavy) if heavy else "no keras, tensorflow, jax or torch",
+        ),
+    ]
+    listing = "\n".join(f"| {name} | {ms:.1f} |" for ms, name in import_profile())
+    fig.details.append(
+        "Largest self import times in `check`'s start-up (`python -X importtime`, one run):\n\n"
+        f"| module | self ms |\n|---|---|\n{listing}"
+    )
+    return fig

@@ -1,0 +1,116 @@
+"""Figure 4's measurements on a thread-safe backend; run under JAX by :mod:`benchmarks.fig4_batch_hooks`.
+
+    KERAS_BACKEND=jax /path/to/jax-venv/bin/python -m benchmarks.jax_worker '<json request>'
+
+The request is ``{"policies": [...], "rounds": N, "epochs": E}``; the answer, printed as one
+JSON line, says for each policy whether Keras's ``CallbackList`` keeps async batch dispatch
+(``_async_train``, decided in ``CallbackList._configure_async_dispatch``), and times ``fit``
+with no callback, with ``ModelCheckpoint(save_freq="epoch")``, and with the same checkpoint
+marked ``async_safe = True`` (the exemption ``_configure_async_dispatch`` honours).
+
+This module imports nothing from the project's TensorFlow side and needs only keras, jax,
+numpy and the ``policy`` package (installed without dependencies) in that interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+
+def async_decisions(policies: list[str]) -> dict[str, bool]:
+    """Whether a ``CallbackList`` over each compiled policy dispatches train-batch hooks asynchronously."""
+    from keras.src.callbacks.callback_list import CallbackList
+
+    from policy import compile_policy
+
+    return {text: bool(CallbackList(compile_policy(text))._async_train) for text in policies}
+
+
+def _model_and_data() -> tuple[Any, dict[str, Any]]:
+    """A model with enough work per step (two 512-wide layers) that a host sync per step shows."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4096 + 512, 32)).astype("float32")
+    y = (x[:, :4].sum(axis=1) > 0).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32,)),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss="binary_crossentropy")
+    data = {
+        "x": x[:4096],
+        "y": y[:4096],
+        "validation_data": (x[4096:], y[4096:]),
+        "batch_size": 64,
+        "shuffle": False,
+        "verbose": 0,
+    }
+    return model, data
+
+
+def checkpoint_timings(rounds: int, epochs: int) -> dict[str, list[float]]:
+    """Wall seconds of ``fit`` per variant, the three variants rotated in every round."""
+    import keras
+
+    model, data = _model_and_data()
+    initial = model.get_weights()
+
+    def checkpoint(async_safe: bool) -> list[Any]:
+        cb = keras.callbacks.ModelCheckpoint("last.keras", save_freq="epoch")
+        if async_safe:
+            # Honest here: with save_freq="epoch" its on_train_batch_end only returns early.
+            cb.async_safe = True
+        return [cb]
+
+    variants = {
+        "none": lambda: [],
+        "ModelCheckpoint": lambda: checkpoint(False),
+        "ModelCheckpoint async_safe": lambda: checkpoint(True),
+    }
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(prefix="policy-bench-jax-") as tmp:
+        os.chdir(tmp)
+        model.fit(epochs=1, callbacks=checkpoint(False), **data)  # compile the step, first save: untimed
+        for r in range(rounds):
+            for name in names[r % 3 :] + names[: r % 3]:  # rotate who goes first
+                callbacks = variants[name]()
+                model.set_weights(initial)
+                start = time.perf_counter()
+                model.fit(epochs=epochs, callbacks=callbacks, **data)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main(argv: list[str]) -> int:
+    """Answer one JSON request (see the module docstring) with one JSON line."""
+    import jax
+    import keras
+
+    request = json.loads(argv[0])
+    answer = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "jax": jax.__version__,
+        "thread_safe": bool(keras.src.backend.IS_THREAD_SAFE),
+        "async": async_decisions(request["policies"]),
+        "timings": checkpoint_timings(int(request["rounds"]), int(request["epochs"])) if request["rounds"] else {},
+    }
+    print(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
