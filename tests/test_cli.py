@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +128,7 @@ def test_check_never_imports_keras(tmp_path: Path) -> None:
 
 
 def test_colour_only_on_a_terminal(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty")  # POSIX only
     piped = run("check", "stop when")
     assert "\033[" not in piped.stderr
     # Under a pseudo-terminal the same error is bold; NO_COLOR turns that off again.
