@@ -12,11 +12,14 @@ TensorFlow; only :func:`compile_policy` does, when it is called.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from policy.ast import Policy
+from policy.describe import describe
 from policy.errors import PolicyError, Problem
+from policy.explain import explain
+from policy.load import load
 from policy.outcome import Outcome, Stop
 from policy.printer import format_policy
 
@@ -30,8 +33,12 @@ __all__ = [
     "Problem",
     "Stop",
     "compile_policy",
+    "describe",
+    "explain",
     "format_policy",
+    "load",
     "parse_policy",
+    "simulate",
     "why_stopped",
 ]
 __version__ = "0.1.0"
@@ -56,6 +63,32 @@ def compile_policy(policy: str | Policy, *, strict: bool = True) -> list[keras.c
 
     parsed = parse_policy(policy) if isinstance(policy, str) else policy
     return compile_rules(parsed, strict=strict)
+
+
+def simulate(
+    policy: str | Policy,
+    history: Any,
+    *,
+    initial_lr: float | None = None,
+    steps_per_epoch: int | None = None,
+    batch_losses: Sequence[Sequence[float | None]] | None = None,
+    step_seconds: float | Sequence[Sequence[float]] | None = None,
+) -> Outcome:
+    """What ``policy`` does over a recorded metric history, predicted without Keras.
+
+    The reference simulator (:mod:`policy.reference`, whose docstring describes every input):
+    ``history`` maps each metric to its per-epoch values, or is a list of per-epoch dicts.
+    """
+    from policy.reference import simulate as _simulate
+
+    return _simulate(
+        policy,
+        history,
+        initial_lr=initial_lr,
+        steps_per_epoch=steps_per_epoch,
+        batch_losses=batch_losses,
+        step_seconds=step_seconds,
+    )
 
 
 def why_stopped(callbacks: Iterable[object]) -> Stop | None:
