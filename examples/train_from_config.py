@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 import policy
-from policy.load import load
+from policy import load
 
 
 def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
