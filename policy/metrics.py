@@ -63,6 +63,17 @@ MAXIMISED = frozenset(
     }
 )
 
+# Names Keras logs for common compiled metrics, for "did you mean" hints on a typo.
+COMMON_METRICS: tuple[str, ...] = tuple(
+    prefix + name
+    for name in (
+        "loss", "accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+        "auc", "precision", "recall", "mae", "mse", "rmse", "mean_absolute_error", "mean_squared_error",
+        "top_k_categorical_accuracy", "f1_score", "iou",
+    )
+    for prefix in ("", "val_")
+)  # fmt: skip
+
 
 def name_direction(name: str) -> Direction | None:
     """``"min"``, ``"max"`` or None when the name does not say.

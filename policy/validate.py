@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from policy import ast
-from policy.errors import PolicyError, Problem, problem_at
-from policy.metrics import name_direction, trend_direction
+from policy.errors import PolicyError, Problem, closest, problem_at
+from policy.metrics import COMMON_METRICS, name_direction, trend_direction
 
 
 class _At(Protocol):
@@ -120,7 +120,7 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                 yield at(
                     rule.metric,
                     f"cannot tell whether {rule.metric.name!r} should go up or down",
-                    f'add "min" or "max" after {rule.metric.name}',
+                    _typo_hint(rule.metric.name, f'add "min" or "max" after {rule.metric.name}'),
                 )
             path = rule.path if rule.path is not None else default_best_path(rule.weights_only)
             yield from _check_model_path(_path_node(src, rule), path, rule.weights_only, at)
@@ -146,7 +146,7 @@ def _check_condition(condition: ast.Condition, at: _At) -> Iterator[Problem]:
             yield at(
                 plateau.metric,
                 f"cannot tell whether {name!r} should go up or down",
-                f'write "{name} not decreasing" or "{name} not increasing"',
+                _typo_hint(name, f'write "{name} not decreasing" or "{name} not increasing"'),
             )
 
 
@@ -260,6 +260,12 @@ def _written_path(rule: ast.Rule) -> str | None:
     if isinstance(rule, ast.SaveTop | ast.SaveEvery | ast.SaveLast | ast.LogCSV | ast.LogTensorBoard | ast.Backup):
         return rule.path.rstrip("/") or rule.path
     return None
+
+
+def _typo_hint(name: str, otherwise: str) -> str:
+    """A name with no direction is often a misspelled common one (``val_los``): say so first."""
+    guess = closest(name, COMMON_METRICS, cutoff=0.75)
+    return f"did you mean {guess!r}? If not, {otherwise}" if guess else otherwise
 
 
 def _path_node(source: str, rule: ast.Node) -> ast.Node:

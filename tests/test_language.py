@@ -325,3 +325,12 @@ def test_parsing_never_imports_keras_or_tensorflow() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_misspelled_metric_gets_a_did_you_mean() -> None:
+    assert error_text("stop when val_los not improving for 3") == (
+        "1:11: cannot tell whether 'val_los' should go up or down\n"
+        "    stop when val_los not improving for 3\n"
+        "              ^\n"
+        "hint: did you mean 'val_loss'? If not, write \"val_los not decreasing\" or \"val_los not increasing\""
+    )
