@@ -89,7 +89,8 @@ class EarlyStop(EpochRule):
             return None
         if sem.early_stop_fires(self.wait, self.patience, epoch):
             self.stopped = True
-            return f"{self.metric} did not improve for {self.wait} epochs (patience {self.patience})"
+            by = f" by {abs(self.delta):g}" if self.delta else ""
+            return f"{self.metric} did not improve{by} for {self.wait} epochs (patience {self.patience})"
         return None
 
     def restored_epoch(self, run: RunState, training_stopped: bool) -> int | None:
