@@ -246,11 +246,14 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
             "two learning-rate schedules would drive the learning rate in the same epochs",
             'chain them into one rule with ", then"',
         )
-    if schedules and plateaus:
+    # A finite schedule hands the learning rate over when it ends, so `multiply lr ... when` can
+    # follow a warm-up; a decay never ends, so the two would fight over it every epoch.
+    endless = [r for r in schedules if any(isinstance(s, ast.Decay) for s in r.segments)]
+    if endless and plateaus:
         yield at(
             plateaus[0],
-            "a learning-rate schedule and 'multiply lr ... when' both set the learning rate",
-            "keep one of them",
+            "'decay lr' never ends, so it and 'multiply lr ... when' would both set the learning rate",
+            "keep one of them, or use a warm-up or cosine, which hand the learning rate over when they end",
         )
 
 

@@ -241,6 +241,7 @@ def test_validation_reports_every_problem_at_once() -> None:
         ('save top 2 on val_loss to "m.keras"', "needs {epoch}"),
         ('save every epoch to "a.keras"; save last to "a.keras"', "two rules write"),
         ("decay lr by 0.5 every 2 epochs; cosine lr to 0 over 3 epochs", "two learning-rate schedules"),
+        ("decay lr by 0.5 every 2 epochs; multiply lr by 0.5 when val_loss not improving for 2", "never ends"),
         ("stop when val_loss > 1 or loss is nan, restore best", "ambiguous"),
         ("stop when val_loss > 1, baseline 3", "baseline needs"),
         ("stop after 3 fortnights", "unknown unit"),

@@ -102,7 +102,9 @@ class Schedule:
             if epoch < begin + seg.epochs:
                 return float(seg.value(epoch - begin, start))
             begin, start = begin + seg.epochs, seg.target
-        return float(start)
+        # One epoch at the end value (a cosine's last epoch is still above it), then hand off:
+        # returning the current lr leaves it to `multiply lr ... when`, if the policy has one.
+        return float(start) if epoch == begin else float(lr)
 
     def __repr__(self) -> str:
         text = ", then ".join(seg.text(i == 0) for i, seg in enumerate(self.segments))

@@ -246,9 +246,10 @@ class Semantics:
     def schedule_lr(self, schedule: ast.Schedule, epoch: int, lr0: float, current: float) -> float:
         """The value our schedule object returns for ``epoch`` (before float32 storage).
 
-        ``lr0`` is the optimizer's lr at train begin (float32 value); ``current`` the lr now. After
-        the last finite segment the schedule holds its end value. Arithmetic follows
-        docs/semantics.md literally, left to right, in float64.
+        ``lr0`` is the optimizer's lr at train begin (float32 value); ``current`` the lr now. At the
+        first epoch after the last finite segment the schedule sets that segment's end value, then
+        returns ``current`` (leaves the lr alone). Arithmetic follows docs/semantics.md literally,
+        left to right, in float64.
         """
         start_epoch = 0
         start_value = lr0
@@ -262,7 +263,9 @@ class Semantics:
                 return seg.target + (start_value - seg.target) * (1 + math.cos(math.pi * t / seg.epochs)) / 2
             start_epoch += seg.epochs
             start_value = seg.target
-        return start_value
+        # The first epoch after the last segment gets its end value once; after that the schedule
+        # leaves the lr alone (so it stays there unless ``multiply lr ... when`` changes it).
+        return start_value if epoch == start_epoch else current
 
     # ------------------------------------------------------------------ checkpoints
     def format_path(self, path: str, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
