@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -74,15 +75,16 @@ def checkpoint_timings(rounds: int, epochs: int) -> dict[str, list[float]]:
             cb.async_safe = True
         return [cb]
 
-    variants = {
+    variants: dict[str, Callable[[], list[Any]]] = {
         "none": lambda: [],
         "ModelCheckpoint": lambda: checkpoint(False),
         "ModelCheckpoint async_safe": lambda: checkpoint(True),
     }
     names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in names}
+    before = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="policy-bench-jax-") as tmp:
-        os.chdir(tmp)
+        os.chdir(tmp)  # the checkpoint file lands in tmp
         model.fit(epochs=1, callbacks=checkpoint(False), **data)  # compile the step, first save: untimed
         for r in range(rounds):
             for name in names[r % 3 :] + names[: r % 3]:  # rotate who goes first
@@ -91,6 +93,7 @@ def checkpoint_timings(rounds: int, epochs: int) -> dict[str, list[float]]:
                 start = time.perf_counter()
                 model.fit(epochs=epochs, callbacks=callbacks, **data)
                 times[name].append(time.perf_counter() - start)
+        os.chdir(before)
     return times
 
 
