@@ -54,7 +54,7 @@ def run(quick: bool) -> Figure:
     fig = Figure(3, "model.fit with the compiled policy vs the hand-written callbacks")
     # Many short fits rather than a few long ones: the median of many pair ratios shrugs off
     # the bursts of load that a shared machine has.
-    pairs, epochs = (2, 2) if quick else (15, 4)
+    pairs, epochs = (2, 2) if quick else (21, 4)
     model, data = make_model_and_data()
     initial = model.get_weights()
     epochs_run: dict[str, list[int]] = {"a": [], "b": [], "warm-up": []}

@@ -136,7 +136,7 @@ def run(quick: bool) -> Figure:
             keras_forced[text] = theirs
         per_policy.append((text, ours, theirs))
 
-    rounds, epochs = 15, 3
+    rounds, epochs = 25, 3
     jax = _patched_decisions(EPOCH_LEVEL) if quick else _ask_jax(EPOCH_LEVEL, rounds, epochs)
     for text, ours, theirs in per_policy:
         decision = "-" if jax is None else ("on" if jax["async"][text] else "**off**")
