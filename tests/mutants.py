@@ -313,7 +313,6 @@ class ScheduleOffByOne(Semantics):
 
 MUTANTS: tuple[type[Semantics], ...] = (
     Float64Comparisons,
-    RoundThenSubtract,
     NoSubnormalFlush,
     MinDeltaWrongSign,
     NaNImproves,
@@ -336,13 +335,21 @@ MUTANTS: tuple[type[Semantics], ...] = (
     TimeBudgetStrict,
     ClockAsMultiplication,
     TerminateOnNaNIgnoresInf,
-    ThresholdFloat64,
-    NotFiniteMissesNegInf,
     TopKAdmitsTies,
-    TopKDropsOldest,
     ScheduleOffByOne,
 )
-"""Every mutant, in the order the report lists them."""
+"""Mutants the default search sample must catch."""
+
+HARD_MUTANTS: tuple[type[Semantics], ...] = (
+    RoundThenSubtract,
+    ThresholdFloat64,
+    NotFiniteMissesNegInf,
+    TopKDropsOldest,
+)
+"""Mutants observable only on rare combinations (a specific best/min_delta pair, a float32-inexact
+threshold met exactly, -inf under ``is not finite``, a top-k order that changes a later admission):
+the default sample does not reliably contain one, a deep run (POLICY_MUTANT_EXAMPLES in the tens
+of thousands) does. Each is still pinned by an ``@example`` in ``tests/test_differential.py``."""
 
 
 def overridden(mutant: type[Semantics]) -> list[str]:

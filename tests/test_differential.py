@@ -39,8 +39,8 @@ from policy.reference.semantics import KERAS_3_15, KerasWouldRaise, Semantics, r
 from policy.reference.simulate import simulate
 from policy.testing.strategies import Case, cases
 
-# ~0.1-0.3 s per real-Keras case on this machine; see the report in the module docstring.
-DEFAULT_EXAMPLES = 200
+# About 0.15 s per real-Keras case here; 500 cases plus the mutant tests take ~2.5 min on 2 cores.
+DEFAULT_EXAMPLES = 500
 EXAMPLES = int(os.environ.get("POLICY_EXAMPLES", str(DEFAULT_EXAMPLES)))
 RANDOMISE = os.environ.get("POLICY_RANDOM", "") not in ("", "0")
 
@@ -232,7 +232,19 @@ FACTS: dict[str, Case] = {
     # A step budget ends the epoch early; validation and on_epoch_end still run.
     "step-budget-mid-epoch": pinned("stop after 4 steps", _vl(1, 1, 1), steps_per_epoch=3),
     # Time budget: elapsed >= budget on a summed clock (0.1 * 8 sums to 0.7999999999999999).
-    "time-budget-running-sum": pinned("stop after 0.8s", _vl(1, 1, 1, 1), steps_per_epoch=3, step_seconds=0.1),
+    "time-budget-running-sum": pinned("stop after 0.8s", _vl(1, 1, 1, 1, 1, 1), steps_per_epoch=2, step_seconds=0.1),
+    # Time budget: elapsed >= budget stops at the very step it is reached.
+    "time-budget-reached-exactly": pinned("stop after 1s", _vl(1, 1, 1, 1), step_seconds=0.5),
+    # Step budget reached on an epoch's last batch stops in that epoch.
+    "step-budget-at-epoch-end": pinned("stop after 3 steps", _vl(1, 1, 1), steps_per_epoch=3),
+    # Epoch budget: N epochs run, N - 1 is the last.
+    "epoch-budget": pinned("stop after 2 epochs", _vl(1, 1, 1, 1)),
+    # A NaN after the first epoch is never an improvement.
+    "nan-later-not-improvement": pinned("stop when val_loss not improving for 1", _vl(1.0, NAN, 0.9)),
+    # A reduction below min lr is clamped to it: max(lr * factor, min_lr).
+    "lr-clamped-to-min-lr": pinned(
+        "multiply lr by 0.1 when val_loss not improving for 1, min lr 0.0005", _vl(1, 1, 1), initial_lr=0.001
+    ),
     # Chained schedule: warm-up, cosine, then open-ended decay, each from where the last ended.
     "schedule-chain": pinned(
         "warm up lr to 0.01 over 2 epochs, then cosine to 0.001 over 2 epochs, then decay by 0.5 every epoch",
@@ -245,6 +257,12 @@ FACTS: dict[str, Case] = {
     "f32-overflow-raises": pinned("stop when val_loss not improving for 1", _vl(1.0, 3.5e38)),
     # Relative threshold: 1% of the best, computed in float64, compared in float32.
     "relative-delta": pinned("stop when val_loss not improving by 10% for 1", _vl(1.0, 0.9, 0.8)),
+    # "is not finite" catches -inf too.
+    "not-finite-neg-inf": pinned("stop when val_loss is not finite", _vl(1.0, -INF, 0.5)),
+    # Top-k keeps the k best, not the k latest: 0.65 no longer enters once 0.5 and 0.6 are kept.
+    "top-k-keeps-best": pinned('save top 2 on val_loss to "ckpt/k{epoch}.keras"', _vl(1.0, 0.5, 0.7, 0.6, 0.65)),
+    # value - min_delta in float64, then rounded: 0.29 + 0.01 against 0.3 (rounding each first differs).
+    "min-delta-f64-then-round": pinned("stop when val_loss not improving by 0.01 for 1", _vl(0.3, 0.29, 5.0)),
     # "or" evaluates every part every epoch; both plateaus keep their own state.
     "or-no-short-circuit": pinned(
         "stop when val_loss not improving for 2 or val_accuracy >= 0.9, restore best val_loss",

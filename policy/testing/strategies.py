@@ -136,6 +136,7 @@ class Aims:
             float32 values either side.
         direction: which way the rules watching the metric call better (default: the name's).
         nonfinite: whether NaN and +-inf should come up more often (a rule tests for them).
+        plateau: whether a plateau watches the metric (runs of non-improvement matter).
     """
 
     deltas: tuple[float, ...] = DELTAS
@@ -143,6 +144,7 @@ class Aims:
     targets: tuple[float, ...] = ()
     direction: ast.Direction | None = None
     nonfinite: bool = False
+    plateau: bool = False
 
 
 @st.composite
@@ -162,9 +164,13 @@ def _trace(draw: st.DrawFn, metric: str, epochs: int, aims: Aims, always: bool) 
     # Sometimes a subnormal float32 start, so that the ulp/tie/delta moves work among
     # subnormals (TensorFlow's CPU comparisons flush them to zero; NumPy's do not).
     value = draw(st.sampled_from(_TINY_STARTS if draw(st.integers(0, 9)) == 9 else _STARTS))
+    # A third of the traces stall: mostly ties and near-misses, the long runs of
+    # non-improvement that patience, cooldown and repeated lr reductions need.
+    # (Half of them when a plateau watches the metric.)
+    stalling = draw(st.integers(0, 2)) >= (1 if aims.plateau else 2)
     for _ in range(first, epochs):
         if out[first:]:
-            value = draw(_move(value, best, sign, aims))
+            value = draw(_move(value, best, sign, aims, stalling))
         out.append(value)
         # The best so far in the trace's own direction (the first value, even NaN, until a
         # finite one comes), which the next moves tie with, approach or step past.
@@ -195,6 +201,13 @@ _MOVES: tuple[str, ...] = (
 )
 
 
+# Moves of a stalling trace: no plain improvements, only ties and boundary values.
+_STALLING: tuple[str, ...] = ("tie", "same", "invisible", "delta", "target", "worse", "tie", "same", "relative")
+
+# The smallest positive normal float32; below it (but not 0) a float32 is subnormal.
+_FLT_MIN_NORMAL = 2.0**-126
+
+
 def _around(value: float) -> st.SearchStrategy[float]:
     """``value`` itself (twice as likely), its float32 rounding, the float32 values either side."""
     below, above = f32_neighbours(value)
@@ -202,7 +215,7 @@ def _around(value: float) -> st.SearchStrategy[float]:
 
 
 @st.composite
-def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, aims: Aims) -> float:
+def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, aims: Aims, stalling: bool = False) -> float:
     """The next value of a trace, chosen among the moves where implementations part ways."""
     anchor = best if best is not None and math.isfinite(best) else (value if math.isfinite(value) else 1.0)
     # Rarely, a value at the edge of float32: subnormals (which TensorFlow's CPU comparisons
@@ -210,8 +223,21 @@ def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, aims: 
     # Drawn as the *largest* integer so that shrinking moves away from them.
     if draw(st.integers(0, 99)) == 99:
         return draw(st.sampled_from(_EXTREMES))
-    kind = draw(st.sampled_from(_MOVES))
-    if aims.nonfinite and draw(st.integers(0, 5)) == 5:
+    if 0 < abs(anchor) < _FLT_MIN_NORMAL:
+        # Among subnormals only tiny steps stay subnormal: the next float32, or half the value.
+        kind = draw(st.sampled_from(("ulp", "tie", "half", "same")))
+        if kind == "half":
+            return anchor / 2 if sign < 0 else anchor * 1.5
+    else:
+        kind = draw(st.sampled_from(_STALLING if stalling else _MOVES))
+    # The boundaries of the rules watching this metric come up often: they are where a wrong
+    # implementation parts ways with Keras.
+    aimed = draw(st.integers(0, 7))
+    if aimed == 7 and aims.fractions:
+        kind = "relative"
+    elif aimed == 6 and aims.targets:
+        kind = "target"
+    elif aimed == 5 and aims.nonfinite:
         kind = "inf"
     deltas = tuple(d for d in aims.deltas if d > 0)
     if kind == "tie":
@@ -745,8 +771,8 @@ class Case:
 
 def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict[str, Aims]:
     """For each metric, the boundaries of the rules that watch it (see :class:`Aims`)."""
-    deltas: dict[str, set[float]] = {m: set() for m in metrics}
-    fractions: dict[str, set[float]] = {m: set() for m in metrics}
+    deltas: dict[str, set[float]] = {}
+    fractions: dict[str, set[float]] = {}
     targets: dict[str, set[float]] = {m: set() for m in metrics}
     direction: dict[str, ast.Direction] = {}
     nonfinite: set[str] = set()
@@ -780,6 +806,7 @@ def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict
             targets=tuple(sorted(targets.get(m, set()))),
             direction=direction.get(m),
             nonfinite=m in nonfinite,
+            plateau=m in deltas or m in fractions,
         )
         for m in metrics
     }
