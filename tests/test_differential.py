@@ -47,14 +47,16 @@ RANDOMISE = os.environ.get("POLICY_RANDOM", "") not in ("", "0")
 
 def budget(examples: int = EXAMPLES) -> settings:
     """The shared Hypothesis settings: no deadline (a Keras fit is slow), derandomized by default."""
-    return settings(
+    chosen = settings(
         max_examples=examples,
         deadline=None,
         derandomize=not RANDOMISE,
-        database=settings.default.database if RANDOMISE else None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
         print_blob=RANDOMISE,
     )
+    # Derandomized runs are fixed sequences: an example database would only add replays of old
+    # failures to them. Random runs keep the default database, so a failure found is replayed.
+    return chosen if RANDOMISE else settings(chosen, database=None)
 
 
 # --------------------------------------------------------------------------- running a case

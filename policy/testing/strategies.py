@@ -137,6 +137,7 @@ class Aims:
         direction: which way the rules watching the metric call better (default: the name's).
         nonfinite: whether NaN and +-inf should come up more often (a rule tests for them).
         plateau: whether a plateau watches the metric (runs of non-improvement matter).
+        extremes: whether a rare value may be a float64 too large for float32 (Keras raises).
     """
 
     deltas: tuple[float, ...] = DELTAS
@@ -145,6 +146,7 @@ class Aims:
     direction: ast.Direction | None = None
     nonfinite: bool = False
     plateau: bool = False
+    extremes: bool = True
 
 
 @st.composite
@@ -222,7 +224,7 @@ def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, aims: 
     # flush to zero) and a finite float64 too large for float32 (Keras's comparison raises).
     # Drawn as the *largest* integer so that shrinking moves away from them.
     if draw(st.integers(0, 99)) == 99:
-        return draw(st.sampled_from(_EXTREMES))
+        return draw(st.sampled_from(_EXTREMES if aims.extremes else _EXTREMES[:-1]))
     if 0 < abs(anchor) < _FLT_MIN_NORMAL:
         # Among subnormals only tiny steps stay subnormal: the next float32, or half the value.
         kind = draw(st.sampled_from(("ulp", "tie", "half", "same")))
@@ -288,6 +290,7 @@ def histories(
     targets: Sequence[float] = (),
     always: Sequence[str] = (),
     late: bool = True,
+    overflow: bool = False,
 ) -> st.SearchStrategy[History]:
     """Per-epoch logs (``list[dict[str, float]]``) holding ``metrics``, as Keras passes them.
 
@@ -301,13 +304,15 @@ def histories(
         always: metrics that must be logged from the first epoch on (e.g. ones a checkpoint
             path formats, where a missing key is a KeyError in Keras).
         late: whether other metrics may appear only after a few epochs (absent keys before).
+        overflow: whether a value may rarely be a finite float64 too large for float32
+            (3.5e38), on which Keras's monitors raise; off by default, on in :func:`cases`.
 
     Values include exact ties, float32-invisible and just-visible steps, NaN and +-inf.
     """
     least, most = (epochs, epochs) if isinstance(epochs, int) else epochs
     if least < 1 or most < least:
         raise ValueError(f"epochs must be a positive count or range, got {epochs!r}")
-    aims = Aims(deltas=tuple(deltas), fractions=tuple(fractions), targets=tuple(targets))
+    aims = Aims(deltas=tuple(deltas), fractions=tuple(fractions), targets=tuple(targets), extremes=overflow)
     return st.sampled_from(range(least, most + 1)).flatmap(
         lambda n: _history(n, dict.fromkeys(metrics, aims), tuple(always), late)
     )
