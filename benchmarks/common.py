@@ -8,6 +8,7 @@ the median over pairs is reported with the smallest and largest pair beside it.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import subprocess
@@ -83,6 +84,26 @@ class Figure:
     details: list[str] = field(default_factory=list)
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median (order statistics, binomial tails).
+
+    With n values sorted, the interval is ``(x[k], x[n-1-k])`` for the largest k such that the
+    chance of fewer than k+1 values falling below the median, P(Binom(n, 1/2) <= k), stays within
+    (1 - confidence) / 2. Too few values for any k give ``(min, max)``.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1.0 - confidence) / 2.0
+    k, cumulative = -1, 0.0
+    while k + 1 < n // 2:
+        cumulative_next = cumulative + math.comb(n, k + 1) / 2**n
+        if cumulative_next > tail:
+            break
+        cumulative, k = cumulative_next, k + 1
+    low = max(k, 0)
+    return ordered[low], ordered[n - 1 - low]
+
+
 def verdict(ok: bool) -> str:
     """``"met"`` or ``"missed"``."""
     return "met" if ok else "missed"
@@ -109,6 +130,7 @@ class Paired:
     a: Stat
     b: Stat
     ratio: Stat
+    ratios: tuple[float, ...] = ()  # the per-pair ratios themselves, in measurement order
 
 
 def alternate(
@@ -133,7 +155,8 @@ def alternate(
             ta = a()
         sa.append(ta)
         sb.append(tb)
-    return Paired(Stat.of(sa), Stat.of(sb), Stat.of([x / y for x, y in zip(sa, sb, strict=True)]))
+    ratios = tuple(x / y for x, y in zip(sa, sb, strict=True))
+    return Paired(Stat.of(sa), Stat.of(sb), Stat.of(ratios), ratios)
 
 
 def rotate(measurements: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
