@@ -58,6 +58,7 @@ def why_stopped(callbacks: Iterable[Any]) -> Stop | None:
             found.append((record.order(position), record.stop))
     return min(found, key=lambda pair: pair[0])[1] if found else None
 
+
 # The attribute naming the rule a compiled callback came from (set on Keras's own classes too).
 POLICY_RULE = "policy_rule"
 
@@ -93,7 +94,26 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
 
 def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
     """The callbacks for one rule (one, or two for TerminateOnNaN and its recorder)."""
-    text = text if text is not None else rule_text(rule)
+    return [_async_safe_if_epoch_only(cb) for cb in _compile_rule(rule, text if text is not None else rule_text(rule))]
+
+
+def _async_safe_if_epoch_only(cb: Any) -> Any:
+    """Mark Keras's ModelCheckpoint / BackupAndRestore ``async_safe`` when they save per epoch.
+
+    Both override ``on_train_batch_end`` even with ``save_freq="epoch"``, where the hook only
+    returns (``_should_save_on_batch`` is False), and any such override turns off Keras's
+    async batch dispatch on thread-safe backends (JAX, torch): about 8% of a JAX fit here
+    (BENCHMARKS.md, figure 4). ``async_safe = True`` is Keras's own switch for a callback
+    whose batch hooks may run late, which a no-op hook can. The object is still Keras's own
+    class with the same arguments, and what it saves and when is unchanged.
+    """
+    savers = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
+    if isinstance(cb, savers) and cb.save_freq == "epoch":
+        cb.async_safe = True
+    return cb
+
+
+def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
     if isinstance(rule, ast.StopWhen):
         return _stop_when(rule, text)
     if isinstance(rule, ast.StopAfter):

@@ -74,6 +74,10 @@ def _lark() -> lark.Lark:
         lexer="basic",
         propagate_positions=True,
         maybe_placeholders=True,
+        # Building the LALR tables costs ~55 ms per process; Lark's cache (a file in the temp
+        # folder, keyed on the grammar's hash and Lark's version, ignored if unwritable) makes
+        # it ~5 ms, which is most of `keras-policy check`'s start-up (BENCHMARKS.md, figure 5).
+        cache=True,
     )
 
 

@@ -311,6 +311,11 @@ EPOCH_LEVEL = [
     "warm up lr to 0.001 over 5 epochs, then cosine to 1e-5 over 100 epochs",
     "multiply lr by 0.5 when val_loss not improving for 2",
     'log to "train.csv"',
+    # Keras's own savers, marked async_safe by the compiler because their batch hook is a no-op
+    "save best on val_loss min",
+    'save every epoch to "e{epoch}.keras"',
+    'save last to "last.keras"',
+    'backup to "backup/"',
 ]
 
 
@@ -322,7 +327,16 @@ def test_epoch_level_policies_keep_async_batch_dispatch(text: str, monkeypatch: 
     assert CallbackList(list(compiled))._async_train is True
 
 
-@pytest.mark.parametrize("text", ["stop after 100 steps", "stop after 1h", "stop when loss is not finite"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stop after 100 steps",
+        "stop after 1h",
+        "stop when loss is not finite",
+        'save every 5 steps to "s{batch}.keras"',
+        'backup to "b/" every 5 steps',
+    ],
+)
 def test_batch_level_policies_do_look_at_batches(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keras.src.backend, "IS_THREAD_SAFE", True)
     assert CallbackList(list(compile_policy(text)))._async_train is False

@@ -235,9 +235,15 @@ def _fit_data(steps_per_epoch: int) -> dict[str, Any]:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
+            # tf.data's default prefetch injection and autotuning cost ~7 ms per pass over
+            # these 1-sample batches, and fit makes two passes an epoch; off, the harness runs
+            # ~1.5x as many cases per second with identical outcomes (BENCHMARKS.md, figure 6).
+            options = tf.data.Options()
+            options.experimental_optimization.inject_prefetch = False
+            options.autotune.enabled = False
             found = {
-                "x": tf.data.Dataset.from_tensor_slices((x, x)).batch(1),
-                "validation_data": tf.data.Dataset.from_tensor_slices((x[:1], x[:1])).batch(1),
+                "x": tf.data.Dataset.from_tensor_slices((x, x)).batch(1).with_options(options),
+                "validation_data": tf.data.Dataset.from_tensor_slices((x[:1], x[:1])).batch(1).with_options(options),
             }
         else:
             found = {"x": x, "y": x, "batch_size": 1, "validation_data": (x[:1], x[:1])}
