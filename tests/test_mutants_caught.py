@@ -20,11 +20,13 @@ budget (pure Python is cheap); the summary printed at the end also says how many
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import Phase, given, settings
@@ -85,8 +87,15 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     fits_before = KERAS_RUNS["fits"]
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is None:
         return
+    # Teardown output is captured at the file-descriptor level; the summary is for the terminal.
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        _write_summary(reporter, started, fits_before)
+
+
+def _write_summary(reporter: Any, started: float, fits_before: int) -> None:
     reporter.write_line("")
     reporter.write_line(
         f"mutants caught: {len(CAUGHT)}/{len(MUTANTS) + len(HARD_MUTANTS)}; search sample {SEARCH_EXAMPLES} cases, Keras budget "
