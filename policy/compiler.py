@@ -10,6 +10,7 @@ The result is the plain list to pass to ``model.fit(callbacks=...)``. After ``fi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ import keras
 
 from policy import ast
 from policy.callbacks import (
+    CreateFolder,
     MetricCheck,
     SaveEveryEpochs,
     SaveTop,
@@ -93,7 +95,8 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
 
 
 def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
-    """The callbacks for one rule (one, or two for TerminateOnNaN and its recorder)."""
+    """The callbacks for one rule: one, or two (TerminateOnNaN and its recorder; a CSV log's
+    folder maker and Keras's CSVLogger)."""
     return [_async_safe_if_epoch_only(cb) for cb in _compile_rule(rule, text if text is not None else rule_text(rule))]
 
 
@@ -161,7 +164,9 @@ def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
     if isinstance(rule, ast.Schedule):
         return [ScheduledLearningRate(Schedule([segment_of(s) for s in rule.segments]))]
     if isinstance(rule, ast.LogCSV):
-        return [keras.callbacks.CSVLogger(rule.path, append=rule.append)]
+        logger = keras.callbacks.CSVLogger(rule.path, append=rule.append)
+        folder = os.path.dirname(rule.path)
+        return [CreateFolder(folder), logger] if folder else [logger]
     if isinstance(rule, ast.LogTensorBoard):
         return [keras.callbacks.TensorBoard(log_dir=rule.path)]
     return [

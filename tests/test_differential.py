@@ -276,11 +276,14 @@ FACTS: dict[str, Case] = {
 # Disagreements found by this suite and not fixed yet: each is a strict xfail, so fixing the
 # bug turns it into a failure that asks for the case to move into FACTS.
 KNOWN_DISAGREEMENTS: dict[str, Case] = {
-    # Keras's CSVLogger opens the file without creating its folder: fit raises FileNotFoundError,
-    # while the reference (and docs/semantics.md) say logging changes nothing. ModelCheckpoint and
-    # TensorBoard create their folders; the compiled CSV rule should too.
-    "csv-log-in-missing-folder": pinned('log to "logs/train.csv"', _vl(1.0, 1.0)),
+    # None now. (Found and fixed: `log to "logs/train.csv"` with no logs/ folder made fit raise
+    # FileNotFoundError, since Keras's CSVLogger does not create its folder; the compiled rule now
+    # creates it first. test_csv_log_into_a_missing_folder keeps that case.)
 }
+
+
+def test_csv_log_into_a_missing_folder() -> None:
+    check(pinned('log to "logs/train.csv"; stop when val_loss not improving for 1', _vl(1.0, 1.0)))
 
 
 def _pin_facts(test: Callable[[Case], None]) -> Callable[[Case], None]:

@@ -611,10 +611,10 @@ def _rule(
         budget.has_lr_rule = True
         return draw(_schedule())
     if kind == "log_csv":
-        # In the working folder itself: Keras's CSVLogger does not create a missing parent
-        # folder (fit raises FileNotFoundError), a known disagreement pinned as an xfail in
-        # tests/test_differential.py until the compiler creates the folder.
-        return ast.LogCSV(path=f"{budget.name('train')}.csv", append=draw(st.booleans()))
+        # Sometimes in a folder that does not exist yet: the compiled rule must create it
+        # (Keras's CSVLogger alone would raise FileNotFoundError at train begin).
+        folder = draw(st.sampled_from(("", "", "logs/", "runs/csv/")))
+        return ast.LogCSV(path=f"{folder}{budget.name('train')}.csv", append=draw(st.booleans()))
     if kind == "tensorboard":
         return ast.LogTensorBoard(path=f"logs/{budget.name('tb')}")
     steps = draw(st.sampled_from((None, None, 1, 2, 5)))
