@@ -67,7 +67,7 @@ def test_check_prints_every_error_compiler_style() -> None:
         "<policy>:1:14: cannot tell whether 'val_los' should go up or down\n"
         "    save best on val_los to 'a.h5'\n"
         "                 ^\n"
-        'hint: add "min" or "max" after val_los\n'
+        "hint: did you mean 'val_loss'? If not, add \"min\" or \"max\" after val_los\n"
         "<policy>:1:25: a model file must end in .keras, got 'a.h5'\n"
         "    save best on val_los to 'a.h5'\n"
         "                            ^\n"

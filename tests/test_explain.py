@@ -89,8 +89,11 @@ def _state(cb: object) -> dict[str, object]:
     """A callback's public attributes: what it was built with (``best`` is None before fit).
 
     ``policy_rule`` is the label compile_policy adds for why_stopped(); it changes nothing in fit.
+    ``async_safe`` is set by compile_policy on per-epoch savers, whose batch hook is a no-op; it
+    only lets Keras dispatch that no-op asynchronously, so hand-written code may leave it out.
     """
-    return {k: v for k, v in vars(cb).items() if not k.startswith("_") and k not in ("model", "policy_rule")}
+    ignored = ("model", "policy_rule", "async_safe")
+    return {k: v for k, v in vars(cb).items() if not k.startswith("_") and k not in ignored}
 
 
 EJECT_CASES = [

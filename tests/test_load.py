@@ -61,7 +61,7 @@ def test_yaml_error_points_at_the_file_line_and_column(tmp_path: Path) -> None:
         f"{path}:5:18: cannot tell whether 'val_los' should go up or down\n"
         "        save best on val_los to 'best.keras'\n"
         "                     ^\n"
-        'hint: add "min" or "max" after val_los'
+        "hint: did you mean 'val_loss'? If not, add \"min\" or \"max\" after val_los"
     )
 
 
