@@ -138,11 +138,16 @@ def sentence(r: ast.Rule) -> str:
             out += f"; never go below {number(r.min_lr)}"
         return out + "."
     if isinstance(r, ast.Schedule):
-        return "Set the learning rate at the start of every epoch: " + ", then ".join(
-            _segment_phrase(s) for s in r.segments) + "."
+        text = "Set the learning rate at the start of every epoch: " + ", then ".join(
+            _segment_phrase(s) for s in r.segments)
+        if any(isinstance(s, ast.Decay) for s in r.segments):
+            return text + "."
+        # A finite schedule sets its end value once, then hands over (docs/semantics.md).
+        return text + "; the epoch after, set it to the end value, then leave it alone."
     if isinstance(r, ast.LogCSV):
         mode = "appending to the file if it exists" if r.append else "replacing any existing file"
-        return f"Write one row of logs per epoch to the CSV file {r.path!r}, {mode}."
+        folder = " (creating its folder at train begin if missing)" if "/" in r.path.rstrip("/") else ""
+        return f"Write one row of logs per epoch to the CSV file {r.path!r}{folder}, {mode}."
     if isinstance(r, ast.LogTensorBoard):
         return f"Write TensorBoard logs (losses and metrics per epoch) to {r.path!r}."
     every = "every epoch" if r.steps is None else f"every {r.steps} training batches"
