@@ -28,6 +28,11 @@ class Outcome:
     - ``learning_rates``: the learning rate in effect during each epoch run (float32 values as floats).
     - ``saves``: every checkpoint write, in order, as ``(epoch, path)`` with a 0-based epoch and the
       path formatted as Keras formats it.
+    - ``files``: the checkpoint files that exist at the end because of the policy's save rules,
+      sorted: every path a save rule wrote (as in ``saves``, relative to the folder ``fit`` ran
+      in) minus those a ``save top K`` rule deleted since. A path written twice is one file; a
+      file written again after a deletion exists. Only model files of save rules count (not CSV
+      logs, TensorBoard or backup folders), and never a file the run did not write.
     - ``restored_epoch``: the epoch whose weights the model holds at the end because a restore rule
       put them back; None if nothing was restored.
     - ``stop``: which rule stopped training; None if it ran to the end.
@@ -36,6 +41,7 @@ class Outcome:
     epochs_run: int
     learning_rates: tuple[float, ...] = ()
     saves: tuple[tuple[int, str], ...] = ()
+    files: tuple[str, ...] = ()
     restored_epoch: int | None = None
     stop: Stop | None = None
 
@@ -43,4 +49,5 @@ class Outcome:
         out = asdict(self)
         out["learning_rates"] = list(self.learning_rates)
         out["saves"] = [list(s) for s in self.saves]
+        out["files"] = list(self.files)
         return out

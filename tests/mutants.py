@@ -6,16 +6,17 @@ make (or that a later Keras release makes on purpose: ``ResetWaitOnAnyImprovemen
 23559). ``tests/test_mutants_caught.py`` requires the differential search, at its default budget,
 to find a case where each mutant's prediction differs from what real Keras does.
 
-Two classic mistakes are deliberately absent because no :class:`~policy.outcome.Outcome` can
-show them (equivalent mutants, checked by hand):
+One classic mistake is deliberately absent because no :class:`~policy.outcome.Outcome` can
+show it (an equivalent mutant, checked by hand): ``min_lr`` compared in float64 (``lr > min_lr``
+instead of ``lr > float32(min_lr)``). The two differ only when ``lr == float32(min_lr)``, and
+then the "reduction" computes ``max(lr * factor, min_lr)``, which rounds back to the same lr;
+the wait and cooldown it resets can never matter again because the lr cannot go lower.
 
-- ``min_lr`` compared in float64 (``lr > min_lr`` instead of ``lr > float32(min_lr)``): the two
-  differ only when ``lr == float32(min_lr)``, and then the "reduction" computes
-  ``max(lr * factor, min_lr)``, which rounds back to the same lr; the wait and cooldown it
-  resets can never matter again because the lr cannot go lower.
-- top-k dropping the *earlier* of two equally bad kept epochs: the kept values are the same
-  either way, so every later decision is too; only which file is deleted differs, and an
-  Outcome lists writes, not deletions (see the report: Outcome could list the files left).
+Top-k deletion mistakes (which file a tie drops, forgetting to delete, deleting a file another
+kept epoch still uses) change only which files are left, so they are visible through
+``Outcome.files``. "Top-k deletes a file it did not write" has no reference mutant: every epoch a
+top-k rule drops entered by writing its file in this run. The callback side of it (a file that
+was in the folder before ``fit``) is checked by ``test_top_k_leaves_files_it_did_not_write``.
 """
 
 from __future__ import annotations
@@ -302,6 +303,37 @@ class TopKDropsOldest(Semantics):
         return min(range(len(kept)), key=lambda i: kept[i][0])
 
 
+class TopKDropsEarlierOnTies(Semantics):
+    """Among equally bad kept epochs top-k drops the earlier one (ties should keep the earlier)."""
+
+    name = "top-k-drops-earlier-on-ties"
+
+    def top_k_worst(self, kept: Sequence[tuple[int, float]], direction: ast.Direction) -> int:
+        worst = 0
+        for i in range(1, len(kept)):  # kept is in epoch order: only a strictly worse value moves on
+            if self.better(kept[worst][1], kept[i][1], direction):
+                worst = i
+        return worst
+
+
+class TopKNeverDeletes(Semantics):
+    """Top-k forgets to delete the dropped epoch's file (the folder keeps every file it wrote)."""
+
+    name = "top-k-never-deletes"
+
+    def top_k_deletes(self, path: str, kept_paths: Sequence[str]) -> bool:
+        return False
+
+
+class TopKDeletesSharedPath(Semantics):
+    """Top-k deletes the dropped epoch's file even when a kept epoch's path is the same file."""
+
+    name = "top-k-deletes-shared-path"
+
+    def top_k_deletes(self, path: str, kept_paths: Sequence[str]) -> bool:
+        return True
+
+
 class ScheduleOffByOne(Semantics):
     """Schedules evaluated at ``epoch + 1`` (the lr for the next epoch, one epoch early)."""
 
@@ -335,6 +367,9 @@ MUTANTS: tuple[type[Semantics], ...] = (
     TimeBudgetStrict,
     TerminateOnNaNIgnoresInf,
     TopKAdmitsTies,
+    TopKDropsOldest,
+    TopKDropsEarlierOnTies,
+    TopKNeverDeletes,
     ScheduleOffByOne,
 )
 """Mutants the default search sample must catch."""
@@ -344,10 +379,11 @@ HARD_MUTANTS: tuple[type[Semantics], ...] = (
     ClockAsMultiplication,
     ThresholdFloat64,
     NotFiniteMissesNegInf,
-    TopKDropsOldest,
+    TopKDeletesSharedPath,
 )
 """Mutants observable only on rare combinations (a specific best/min_delta pair, 0.1 s steps summed
-across an epoch boundary, a float32-inexact threshold met exactly, -inf under ``is not finite``, a top-k order that changes a later admission):
+across an epoch boundary, a float32-inexact threshold met exactly, -inf under ``is not finite``, a
+top-k path template that formats two epochs alike, which the generator never draws):
 the default sample does not reliably contain one, a deep run (POLICY_MUTANT_EXAMPLES in the tens
 of thousands) does. Each is still pinned by an ``@example`` in ``tests/test_differential.py``."""
 

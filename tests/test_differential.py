@@ -3,8 +3,8 @@
 For every generated case (a policy, a scripted metric history, a learning rate, batches per
 epoch, running batch losses, a step time) the outcome measured by
 :func:`policy.testing.harness.run_in_keras` (epochs run, learning rate of every epoch, every
-checkpoint file written, which epoch's weights were restored, which rule stopped training and
-when) must equal :func:`policy.reference.simulate`'s prediction. Where the reference says Keras
+checkpoint file written, which checkpoint files are left at the end, which epoch's weights were
+restored, which rule stopped training and when) must equal :func:`policy.reference.simulate`'s prediction. Where the reference says Keras
 would raise (``KerasWouldRaise``), ``fit`` must raise.
 
 Budget and reproducibility, from the environment:
@@ -261,6 +261,22 @@ FACTS: dict[str, Case] = {
     "relative-delta": pinned("stop when val_loss not improving by 10% for 1", _vl(1.0, 0.9, 0.8)),
     # "is not finite" catches -inf too.
     "not-finite-neg-inf": pinned("stop when val_loss is not finite", _vl(1.0, -INF, 0.5)),
+    # Top-k ties: of two equally bad kept epochs the later one is dropped and its file deleted
+    # (t2 goes, t1 stays); dropping the earlier leaves the same values but the wrong file.
+    "top-k-tie-drops-latest": pinned('save top 2 on val_loss to "ckpt/t{epoch}.keras"', _vl(1.0, 1.0, 0.5)),
+    # A template that formats every epoch alike ({epoch!s:.0} is ""): the dropped epoch's file is
+    # the kept epoch's file too, so it is not deleted.
+    "top-k-shared-path-kept": pinned('save top 1 on val_loss to "ckpt/t{epoch!s:.0}.keras"', _vl(1.0, 0.5)),
+    # Another rule writes a file top-k later deletes: order decides. Here top-k (first) deletes
+    # ckpt/t1.keras at epoch 1 and `save last` (second) writes it again, so it is left.
+    "top-k-delete-then-rewrite": pinned(
+        'save top 1 on val_loss to "ckpt/t{epoch}.keras"; save last to "ckpt/t1.keras"', _vl(1.0, 0.5)
+    ),
+    # ...and the other way round: `save last` rewrites it, then top-k deletes it (top-k wrote it at
+    # epoch 0 in this run, so it is its own file to delete).
+    "top-k-rewrite-then-delete": pinned(
+        'save last to "ckpt/t1.keras"; save top 1 on val_loss to "ckpt/t{epoch}.keras"', _vl(1.0, 0.5)
+    ),
     # Top-k keeps the k best, not the k latest: 0.65 no longer enters once 0.5 and 0.6 are kept.
     "top-k-keeps-best": pinned('save top 2 on val_loss to "ckpt/k{epoch}.keras"', _vl(1.0, 0.5, 0.7, 0.6, 0.65)),
     # value - min_delta in float64, then rounded: 0.29 + 0.01 against 0.3 (rounding each first differs).
@@ -306,6 +322,26 @@ def test_keras_notes_fact(name: str) -> None:
 @pytest.mark.xfail(strict=True, reason="known disagreement between Keras and the reference; see the comment")
 def test_known_disagreement(name: str) -> None:
     check(KNOWN_DISAGREEMENTS[name])
+
+
+def test_top_k_leaves_files_it_did_not_write(tmp_path: pathlib.Path) -> None:
+    """Files in the folder before ``fit`` are never deleted unless the run itself wrote them.
+
+    ``ckpt/t1.keras`` is overwritten at epoch 0 and deleted when epoch 1 beats it (so it counts
+    as written, then gone); ``t3`` (epoch 2 does not enter) and ``t9`` are never written, so they
+    stay on disk and are not among the policy's files."""
+    from policy.testing.harness import run_in_keras
+
+    text = 'save top 1 on val_loss to "ckpt/t{epoch}.keras"'
+    history = _vl(1.0, 0.5, 0.7)
+    (tmp_path / "ckpt").mkdir()
+    for name in ("t1.keras", "t3.keras", "t9.keras"):
+        (tmp_path / "ckpt" / name).write_bytes(b"from an earlier run")
+    outcome = run_in_keras(text, history, initial_lr=0.01, workdir=tmp_path)
+    assert outcome == simulate(text, history, initial_lr=0.01)
+    assert outcome.saves == ((0, "ckpt/t1.keras"), (1, "ckpt/t2.keras")) and outcome.files == ("ckpt/t2.keras",)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["t2.keras", "t3.keras", "t9.keras"]
+    assert (tmp_path / "ckpt" / "t9.keras").read_bytes() == b"from an earlier run"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="the tensorboard package is not installed")

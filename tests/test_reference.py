@@ -316,6 +316,7 @@ def test_terminate_on_nan_stops_after_the_bad_batch() -> None:
     out = simulate('stop when loss is not finite; save every 1 steps to "s-{epoch}-{batch}.keras"',
                    {"loss": [1.0, NAN, NAN]}, batch_losses=[[1.0, 1.0], [INF, INF], [NAN, NAN]])
     assert out == Outcome(epochs_run=2, saves=((0, "s-1-1.keras"), (0, "s-1-2.keras"), (1, "s-2-1.keras")),
+                          files=("s-1-1.keras", "s-1-2.keras", "s-2-1.keras"),
                           stop=Stop("stop when loss is not finite", 1))
 
 
@@ -436,6 +437,7 @@ def test_top_k() -> None:
     # 0.4 ties the worst kept (e1's 0.4): not strictly better.
     out = simulate('save top 2 on val_loss to "t{epoch}.keras"', {"val_loss": [0.5, 0.4, 0.6, 0.3, 0.4]})
     assert out.saves == ((0, "t1.keras"), (1, "t2.keras"), (3, "t4.keras"))
+    assert out.files == ("t2.keras", "t4.keras")  # t1 was deleted when e3 entered
 
 
 def test_top_k_skips_missing_and_nan_and_compares_in_float32() -> None:
@@ -448,6 +450,43 @@ def test_top_k_drops_the_latest_of_equal_worst() -> None:
     kept = [(0, 0.5), (1, 0.5), (2, 0.1)]
     assert KERAS_3_15.top_k_worst(kept, "min") == 1
     assert KERAS_3_15.top_k_worst([(0, 0.1), (1, 0.9)], "max") == 0
+    # So of two equal epochs the later one's file goes: t2, not t1.
+    out = simulate('save top 2 on val_loss to "t{epoch}.keras"', {"val_loss": [0.5, 0.5, 0.1]})
+    assert out.files == ("t1.keras", "t3.keras")
+
+
+def test_files_are_the_writes_minus_top_k_deletions() -> None:
+    # Written twice is one file; save best and save every epoch never delete.
+    out = simulate('save best on val_loss to "best.keras"; save every epoch to "e{epoch}.keras"',
+                   {"val_loss": [1.0, 0.5, 0.7]})
+    assert out.files == ("best.keras", "e1.keras", "e2.keras", "e3.keras")
+    # Logs, TensorBoard and backups are not checkpoint files.
+    out = simulate('log to "train.csv"; backup to "bk"; save last to "last.keras"', {"loss": [1.0, 0.5]})
+    assert out.files == ("last.keras",)
+    assert simulate("stop after 2 epochs", {"loss": [1.0]}).files == ()
+
+
+def test_top_k_deletion_and_a_later_write_of_the_same_path_go_in_order() -> None:
+    # Epoch 1: top-k drops e0 and deletes t1.keras; `save last` runs after it and writes it again.
+    history = {"val_loss": [1.0, 0.5]}
+    out = simulate('save top 1 on val_loss to "t{epoch}.keras"; save last to "t1.keras"', history)
+    assert out.files == ("t1.keras", "t2.keras")
+    # The other order: `save last` rewrites t1.keras, then top-k (which wrote it at e0) deletes it.
+    out = simulate('save last to "t1.keras"; save top 1 on val_loss to "t{epoch}.keras"', history)
+    assert out.files == ("t2.keras",)
+
+
+def test_top_k_keeps_a_file_a_kept_epoch_shares() -> None:
+    # {epoch!s:.0} formats every epoch as "": dropping e0 must not delete e1's (same) file.
+    out = simulate('save top 1 on val_loss to "t{epoch!s:.0}.keras"', {"val_loss": [1.0, 0.5]})
+    assert out.saves == ((0, "t.keras"), (1, "t.keras")) and out.files == ("t.keras",)
+    assert not KERAS_3_15.top_k_deletes("t.keras", ["t.keras"]) and KERAS_3_15.top_k_deletes("a", ["b"])
+
+
+def test_outcome_json_lists_files() -> None:
+    data = simulate('save top 1 on val_loss to "t{epoch}.keras"', {"val_loss": [1.0, 0.5]}).to_json()
+    assert data["files"] == ["t2.keras"] and list(data) == [
+        "epochs_run", "learning_rates", "saves", "files", "restored_epoch", "stop"]
 
 
 # --------------------------------------------------------------------------- learning rate

@@ -23,12 +23,23 @@ from policy.reference.semantics import Semantics
 
 @dataclass
 class RunState:
-    """What every rule of one run shares: the semantics, the learning rate, the writes so far."""
+    """What every rule of one run shares: the semantics, the learning rate, the writes so far and
+    the checkpoint files they left (in write order; a dict used as an ordered set)."""
 
     sem: Semantics
     lr0: float | None
     lr: float | None
     saves: list[tuple[int, str]] = field(default_factory=list)
+    files: dict[str, None] = field(default_factory=dict)
+
+    def write(self, epoch: int, path: str) -> None:
+        """A save rule writes ``path`` after ``epoch`` (creating or overwriting the file)."""
+        self.saves.append((epoch, path))
+        self.files[path] = None
+
+    def delete(self, path: str) -> None:
+        """A top-k rule deletes ``path`` (which it wrote); a later write may create it again."""
+        self.files.pop(path, None)
 
 
 class EpochRule:
@@ -259,7 +270,7 @@ class SaveBestCheckpoint(EpochRule):
         else:
             save = False
         if save:
-            run.saves.append((epoch, path))
+            run.write(epoch, path)
         return None
 
 
@@ -271,7 +282,7 @@ class SaveEachEpoch(EpochRule):
         self.path = rule.path
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
-        run.saves.append((epoch, run.sem.format_path(self.path, epoch, None, logs)))
+        run.write(epoch, run.sem.format_path(self.path, epoch, None, logs))
         return None
 
 
@@ -285,7 +296,7 @@ class SaveEveryEpochs(EpochRule):
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         if run.sem.every_epochs_due(epoch, self.every):
-            run.saves.append((epoch, run.sem.format_path(self.path, epoch, None, logs)))
+            run.write(epoch, run.sem.format_path(self.path, epoch, None, logs))
         return None
 
 
@@ -299,6 +310,7 @@ class SaveTopK(EpochRule):
         self.path = rule.path
         self.k = rule.k
         self.kept: list[tuple[int, float]] = []
+        self.paths: list[str] = []  # the file of each kept epoch, parallel to ``kept``
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         sem = run.sem
@@ -307,10 +319,16 @@ class SaveTopK(EpochRule):
             return None
         worst = self.kept[sem.top_k_worst(self.kept, self.direction)][1] if self.kept else None
         if sem.top_k_admits(value, worst, len(self.kept), self.k, self.direction):
-            run.saves.append((epoch, sem.format_path(self.path, epoch, None, logs)))
+            path = sem.format_path(self.path, epoch, None, logs)
+            run.write(epoch, path)
             self.kept.append((epoch, value))
+            self.paths.append(path)
             if len(self.kept) > self.k:
-                del self.kept[sem.top_k_worst(self.kept, self.direction)]
+                dropped = sem.top_k_worst(self.kept, self.direction)
+                del self.kept[dropped]
+                gone = self.paths.pop(dropped)
+                if sem.top_k_deletes(gone, self.paths):
+                    run.delete(gone)
         return None
 
 

@@ -41,7 +41,9 @@ clock as ``k * step`` instead of a running sum                 :meth:`Semantics.
 TerminateOnNaN ignores infinities                              :meth:`Semantics.invalid_loss_batch`
 threshold compared in float64 / with the wrong operator        :meth:`Semantics.threshold_holds`
 ``is not finite`` misses -inf, ``is nan`` catches inf          :meth:`Semantics.not_finite`
-top-k admits ties / keeps the later of two equal epochs        :meth:`Semantics.top_k_admits`, :meth:`Semantics.top_k_worst`
+top-k admits ties                                              :meth:`Semantics.top_k_admits`
+top-k drops the earlier of two equal epochs / the oldest       :meth:`Semantics.top_k_worst`
+top-k never deletes / deletes a file a kept epoch still uses   :meth:`Semantics.top_k_deletes`
 schedule off by one epoch / wrong cosine phase                 :meth:`Semantics.schedule_lr`
 =============================================================  ==================================
 
@@ -319,6 +321,12 @@ class Semantics:
             ):
                 worst = i
         return worst
+
+    def top_k_deletes(self, path: str, kept_paths: Sequence[str]) -> bool:
+        """Whether dropping an epoch deletes its file: yes, unless an epoch still kept has the same
+        path (a template that formats two epochs alike). The file is always one this rule wrote in
+        this run (entering the kept set writes it), so nothing else is ever deleted."""
+        return path not in kept_paths
 
     # ------------------------------------------------------------------ budgets & batch checks
     def epoch_budget_reached(self, epoch: int, epochs: int) -> bool:

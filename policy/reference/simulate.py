@@ -199,6 +199,7 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
         epochs_run=epochs_run,
         learning_rates=tuple(learning_rates),
         saves=tuple(run.saves),
+        files=tuple(sorted(run.files)),
         restored_epoch=restored,
         stop=stop,
     )
@@ -238,7 +239,8 @@ def _batch_phase(plan: _Plan, data: RunInput, sem: Semantics, run: r.RunState, c
             writes.append((batch, ckpt.order, sem.format_path(ckpt.path, epoch, batch, logs)))
     if len(plan.step_checkpoints) > 1:
         writes.sort(key=lambda w: (w[0], w[1]))
-    run.saves.extend((epoch, path) for _, _, path in writes)
+    for _, _, path in writes:
+        run.write(epoch, path)
 
     clock.steps_before += last + 1
     if readings is not None:

@@ -11,6 +11,9 @@ history under test. The harness then measures what happened, from the outside:
 - every checkpoint write, found on disk: after each callback's epoch end (and batch end
   for per-step checkpoints) the workdir is scanned for model files written since the last
   scan, so writes are listed in the order the callbacks made them;
+- ``files``: which of those written paths still exist once ``fit`` has returned (a top-k rule
+  deletes the files of epochs it drops). Files in the workdir before ``fit`` are marked as
+  seen by a first scan, so they count only if a save rule writes them again;
 - ``restored_epoch``: at each epoch end the weights are set to values encoding the epoch;
   at train end, before any restore rule runs, to a sentinel. Whatever epoch the final
   weights encode was put back by a restore rule;
@@ -102,6 +105,10 @@ class _Record:
                     os.utime(path, ns=(_MARK_NS, _MARK_NS))
         if record:
             self.saves.extend((self.epoch, p) for p in sorted(found))
+
+    def files_left(self) -> tuple[str, ...]:
+        """The written paths whose file still exists, sorted (each path once)."""
+        return tuple(sorted(p for p in {p for _, p in self.saves} if (self.workdir / p).is_file()))
 
 
 @functools.cache
@@ -306,6 +313,7 @@ def run_callbacks(
         epochs_run=len(fitted.epoch),
         learning_rates=tuple(record.learning_rates),
         saves=tuple(record.saves),
+        files=record.files_left(),
         restored_epoch=_decode(model),
         stop=stop,
     )
