@@ -257,6 +257,8 @@ def simulate_report(policy: Policy, history: History, outcome: Outcome, style: S
         out += [f"  epoch {epoch}: {path}" for epoch, path in outcome.saves]
     else:
         out.append("Checkpoints written: none")
+    if outcome.files:
+        out.append("Checkpoint files left at the end: " + ", ".join(outcome.files))
     if outcome.restored_epoch is not None:
         out.append(f"Weights at the end: restored from epoch {outcome.restored_epoch}.")
     return "\n".join(out)
@@ -366,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replay even if a watched metric is missing from the history (Keras only warns); "
                                "by default that is an error, as with compile_policy(strict=True)")
     simulate.add_argument("--json", action="store_true",
-                          help="print epochs_run, learning_rates, saves, restored_epoch and stop as JSON")
+                          help="print epochs_run, learning_rates, saves, files, restored_epoch and stop as JSON")
     simulate.add_argument("--plot", default=None, metavar="OUT.png",
                           help="draw the watched metrics with stop, save and lr-change markers "
                                "(needs matplotlib: pip install 'keras-policy[plot]')")
