@@ -19,7 +19,7 @@ from lark import Token, Transformer, v_args
 from lark.tree import Meta
 
 from policy import ast
-from policy.errors import PolicyError, closest, error_at
+from policy.errors import PolicyError, Problem, closest, error_at
 
 # The largest whole number a count may be (patience, epochs, steps, k). Larger is a typo.
 MAX_COUNT = 10**9
@@ -93,9 +93,21 @@ def keywords() -> frozenset[str]:
 
 
 def parse(text: str) -> ast.Policy:
-    """Parse policy text into an AST (syntax only; see :mod:`policy.validate` for meaning)."""
+    """Parse policy text into an AST (syntax only; see :mod:`policy.validate` for meaning).
+
+    A text with syntax errors raises one :class:`PolicyError` listing the error of every
+    rule that has one, not only the first: each rule is parsed again on its own to find them.
+    """
     if not isinstance(text, str):
         raise PolicyError.plain(f"a policy must be text, got {type(text).__name__}")
+    try:
+        return _parse_whole(text)
+    except PolicyError as first:
+        found = _problems_per_rule(text)
+        raise PolicyError(found if found else first.problems) from None
+
+
+def _parse_whole(text: str) -> ast.Policy:
     try:
         tree = _lark().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
@@ -114,6 +126,55 @@ def parse(text: str) -> ast.Policy:
             'write at least one rule, e.g. "stop when val_loss not improving for 3"',
         )
     return ast.Policy(rules=tuple(rules), source=text, pos=ast.Pos(1, 1, *_end_of(text)))
+
+
+def _problems_per_rule(text: str) -> list[Problem]:
+    """The first problem of each rule, each rule parsed alone at its own place in the text.
+
+    Every character outside the rule (but newlines and the rule's own ``;``) is blanked, so the
+    line and column of each problem are those of the original text; the source line shown is
+    then taken from the original too.
+    """
+    lines = text.splitlines()
+    found: list[Problem] = []
+    for start, end in _rule_spans(text):
+        masked = "".join(c if start <= i <= end or c == "\n" else " " for i, c in enumerate(text))
+        try:
+            _parse_whole(masked)
+        except PolicyError as err:
+            for p in err.problems:
+                line = lines[p.line - 1] if 0 < p.line <= len(lines) else p.source_line
+                found.append(Problem(p.message, p.line, p.column, line, p.suggestion))
+    return found
+
+
+def _rule_spans(text: str) -> list[tuple[int, int]]:
+    """``(first, last)`` character indices of each non-blank rule: split at ``;`` and newlines
+    outside quotes, comments skipped. ``last`` includes the rule's ``;`` when it has one."""
+    spans: list[tuple[int, int]] = []
+    start, quote, comment, content = 0, "", False, False
+    for i, c in enumerate(text):
+        if c == "\n":
+            if content:
+                spans.append((start, i - 1))
+            start, quote, comment, content = i + 1, "", False, False
+        elif comment:
+            continue
+        elif quote:
+            quote = "" if c == quote and text[i - 1] != "\\" else quote
+        elif c in "\"'":
+            quote, content = c, True
+        elif c == "#":
+            comment = True
+        elif c == ";":
+            if content:
+                spans.append((start, i))
+            start, content = i + 1, False
+        elif not c.isspace():
+            content = True
+    if content:
+        spans.append((start, len(text) - 1))
+    return spans
 
 
 def _end_of(text: str) -> tuple[int, int]:

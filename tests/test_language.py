@@ -335,3 +335,24 @@ def test_a_misspelled_metric_gets_a_did_you_mean() -> None:
         "              ^\n"
         "hint: did you mean 'val_loss'? If not, write \"val_los not decreasing\" or \"val_los not increasing\""
     )
+
+
+def test_every_rule_with_a_syntax_error_is_reported_at_once() -> None:
+    text = 'stopp when val_loss not improving for 3\nsave best on val_loss min\nlog to "a.csv"; stop after 3 fortnights'
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text)
+    where = [(p.line, p.column, p.message) for p in info.value.problems]
+    assert where == [(1, 1, "unexpected word 'stopp'"), (3, 30, "unknown unit 'fortnights'")]
+    # The source line shown is the whole original line, not the rule cut out of it.
+    assert info.value.problems[1].source_line == 'log to "a.csv"; stop after 3 fortnights'
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=20).map(" ".join))
+def test_per_rule_errors_are_found_for_any_text(text: str) -> None:
+    # The recovery pass re-parses each rule alone: it must never raise anything but PolicyError,
+    # and never leave the error without a problem to show.
+    try:
+        parse_policy(text)
+    except PolicyError as err:
+        assert err.problems
