@@ -9,6 +9,7 @@ shorter display form, are what ``keras-policy explain`` shows. No keras import h
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from policy import ast
@@ -221,6 +222,12 @@ def eject(policy: ast.Policy) -> str:
     for call in calls:
         for module, name in call.imports():
             imports.setdefault(module, set()).add(name)
+    # compile_policy puts CreateFolder before a CSVLogger whose folder may be missing (Keras's
+    # CSVLogger does not create it); the ejected code does the same, so it behaves the same.
+    folders = {i: os.path.dirname(r.path) for i, r in enumerate(policy.rules) if isinstance(r, ast.LogCSV)}
+    folders = {i: f for i, f in folders.items() if f}
+    if folders:
+        imports.setdefault(OURS, set()).add("CreateFolder")
     header = "\n".join(f"    {line}" for line in format_policy(policy).splitlines())
     out = [
         f'"""Keras callbacks for this policy, written out by keras-policy:\n\n{header}\n\n'
@@ -237,8 +244,10 @@ def eject(policy: ast.Policy) -> str:
                 line = f"from {module} import (\n" + "".join(f"    {n},\n" for n in sorted(names)) + ")"
             out.append(line)
     out += ["", "callbacks = ["]
-    for r, call in zip(policy.rules, calls, strict=True):
+    for i, (r, call) in enumerate(zip(policy.rules, calls, strict=True)):
         out.append(f"    # {rule(r)}")
+        if i in folders:
+            out.append(f"    CreateFolder({folders[i]!r}),")
         out.append(f"    {call.source()},")
     out.append("]")
     return "\n".join(out) + "\n"

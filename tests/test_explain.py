@@ -97,6 +97,7 @@ def _state(cb: object) -> dict[str, object]:
 
 
 EJECT_CASES = [
+    "log to 'logs/train.csv', append; stop after 3 epochs",
     "stop when val_loss not improving by 0.01 for 3, restore best, ignore first 2 epochs, baseline 0.9",
     "save best on val_loss min; save best weights on val_accuracy to 'b.weights.h5'",
     "multiply lr by 0.5 when val_loss not improving for 2, cooldown 2, min lr 1e-6; log to 'train.csv', append",
