@@ -238,6 +238,7 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
             )
         else:
             written[path] = rule
+    yield from _check_learning_rate_reads(policy, at)
     schedules = [r for r in policy.rules if isinstance(r, ast.Schedule)]
     plateaus = [r for r in policy.rules if isinstance(r, ast.ReduceLR)]
     for extra in schedules[1:]:
@@ -255,6 +256,37 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
             "'decay lr' never ends, so it and 'multiply lr ... when' would both set the learning rate",
             "keep one of them, or use a warm-up or cosine, which hand the learning rate over when they end",
         )
+
+
+def metrics_read(rule: ast.Rule) -> tuple[ast.Metric, ...]:
+    """The metrics a rule reads from the epoch logs, in source order."""
+    if isinstance(rule, ast.StopWhen):
+        restore = (rule.restore_metric,) if rule.restore_metric is not None else ()
+        return ast.metrics_of(rule.condition) + restore
+    if isinstance(rule, ast.ReduceLR):
+        return (rule.when.metric,)
+    if isinstance(rule, ast.SaveBest | ast.SaveTop):
+        return (rule.metric,)
+    return ()
+
+
+def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]:
+    # Keras's fit loop never logs `learning_rate`: only an lr rule writes it into the epoch-end
+    # logs, and the callbacks before it in the list never see it (they share one dict, in order).
+    # So a rule reading it must come after the rule that writes it, or it silently never fires.
+    writer_seen = False
+    for rule in policy.rules:
+        for metric in metrics_read(rule):
+            if metric.name == "learning_rate" and not writer_seen:
+                has_writer = any(isinstance(r, ast.ReduceLR | ast.Schedule) for r in policy.rules)
+                yield at(
+                    metric,
+                    "'learning_rate' is only in the logs after a learning-rate rule has written it",
+                    "move this rule after the learning-rate rule"
+                    if has_writer
+                    else "add a learning-rate rule before it (Keras itself does not log the learning rate)",
+                )
+        writer_seen = writer_seen or isinstance(rule, ast.ReduceLR | ast.Schedule)
 
 
 def _written_path(rule: ast.Rule) -> str | None:

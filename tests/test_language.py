@@ -356,3 +356,9 @@ def test_per_rule_errors_are_found_for_any_text(text: str) -> None:
         parse_policy(text)
     except PolicyError as err:
         assert err.problems
+
+
+def test_reading_learning_rate_before_the_rule_that_writes_it_is_an_error() -> None:
+    text = "stop when learning_rate < 0.003; multiply lr by 0.5 when val_loss not improving for 1"
+    assert "move this rule after the learning-rate rule" in error_text(text)
+    assert "Keras itself does not log the learning rate" in error_text("stop when learning_rate < 1")

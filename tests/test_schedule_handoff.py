@@ -35,3 +35,13 @@ def test_keras_agrees_with_the_reference(tmp_path: Path) -> None:
     measured = run_in_keras(POLICY, HISTORY, initial_lr=0.01, workdir=tmp_path)
     assert measured == predicted
     assert measured.learning_rates[-1] == round_f32(0.025)
+
+
+def test_a_rule_reading_learning_rate_after_the_lr_rule_works_in_strict_keras(tmp_path: Path) -> None:
+    # Keras never logs learning_rate itself; the lr rule writes it, and the strict metric check
+    # (which runs first) must not call it missing.
+    text = "multiply lr by 0.5 when val_loss not improving for 1; stop when learning_rate < 0.003"
+    history = {"val_loss": [1.0] * 6}
+    predicted = simulate(text, history, initial_lr=0.01)
+    assert predicted.stop is not None and predicted.stop.epoch == 3
+    assert run_in_keras(text, history, initial_lr=0.01, workdir=tmp_path, strict=True) == predicted

@@ -14,19 +14,18 @@ import keras
 
 from policy import ast
 from policy.errors import PolicyError, Problem, closest, problem_at
+from policy.validate import metrics_read
 
 
 def watched_metrics(policy: ast.Policy) -> Iterator[ast.Metric]:
-    """Every metric node a policy reads from the epoch logs, in source order."""
+    """Every metric node a policy reads from the epoch logs, in source order.
+
+    ``learning_rate`` is left out: no model logs it; the policy's own lr rule writes it into the
+    logs later in the same epoch-end dispatch, after this check has run (and the validator has
+    made sure every rule reading it comes after that lr rule).
+    """
     for rule in policy.rules:
-        if isinstance(rule, ast.StopWhen):
-            yield from ast.metrics_of(rule.condition)
-            if rule.restore_metric is not None:
-                yield rule.restore_metric
-        elif isinstance(rule, ast.ReduceLR):
-            yield rule.when.metric
-        elif isinstance(rule, ast.SaveBest | ast.SaveTop):
-            yield rule.metric
+        yield from (m for m in metrics_read(rule) if m.name != "learning_rate")
 
 
 class MetricCheck(keras.callbacks.Callback):  # type: ignore[misc]
