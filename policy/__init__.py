@@ -73,11 +73,13 @@ def simulate(
     steps_per_epoch: int | None = None,
     batch_losses: Sequence[Sequence[float | None]] | None = None,
     step_seconds: float | Sequence[Sequence[float]] | None = None,
+    strict: bool = False,
 ) -> Outcome:
     """What ``policy`` does over a recorded metric history, predicted without Keras.
 
     The reference simulator (:mod:`policy.reference`, whose docstring describes every input):
     ``history`` maps each metric to its per-epoch values, or is a list of per-epoch dicts.
+    ``strict=True`` models ``compile_policy(strict=True)``'s first-epoch metric check.
     """
     from policy.reference import simulate as _simulate
 
@@ -88,6 +90,7 @@ def simulate(
         steps_per_epoch=steps_per_epoch,
         batch_losses=batch_losses,
         step_seconds=step_seconds,
+        strict=strict,
     )
 
 

@@ -86,6 +86,7 @@ def predicted(case: Case, semantics: Semantics = KERAS_3_15) -> Result:
             steps_per_epoch=case.steps_per_epoch,
             batch_losses=case.batch_losses,
             step_seconds=case.step_seconds,
+            strict=strict_for(case),
             semantics=semantics,
         )
     except KerasWouldRaise as exc:
@@ -93,8 +94,9 @@ def predicted(case: Case, semantics: Semantics = KERAS_3_15) -> Result:
 
 
 def strict_for(case: Case) -> bool:
-    """Strict mode fails at epoch 0 when a watched metric is not logged yet (the reference does not
-    model that check); with late-appearing metrics the run is non-strict, as Keras itself is."""
+    """Strict mode fails at epoch 0 when a watched metric is not logged yet (both sides model that
+    check); with late-appearing metrics the run is non-strict, so the cases still exercise what
+    each rule does with a metric that turns up late, as Keras itself handles it."""
     first = set(case.history[0])
     return all(set(logs) <= first for logs in case.history)
 
@@ -296,6 +298,14 @@ KNOWN_DISAGREEMENTS: dict[str, Case] = {
     # FileNotFoundError, since Keras's CSVLogger does not create its folder; the compiled rule now
     # creates it first. test_csv_log_into_a_missing_folder keeps that case.)
 }
+
+
+def test_strict_check_raises_on_a_missing_metric_in_both() -> None:
+    # strict_for() is True here (no metric appears late); val_acc is never logged at all.
+    case = pinned("stop when val_acc not improving for 1; stop when val_loss < 0", _vl(1.0, 0.5))
+    assert strict_for(case)
+    assert isinstance(predicted(case), Raises)
+    check(case)
 
 
 def test_csv_log_into_a_missing_folder() -> None:

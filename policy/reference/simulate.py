@@ -13,7 +13,7 @@ batch data actually given plus the saves produced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from policy.printer import rule as rule_text
 from policy.reference import rules as r
 from policy.reference.inputs import RunInput, run_input
 from policy.reference.semantics import KERAS_3_15, KerasWouldRaise, Semantics, placeholder_names
-from policy.validate import is_early_stopping, is_terminate_on_nan, validate
+from policy.validate import is_early_stopping, is_terminate_on_nan, metrics_read, validate
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,16 @@ def simulate(
     steps_per_epoch: int | None = None,
     batch_losses: Sequence[Sequence[float | None]] | None = None,
     step_seconds: float | Sequence[Sequence[float]] | None = None,
+    strict: bool = False,
     semantics: Semantics = KERAS_3_15,
 ) -> Outcome:
-    """What ``policy`` does over one training run; see :mod:`policy.reference` for the inputs."""
+    """What ``policy`` does over one training run; see :mod:`policy.reference` for the inputs.
+
+    ``strict=True`` models ``compile_policy(strict=True)``: a watched metric missing from the logs
+    at the end of the first epoch makes ``fit`` raise, so the simulation raises
+    :class:`KerasWouldRaise` naming it. The default replays recorded histories leniently, as
+    ``strict=False`` compiles (Keras's monitors warn and skip).
+    """
     parsed = _parse(policy)
     data = run_input(
         history,
@@ -76,7 +83,26 @@ def simulate(
     )
     plan = _plan(parsed, semantics)
     _check_inputs(plan, data)
+    if strict and data.epochs:
+        _check_first_epoch_metrics(parsed, data.logs[0])
     return _run(plan, data, semantics)
+
+
+def _check_first_epoch_metrics(policy: ast.Policy, first: Mapping[str, float]) -> None:
+    """The strict check: every metric the policy reads is in the first epoch's logs.
+
+    ``learning_rate`` is exempt: no model logs it, the policy's lr rule writes it during the
+    epoch-end dispatch (the validator makes every reader come after that rule).
+    """
+    missing = sorted(
+        {m.name for rule in policy.rules for m in metrics_read(rule)} - set(first) - {"learning_rate"}
+    )
+    if missing:
+        raise KerasWouldRaise.because(
+            f"watched metric(s) {', '.join(missing)} not in the logs at the end of the first epoch "
+            "(they have: " + (", ".join(sorted(first)) or "none") + "); the strict check raises PolicyError",
+            "log the metric, fix its name, or simulate with strict=False",
+        )
 
 
 def _parse(policy: str | ast.Policy) -> ast.Policy:
