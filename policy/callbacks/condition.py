@@ -11,6 +11,7 @@ behaves exactly like ``stop when A; stop when B``.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,14 +68,15 @@ class PlateauState:
         return self.wait >= self.patience
 
 
-class _Atom:
+class _Atom(ABC):
     """A node of the condition tree: ``evaluate`` updates state and says whether it holds."""
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - stateless atoms (thresholds) have nothing to forget
         """Forget everything seen; called at train begin."""
 
+    @abstractmethod
     def evaluate(self, logs: Mapping[str, Any]) -> bool:
-        raise NotImplementedError
+        """Feed one evaluated epoch's logs; return whether this part of the condition holds."""
 
 
 class _PlateauAtom(_Atom):
