@@ -52,27 +52,12 @@ def draw_cases(n: int) -> list[Any]:
     return drawn[:n]
 
 
-def _strict(case: Any) -> bool:
-    # As tests/test_differential.py decides: strict unless a metric appears after epoch 0.
-    first = set(case.history[0])
-    return all(set(logs) <= first for logs in case.history)
-
-
 def run_case(case: Any, workdir: pathlib.Path) -> str:
     """One harness run; the outcome's repr, or "raised" if ``fit`` raised (both are valid outcomes)."""
     from policy.testing.harness import run_in_keras
 
     try:
-        outcome = run_in_keras(
-            case.policy,
-            case.history,
-            initial_lr=case.initial_lr,
-            steps_per_epoch=case.steps_per_epoch,
-            batch_losses=case.batch_losses,
-            step_seconds=case.step_seconds,
-            workdir=workdir,
-            strict=_strict(case),
-        )
+        outcome = run_in_keras(case.policy, case.history, workdir=workdir, **case.run_options())
     except Exception:  # any error inside fit is "Keras raised", as in the differential test
         return "raised"
     return repr(outcome)

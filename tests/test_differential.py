@@ -79,26 +79,9 @@ Result: TypeAlias = Outcome | Raises
 def predicted(case: Case, semantics: Semantics = KERAS_3_15) -> Result:
     """What the reference (or a mutant of it) says the case does."""
     try:
-        return simulate(
-            case.policy,
-            case.history,
-            initial_lr=case.initial_lr,
-            steps_per_epoch=case.steps_per_epoch,
-            batch_losses=case.batch_losses,
-            step_seconds=case.step_seconds,
-            strict=strict_for(case),
-            semantics=semantics,
-        )
+        return simulate(case.policy, case.history, semantics=semantics, **case.run_options())
     except KerasWouldRaise as exc:
         return Raises(str(exc))
-
-
-def strict_for(case: Case) -> bool:
-    """Strict mode fails at epoch 0 when a watched metric is not logged yet (both sides model that
-    check); with late-appearing metrics the run is non-strict, so the cases still exercise what
-    each rule does with a metric that turns up late, as Keras itself handles it."""
-    first = set(case.history[0])
-    return all(set(logs) <= first for logs in case.history)
 
 
 _KERAS_RESULTS: dict[tuple[object, ...], Result] = {}
@@ -115,14 +98,7 @@ def measured(case: Case) -> Result:
         with tempfile.TemporaryDirectory(prefix="policy-diff-") as workdir:
             try:
                 result: Result = run_in_keras(
-                    case.policy,
-                    case.history,
-                    initial_lr=case.initial_lr,
-                    steps_per_epoch=case.steps_per_epoch,
-                    batch_losses=case.batch_losses,
-                    step_seconds=case.step_seconds,
-                    workdir=pathlib.Path(workdir),
-                    strict=strict_for(case),
+                    case.policy, case.history, workdir=pathlib.Path(workdir), **case.run_options()
                 )
             except Exception as exc:  # any error inside fit is "Keras raised"
                 result = Raises(f"{type(exc).__name__}: {exc}")
@@ -301,9 +277,9 @@ KNOWN_DISAGREEMENTS: dict[str, Case] = {
 
 
 def test_strict_check_raises_on_a_missing_metric_in_both() -> None:
-    # strict_for() is True here (no metric appears late); val_acc is never logged at all.
+    # Case.strict is True here (no metric appears late); val_acc is never logged at all.
     case = pinned("stop when val_acc not improving for 1; stop when val_loss < 0", _vl(1.0, 0.5))
-    assert strict_for(case)
+    assert case.strict
     assert isinstance(predicted(case), Raises)
     check(case)
 

@@ -40,6 +40,7 @@ import importlib.util
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -761,6 +762,27 @@ class Case:
     def text(self) -> str:
         """The policy's canonical text."""
         return format_policy(self.policy)
+
+    @property
+    def strict(self) -> bool:
+        """Whether the case runs with the strict first-epoch metric check.
+
+        Strict fails at epoch 0 when a watched metric is not logged yet (both the reference and
+        the compiled policy model that check); with late-appearing metrics the case runs
+        non-strict, so it still exercises what each rule does with a metric that turns up late.
+        """
+        first = set(self.history[0])
+        return all(set(logs) <= first for logs in self.history)
+
+    def run_options(self) -> dict[str, Any]:
+        """The keyword arguments ``simulate`` and ``run_in_keras`` both take for this case."""
+        return {
+            "initial_lr": self.initial_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "batch_losses": self.batch_losses,
+            "step_seconds": self.step_seconds,
+            "strict": self.strict,
+        }
 
     def key(self) -> tuple[object, ...]:
         """A hashable identity of the case (for caching real-Keras outcomes)."""
