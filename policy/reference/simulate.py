@@ -81,10 +81,22 @@ def simulate(
         batch_losses=batch_losses,
         step_seconds=step_seconds,
     )
-    plan = _plan(parsed, semantics)
+    return simulate_checked(parsed, data, strict=strict, semantics=semantics)
+
+
+def simulate_checked(
+    policy: ast.Policy, data: RunInput, *, strict: bool = False, semantics: Semantics = KERAS_3_15
+) -> Outcome:
+    """:func:`simulate` for a policy already validated and a run already checked by ``run_input``.
+
+    ``simulate`` is exactly ``simulate_checked(validated policy, run_input(...))``; replaying many
+    policies over many recorded runs (:mod:`policy.replays`) checks each policy and each run once
+    and calls this for every pair, so both paths run the same decisions.
+    """
+    plan = _plan(policy, semantics)
     _check_inputs(plan, data)
     if strict and data.epochs:
-        _check_first_epoch_metrics(parsed, data.logs[0])
+        _check_first_epoch_metrics(policy, data.logs[0])
     return _run(plan, data, semantics)
 
 
@@ -318,4 +330,4 @@ def _batch_logs(ckpt: _StepCheckpoint, data: RunInput, epoch: int, batch: int) -
     return {} if loss is None else {"loss": loss}
 
 
-__all__ = ["KerasWouldRaise", "simulate"]
+__all__ = ["KerasWouldRaise", "simulate", "simulate_checked"]
