@@ -26,11 +26,14 @@ from policy.printer import format_policy
 if TYPE_CHECKING:
     import keras
 
+    from policy.replays import Report, Tolerance
+
 __all__ = [
     "Outcome",
     "Policy",
     "PolicyError",
     "Problem",
+    "Report",
     "Stop",
     "compile_policy",
     "describe",
@@ -38,6 +41,7 @@ __all__ = [
     "format_policy",
     "load",
     "parse_policy",
+    "replay",
     "simulate",
     "why_stopped",
 ]
@@ -92,6 +96,46 @@ def simulate(
         step_seconds=step_seconds,
         strict=strict,
     )
+
+
+def replay(
+    policy_or_variants: str | Policy | Sequence[str | Policy],
+    histories: Any,
+    *,
+    objective: str | None = None,
+    tolerance: str | float | Tolerance = "1%",
+    strict: bool = True,
+    initial_lr: float | None = None,
+    steps_per_epoch: int | None = None,
+) -> Report:
+    """Replay a policy, or its variants, over many recorded runs: epochs saved, objective lost.
+
+    ``policy_or_variants`` is policy text (braces give variants: ``"... for {2,3,5,8}"``), a
+    Policy, or a list; ``histories`` are paths (CSV, JSON, TensorBoard folders, folders, globs),
+    in-memory ``History.history`` dicts or ``History`` objects, or a dict naming them. Each run
+    is decided exactly as :func:`simulate` decides it. See :mod:`policy.replays` for every figure
+    of the :class:`~policy.replays.Report` and the recommendation rule.
+    """
+    from policy.replays import replay as _replay
+
+    return _replay(
+        policy_or_variants,
+        histories,
+        objective=objective,
+        tolerance=tolerance,
+        strict=strict,
+        initial_lr=initial_lr,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``policy.Report`` without importing the replay module until it is asked for."""
+    if name == "Report":
+        from policy.replays import Report
+
+        return Report
+    raise AttributeError(f"module 'policy' has no attribute {name!r}")
 
 
 def why_stopped(callbacks: Iterable[object]) -> Stop | None:

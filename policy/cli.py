@@ -1,6 +1,6 @@
 """The ``keras-policy`` command (also ``python -m policy``).
 
-Subcommands: ``check``, ``explain``, ``simulate``, ``compile --python`` and ``demo``. Only
+Subcommands: ``check``, ``explain``, ``simulate``, ``replay``, ``tune``, ``compile --python`` and ``demo``. Only
 ``demo`` imports keras; the others answer in the time Python takes to start, so they
 suit editors, pre-commit hooks and CI.
 
@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from policy.ast import Policy
 from policy.errors import PolicyError, Problem, closest, problem_at
@@ -276,6 +276,56 @@ def epoch_events(outcome: Outcome, epoch: int) -> list[str]:
     return events
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from policy.replay_text import any_failed, report_json, runs_text
+    from policy.variants import has_braces
+
+    if has_braces(args.policy) and not _is_file(args.policy):
+        raise UsageError("the policy has braces: compare its variants with `keras-policy tune`")
+    policy = read_policy(args.policy, args.key)
+    report = _replay(args, policy)
+    print(report_json(report) if args.json else runs_text(report, report.variants[0]))
+    return EXIT_POLICY if any_failed(report) else EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from policy.replay_text import any_failed, report_json, variants_text
+
+    template = args.template
+    if _is_file(template):
+        raise UsageError("tune takes the template text itself (quote it), not a file")
+    if args.plot is not None:
+        from policy.plot import require_matplotlib
+
+        require_matplotlib()
+    try:
+        report = _replay(args, template)
+    except PolicyError as exc:
+        raise exc.with_filename("<template>") if exc.line else exc from None
+    print(report_json(report) if args.json else variants_text(report, template))
+    if args.plot is not None:
+        from policy.plot import plot_tradeoff
+
+        plot_tradeoff(report, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return EXIT_POLICY if any_failed(report) else EXIT_OK
+
+
+def _replay(args: argparse.Namespace, policy: str | Policy) -> Any:
+    from policy.replays import replay
+    from policy.runs import find_runs
+
+    return replay(
+        policy,
+        find_runs(args.history),
+        objective=args.objective,
+        tolerance=args.tolerance,
+        strict=not args.no_strict,
+        initial_lr=args.initial_lr,
+        steps_per_epoch=args.steps_per_epoch,
+    )
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from policy.eject import eject
 
@@ -373,6 +423,51 @@ def build_parser() -> argparse.ArgumentParser:
                           help="draw the watched metrics with stop, save and lr-change markers "
                                "(needs matplotlib: pip install 'keras-policy[plot]')")
     simulate.set_defaults(func=cmd_simulate)
+
+    def replay_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--history", required=True, nargs="+", action="extend", metavar="RUN",
+                       help="recorded runs: CSVLogger .csv files, History.history .json files, Keras TensorBoard "
+                            "log folders (needs the tensorboard package), folders holding any of them, or glob "
+                            "patterns (quote them); may be repeated")
+        p.add_argument("--objective", default=None, metavar="METRIC",
+                       help="the metric whose loss is measured (default: the first one the policy watches); "
+                            "append min or max if its name does not say: --objective 'val_f1 max'")
+        p.add_argument("--tolerance", default="1%", metavar="T",
+                       help="a run is hurt when its best objective within the epochs run is worse than over "
+                            "the whole run by more than T: a percentage of that best (default 1%%) or an "
+                            "absolute amount (0.005)")
+        p.add_argument("--no-strict", action="store_true",
+                       help="replay runs whose watched metric is missing at the first epoch end (validation "
+                            "every k epochs) as Keras does with strict=False; by default they are skipped, "
+                            "as compile_policy(strict=True) would stop that fit")
+        p.add_argument("--initial-lr", type=_positive_float, default=None, metavar="X",
+                       help="the starting learning rate for lr rules (default: each run's learning_rate in epoch 0)")
+        p.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",
+                       help="training batches per epoch (needed by step-based rules)")
+        p.add_argument("--json", action="store_true", help="print the per-variant totals and per-run rows as JSON")
+
+    replay = add("replay", "replay a policy over many recorded runs: epochs saved, metric lost",
+                 "Replay a policy over recorded runs with the reference simulator's exact decisions: per run, the "
+                 "epochs it would have run, where it stops and by which rule, and the objective's best within "
+                 "those epochs against its best over the whole recorded run; then the epochs saved and the runs "
+                 "whose stop lost more than the tolerance. Runs that cannot be read are reported and make the "
+                 "exit code 1; runs the policy cannot use are reported as skipped. Never imports keras.")
+    policy_args(replay)
+    replay_args(replay)
+    replay.set_defaults(func=cmd_replay)
+
+    tune = add("tune", "compare variants of a policy over recorded runs and recommend one",
+               "Expand a policy template (braces outside quotes: {2,3,5,8}, ranges {2..8}, several braces give "
+               "every combination), replay every variant over the recorded runs and print one row per variant "
+               "(epochs saved, mean and worst loss of the objective, runs hurt), most epochs saved first. The "
+               "recommended variant (*) saves the most epochs with no run losing more than the tolerance. "
+               "Never imports keras.")
+    tune.add_argument("template", metavar="TEMPLATE", help="policy text with braces, quoted")
+    replay_args(tune)
+    tune.add_argument("--plot", default=None, metavar="OUT.png",
+                      help="draw epochs saved against objective lost, one point per variant "
+                           "(needs matplotlib: pip install 'keras-policy[plot]')")
+    tune.set_defaults(func=cmd_tune)
 
     compile_ = add("compile", "print the equivalent hand-written Keras code",
                    "Print Python code that builds the same callbacks by hand: the imports and a "

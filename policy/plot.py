@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy.ast import Policy
 from policy.errors import PolicyError
 from policy.history import History, watched_metrics
 from policy.outcome import Outcome
+
+if TYPE_CHECKING:
+    from policy.replays import Report
 
 INSTALL_HINT = "pip install 'keras-policy[plot]'"
 
@@ -81,3 +84,30 @@ def _markers(ax: Any, lr_changes: list[int], outcome: Outcome) -> None:
         ax.axvline(e - 0.5, color="C1", linestyle=":", linewidth=1, label="lr changed" if i == 0 else None)
     if outcome.stop is not None:
         ax.axvline(outcome.stop.epoch, color="C3", linestyle="--", linewidth=1.2, label="stop")
+
+
+def plot_tradeoff(report: Report, path: str | Path) -> None:
+    """``tune --plot``: epochs saved (%) against the objective lost, one point per variant.
+
+    Each variant is a dot at its mean loss with a line out to its worst; the recommended one is a
+    star. Up and to the left is better: more epochs saved, less lost.
+    """
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in report.variants:
+        if not v.replayed:
+            continue
+        x, worst, y = v.mean_lost, v.worst_lost, 100 * v.saved_fraction
+        chosen = v is report.recommended
+        if worst > x and worst != float("inf"):
+            ax.plot([x, worst], [y, y], color="0.7", linewidth=1, zorder=1)
+        ax.scatter([x], [y], marker="*" if chosen else "o", s=180 if chosen else 40,
+                   color="C3" if chosen else ("C1" if v.runs_hurt else "C0"), zorder=3)
+        ax.annotate(v.label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize="small")
+    ax.set_xlabel(f"{report.objective} lost: mean over runs (dot) to worst run (line end)")
+    ax.set_ylabel("epochs saved (% of recorded)")
+    title = f"recommended: {report.recommended.label}" if report.recommended else "no recommendation"
+    ax.set_title(f"{title} (orange: hurts a run by more than {report.tolerance})", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
