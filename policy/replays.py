@@ -319,11 +319,13 @@ def _recorded(histories: Any) -> list[RecordedRun]:
         return [_in_memory("run 0", histories)]
     named = list(histories.items()) if isinstance(histories, Mapping) else [(None, h) for h in histories]
     out: list[RecordedRun] = []
+    seen: set[Path] = set()  # a file named by a folder and by a glob is one run
     for i, (name, item) in enumerate(named):
         if isinstance(item, RecordedRun):
             out.append(item)
         elif isinstance(item, str | Path):
-            found = find_runs([item])
+            found = [r for r in find_runs([item]) if Path(r.name).resolve() not in seen]
+            seen.update(Path(r.name).resolve() for r in found)
             out += found if name is None else [RecordedRun(str(name), r.history, r.error, r.notes) for r in found]
         else:
             out.append(_in_memory(str(name) if name is not None else f"run {i}", item))
