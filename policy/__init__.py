@@ -48,12 +48,14 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def parse_policy(text: str) -> Policy:
-    """Parse and check policy text; raise :class:`PolicyError` listing every problem."""
-    from policy.parser import parse
-    from policy.validate import validate
+def parse_policy(text: str | Policy) -> Policy:
+    """Parse and check policy text; raise :class:`PolicyError` listing every problem.
 
-    return validate(parse(text))
+    A :class:`Policy` is checked and returned as is; anything else is a ``TypeError``.
+    """
+    from policy.accept import policy_argument
+
+    return policy_argument(text, "parse_policy")
 
 
 def compile_policy(policy: str | Policy, *, strict: bool = True) -> list[keras.callbacks.Callback]:
@@ -63,9 +65,13 @@ def compile_policy(policy: str | Policy, *, strict: bool = True) -> list[keras.c
     the first epoch stops training with a :class:`PolicyError` naming the closest metric
     that does exist; ``strict=False`` keeps Keras's own warning instead.
     """
+    from policy.accept import policy_argument
+
+    parsed = policy_argument(policy, "compile_policy")
+    if not isinstance(strict, bool):
+        raise TypeError(f"compile_policy(strict=...) takes True or False; got {type(strict).__name__}")
     from policy.compiler import compile_rules
 
-    parsed = parse_policy(policy) if isinstance(policy, str) else policy
     return compile_rules(parsed, strict=strict)
 
 

@@ -98,6 +98,31 @@ class AllOf(Node):
 
 Condition: TypeAlias = Plateau | Threshold | NotFinite | AnyOf | AllOf
 
+MAX_CONDITION_DEPTH = 32
+"""How deeply and/or groups may nest in one condition (``(A and (B or (C and ...)))``).
+
+A chain of any length (``A or B or C ...``) is one flat group; only a group inside a group
+counts. Every stage walks conditions recursively (printer, validator, compiler, reference), so
+the parser and the validator bound the depth with a PolicyError, well inside Python's recursion
+limit. Nobody writes more than a few levels.
+"""
+
+
+def condition_depth(condition: Condition) -> int:
+    """How deeply and/or groups nest in ``condition`` (0 for a single atom); never recurses."""
+    deepest = 0
+    stack: list[tuple[Condition, int]] = [(condition, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, AnyOf | AllOf):
+            depth += 1
+            # A hand-built AST may be deeper than any text can be; stop counting past the limit.
+            if depth > MAX_CONDITION_DEPTH:
+                return depth
+            stack.extend((part, depth) for part in node.parts)
+        deepest = max(deepest, depth)
+    return deepest
+
 
 # --------------------------------------------------------------------------- rules
 

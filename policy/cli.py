@@ -102,7 +102,7 @@ def read_policy(arg: str, key: str = "policy") -> Policy:
     path = Path(arg)
     looks_like_file = path.suffix.lower() in ALL_SUFFIXES and "\n" not in arg and " " not in path.name
     if looks_like_file or _is_file(arg):
-        if not path.is_file():
+        if not _is_file(arg):
             raise UsageError(f"no such file: {arg!r}")
         return load(path, key=key)
     from policy.parser import parse
@@ -122,7 +122,11 @@ def place_error(error: PolicyError, arg: str, key: str) -> PolicyError:
 
 
 def _is_file(arg: str) -> bool:
-    return "\n" not in arg and len(arg) < 4096 and Path(arg).is_file()
+    """Whether ``arg`` names a readable file; a name the OS refuses (too long) is not one."""
+    try:
+        return "\n" not in arg and len(arg) < 4096 and Path(arg).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- commands
@@ -152,7 +156,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from policy.history import read_history
 
     policy = read_policy(args.policy, args.key)
-    if not Path(args.history).is_file():
+    if not _is_file(args.history):
         raise UsageError(f"no such history file: {args.history!r}")
     if args.plot is not None:
         # Fail before the replay, not after it, when plotting cannot happen at all.

@@ -20,7 +20,7 @@ Keras prints, not what it does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from policy import ast
@@ -55,6 +55,9 @@ def describe(callbacks: Iterable[Any]) -> str:
     Raises:
         PolicyError: one problem per callback that has no equivalent rule, each naming it.
     """
+    if isinstance(callbacks, str | bytes | Mapping) or not isinstance(callbacks, Iterable):
+        single = " (wrap a single callback in a list)" if hasattr(callbacks, "set_model") else ""
+        raise TypeError(f"describe() takes a list of Keras callbacks; got {type(callbacks).__name__}{single}")
     lines: list[str] = []
     problems: list[Problem] = []
     for index, cb in enumerate(callbacks):

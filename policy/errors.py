@@ -83,6 +83,18 @@ def error_at(source: str, pos: Pos | tuple[int, int], message: str, suggestion: 
     return PolicyError([problem_at(source, pos, message, suggestion)])
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message: shortened, and safe for any value (the repr of an
+    int with more than 4300 digits raises ValueError; a user object's ``__repr__`` may raise)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The choice most like ``word``, if any is close enough to be a likely typo."""
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)

@@ -38,11 +38,9 @@ def explain_rules(policy: ast.Policy) -> list[RuleExplanation]:
 
 def explain(policy: str | ast.Policy) -> str:
     """The plain-English explanation of a policy: per rule, its text, a sentence and its callback."""
-    if isinstance(policy, str):
-        from policy.parser import parse
-        from policy.validate import validate
+    from policy.accept import policy_argument
 
-        policy = validate(parse(policy))
+    policy = policy_argument(policy, "explain")
     blocks = []
     for e in explain_rules(policy):
         blocks.append(f"{e.rule}\n    {e.sentence}\n    -> {e.callback.text()}")

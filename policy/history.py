@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 
 from policy import ast
 from policy.ast import Policy
+from policy.errors import shown
 
 EpochLogs: TypeAlias = dict[str, float]
 History: TypeAlias = list[EpochLogs]
@@ -47,9 +48,20 @@ def read_history(path: str | Path) -> History:
     """Read a CSVLogger CSV or a History JSON file into per-epoch logs."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HistoryError(f"cannot read the history ({exc.strerror or exc})", str(path)) from None
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise HistoryError(f"cannot read the history ({reason})", str(path)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise HistoryError(
+            f"the history is not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset {exc.start} "
+            "cannot be decoded; save it as UTF-8",
+            str(path),
+            line,
+        ) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
         return history_from_json(text, str(path))
     return history_from_csv(text, str(path))
@@ -57,7 +69,10 @@ def read_history(path: str | Path) -> History:
 
 def history_from_csv(text: str, filename: str | None = None) -> History:
     """Parse CSVLogger output. Rows are ordered by their ``epoch`` column, which must not repeat."""
-    rows = list(csv.reader(text.splitlines()))
+    try:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:  # a NUL byte, a field over the csv module's size limit
+        raise HistoryError(f"not a valid CSV file ({exc})", filename) from None
     if not rows or not any(rows[0]):
         raise HistoryError("the history is empty", filename)
     header = [h.strip() for h in rows[0]]
@@ -93,6 +108,11 @@ def history_from_json(text: str, filename: str | None = None) -> History:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise HistoryError(f"not valid JSON ({exc.msg})", filename, exc.lineno) from None
+    except RecursionError:
+        raise HistoryError("not valid JSON (it nests lists or objects deeper than the reader can follow)",
+                           filename) from None
+    except ValueError as exc:  # an integer longer than Python's int-from-text limit
+        raise HistoryError(f"not valid JSON ({exc})", filename) from None
     return history_from_data(data, filename)
 
 
@@ -146,8 +166,13 @@ def _from_columns(data: Mapping[Any, Any], filename: str | None) -> History:
 
 def _value(v: Any, key: str, filename: str | None) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise HistoryError(f"{key!r}: expected a number, got {v!r}", filename)
-    return _number(str(v), key, filename, 0) if isinstance(v, str) else float(v)
+        raise HistoryError(f"{key!r}: expected a number, got {shown(v)}", filename)
+    if isinstance(v, str):
+        return _number(v, key, filename, 0)
+    try:
+        return float(v)
+    except OverflowError:
+        raise HistoryError(f"{key!r}: {shown(v)} is too large for a float", filename) from None
 
 
 def _number(raw: str, key: str, filename: str | None, line: int) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,19 +45,63 @@ def load(source: str | os.PathLike[str] | Mapping[str, Any], key: str = "policy"
         PolicyError: the file is missing or unreadable, the key is absent (naming the keys that
             exist), the value is not text or a list of text, or the policy itself is invalid.
     """
+    if not isinstance(key, str):
+        raise TypeError(
+            f"load(key=...) takes a dotted key as text, such as 'policy' or 'training.policy'; "
+            f"got {type(key).__name__}"
+        )
     if isinstance(source, Mapping):
         return _parse(policy_text(source, key), None, None)
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(
+            "load() takes a path to a config or .policy file (a str or os.PathLike) or a mapping "
+            f"holding the policy; got {type(source).__name__}"
+        )
     path = Path(source)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError.plain(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    raw = read_text(path)
     suffix = path.suffix.lower()
     if suffix not in CONFIG_SUFFIXES:
         # Anything else is read as policy text itself, line for line.
         return _parse(raw, str(path), None)
     data = read_config(raw, suffix, str(path))
     return _parse(policy_text(data, key, str(path)), str(path), (raw, key))
+
+
+def read_text(path: Path) -> str:
+    """A file's text, decoded as UTF-8 (a leading byte-order mark is dropped); every failure is a
+    PolicyError naming the file, and for bytes that are not UTF-8 the line, column and byte offset."""
+    try:
+        data = path.read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PolicyError.plain(f"cannot read {str(path)!r}: {reason}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(data, exc, str(path)) from None
+
+
+def not_utf8(data: bytes, exc: UnicodeDecodeError, filename: str) -> PolicyError:
+    """The error for a file that is not UTF-8, at the first offending byte."""
+    start = exc.start
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line = data.count(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", start)
+    # The column counts characters (the part of the line before the byte decodes cleanly).
+    before = data[line_start:start].decode("utf-8", errors="replace")
+    shown_line = data[line_start : line_end if line_end >= 0 else len(data)].decode("utf-8", errors="replace")
+    return PolicyError(
+        [
+            Problem(
+                f"the file is not UTF-8 text: byte 0x{data[start]:02x} at byte offset {start} cannot be decoded",
+                line,
+                len(before) + 1,
+                shown_line,
+                "save the file as UTF-8",
+            )
+        ],
+        filename,
+    )
 
 
 def read_config(raw: str, suffix: str, filename: str) -> Any:
@@ -67,6 +112,10 @@ def read_config(raw: str, suffix: str, filename: str) -> Any:
         except json.JSONDecodeError as exc:
             raise PolicyError([Problem(f"not valid JSON: {exc.msg}", exc.lineno, exc.colno, _line(raw, exc.lineno))],
                               filename) from None
+        except RecursionError:
+            raise _too_deep("JSON", filename) from None
+        except ValueError as exc:  # e.g. an integer longer than Python's int-from-text limit
+            raise PolicyError([Problem(f"not valid JSON: {exc}")], filename) from None
     if suffix in TOML_SUFFIXES:
         try:
             tomllib: Any = importlib.import_module("tomllib")
@@ -78,7 +127,9 @@ def read_config(raw: str, suffix: str, filename: str) -> Any:
                                         "pip install tomli") from None
         try:
             return tomllib.loads(raw)
-        except tomllib.TOMLDecodeError as exc:
+        except RecursionError:
+            raise _too_deep("TOML", filename) from None
+        except ValueError as exc:  # TOMLDecodeError is one; so is an over-long integer
             raise PolicyError([Problem(f"not valid TOML: {exc}")], filename) from None
     try:
         yaml: Any = importlib.import_module("yaml")
@@ -91,6 +142,25 @@ def read_config(raw: str, suffix: str, filename: str) -> Any:
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         what = getattr(exc, "problem", None) or str(exc)
         raise PolicyError([Problem(f"not valid YAML: {what}", line, column, _line(raw, line))], filename) from None
+    except RecursionError:
+        raise _too_deep("YAML", filename) from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # pyyaml's constructors can fail on a tagged scalar they cannot build (``!!int 0x``, an
+        # impossible ``!!timestamp``) with a plain Python error rather than a YAMLError.
+        raise PolicyError([Problem(f"not valid YAML: {exc}")], filename) from None
+
+
+def _too_deep(kind: str, filename: str) -> PolicyError:
+    return PolicyError(
+        [
+            Problem(
+                f"not valid {kind}: it nests lists or tables deeper than the reader can follow "
+                f"(Python's recursion limit, {sys.getrecursionlimit()})",
+                suggestion="a policy config needs only a few levels of nesting",
+            )
+        ],
+        filename,
+    )
 
 
 def policy_text(data: Any, key: str = "policy", filename: str | None = None) -> str:
@@ -171,7 +241,7 @@ def _parse(text: str, filename: str | None, located: tuple[str, str] | None) -> 
 def place_error(error: PolicyError, path: str | os.PathLike[str], key: str = "policy") -> PolicyError:
     """An error found later in a policy loaded from ``path`` (a missing metric, say), placed in that file."""
     path = Path(path)
-    raw = path.read_text(encoding="utf-8")
+    raw = read_text(path)
     suffix = path.suffix.lower()
     if suffix not in CONFIG_SUFFIXES:
         return error.with_filename(str(path))

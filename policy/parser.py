@@ -24,6 +24,9 @@ from policy.errors import PolicyError, Problem, closest, error_at
 # The largest whole number a count may be (patience, epochs, steps, k). Larger is a typo.
 MAX_COUNT = 10**9
 
+# How deeply and/or groups may nest in one condition (see policy.ast.MAX_CONDITION_DEPTH).
+MAX_CONDITION_DEPTH = ast.MAX_CONDITION_DEPTH
+
 _TIME_UNITS: dict[str, ast.TimeUnit] = {
     "epoch": "epochs",
     "epochs": "epochs",
@@ -112,6 +115,7 @@ def _parse_whole(text: str) -> ast.Policy:
         tree = _lark().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
+    _check_depth(text, tree)
     try:
         rules = _ToAst(text).transform(tree)
     except lark.exceptions.VisitError as exc:
@@ -180,6 +184,38 @@ def _rule_spans(text: str) -> list[tuple[int, int]]:
 def _end_of(text: str) -> tuple[int, int]:
     lines = text.split("\n")
     return len(lines), len(lines[-1]) + 1
+
+
+def _check_depth(text: str, tree: lark.Tree[Token]) -> None:
+    """Refuse conditions whose and/or groups nest deeper than :data:`MAX_CONDITION_DEPTH`.
+
+    Walks the tree with an explicit stack (the tree may be arbitrarily deep here, which is the
+    point) and points at the opening parenthesis of the first group that is one level too deep.
+    """
+    stack: list[tuple[lark.Tree[Token], int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in ("any_of", "all_of"):
+            depth += 1
+            if depth > MAX_CONDITION_DEPTH:
+                raise error_at(
+                    text,
+                    _opening_paren(text, node.meta),
+                    f"this condition nests parentheses more than {MAX_CONDITION_DEPTH} levels deep",
+                    "split it into several 'stop when' rules (they act as one 'or'), or flatten the groups",
+                )
+        stack.extend((child, depth) for child in node.children if isinstance(child, lark.Tree))
+
+
+def _opening_paren(text: str, meta: Meta) -> tuple[int, int]:
+    """The ``(`` just before a group (its own span starts at its first term), else its start."""
+    i = meta.start_pos - 1
+    while i >= 0 and text[i] in " \t\f\r":
+        i -= 1
+    if i < 0 or text[i] != "(":
+        return meta.line, meta.column
+    line = text.count("\n", 0, i) + 1
+    return line, i - (text.rfind("\n", 0, i) + 1) + 1
 
 
 # --------------------------------------------------------------------------- errors
@@ -526,4 +562,4 @@ _OPTION_WORDS = {
     "min_lr": "min lr",
 }
 
-__all__ = ["MAX_COUNT", "keywords", "parse"]
+__all__ = ["MAX_CONDITION_DEPTH", "MAX_COUNT", "keywords", "parse"]

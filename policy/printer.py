@@ -100,4 +100,7 @@ def rule(r: ast.Rule) -> str:
 
 def format_policy(policy: ast.Policy) -> str:
     """The canonical text of a policy: one rule per line, no trailing newline."""
+    from policy.accept import well_formed
+
+    well_formed(policy, "format_policy")
     return "\n".join(rule(r) for r in policy.rules)

@@ -8,6 +8,7 @@ in one pass. It never touches the file system.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterator
 from typing import Protocol
@@ -84,10 +85,38 @@ def checkpoint_direction(metric: ast.Metric, direction: ast.Direction | None) ->
 
 def validate(policy: ast.Policy) -> ast.Policy:
     """Return ``policy`` unchanged if it is valid, else raise one PolicyError with every problem."""
+    check_depth(policy)
     problems = list(_problems(policy))
     if problems:
         raise PolicyError(problems)
     return policy
+
+
+_TOO_DEEP = f"this condition nests and/or groups more than {ast.MAX_CONDITION_DEPTH} levels deep"
+
+
+def check_depth(policy: ast.Policy) -> None:
+    """Raise PolicyError if a condition nests and/or groups deeper than ``MAX_CONDITION_DEPTH``.
+
+    Every other check (and the printer, compiler and reference) walks conditions recursively; a
+    hand-built AST may nest deeper than any parsed text can (the parser refuses it), so this is
+    checked first and alone, without recursion.
+    """
+    too_deep = [
+        problem_at(policy.source, condition.pos, _TOO_DEEP, "split the condition into several rules")
+        for condition in _conditions(policy)
+        if ast.condition_depth(condition) > ast.MAX_CONDITION_DEPTH
+    ]
+    if too_deep:
+        raise PolicyError(too_deep)
+
+
+def _conditions(policy: ast.Policy) -> Iterator[ast.Condition]:
+    for rule in policy.rules:
+        if isinstance(rule, ast.StopWhen):
+            yield rule.condition
+        elif isinstance(rule, ast.ReduceLR):
+            yield rule.when
 
 
 def _problems(policy: ast.Policy) -> Iterator[Problem]:
@@ -200,16 +229,75 @@ def _check_model_path(rule: ast.Node, path: str, weights_only: bool, at: _At) ->
             else f'write "{_swap_suffix(path, ".keras")}"'
         )
         yield at(rule, f"a model file must end in .keras, got {path!r}", hint)
+    yield from _check_template(rule, path, at)
+
+
+# What Keras fills a checkpoint path's placeholders with: ``epoch`` and ``batch`` are ints, every
+# other name is a logged metric, a float (ModelCheckpoint formats ``path.format(epoch=..., **logs)``).
+_INT_PLACEHOLDERS = frozenset({"epoch", "batch"})
+# The longest file name common file systems allow; a wider field or precision cannot be a path.
+_MAX_NAME = 255
+
+
+def _check_template(rule: ast.Node, path: str, at: _At) -> Iterator[Problem]:
+    """A checkpoint path is a ``str.format`` template that Keras formats after an epoch or batch.
+
+    Everything that would make that formatting raise for any value, or read more than the value
+    itself, is refused now, before training: unbalanced braces, unnamed (positional)
+    placeholders, attribute or index access (``{epoch.__class__}``, ``{val_loss[0]}``: a path may
+    come from a config file, and format strings can reach into objects), unknown conversions,
+    placeholders nested in a format spec, and format specs that do not apply to the value's type.
+    Whether a named metric is logged at all is only known in ``fit`` (the strict check).
+    """
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(path) if f is not None]
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(path) if f is not None]
     except ValueError as exc:
         yield at(rule, f"the path {path!r} is not a valid template ({exc})", "write {{ and }} for literal braces")
         return
-    for name in fields:
+    for name, spec_or_none, conversion in fields:
+        spec = spec_or_none or ""
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        plain = re.split(r"[.\[]", name, maxsplit=1)[0]
         if name == "" or name.isdigit():
             yield at(
                 rule, f"the path {path!r} has a placeholder with no name", "name it, e.g. {epoch:03d} or {val_loss:.3f}"
             )
+        elif plain != name:
+            how = "reads an attribute of" if name[len(plain)] == "." else "indexes"
+            yield at(
+                rule,
+                f"the path {path!r} {how} a placeholder ({shown}); only plain names are filled in",
+                f"write {{{plain}}}" if plain else "write {epoch} or a metric name such as {val_loss:.4f}",
+            )
+        elif conversion not in (None, "r", "s", "a"):
+            yield at(rule, f"the path {path!r} uses the unknown conversion !{conversion} in {shown}", f"write {{{name}}}")
+        elif "{" in spec or "}" in spec:
+            yield at(
+                rule,
+                f"the path {path!r} has a placeholder inside a format spec ({shown})",
+                "write the spec out, e.g. {epoch:03d}",
+            )
+        elif max((int(n) for n in re.findall(r"[0-9]+", spec)), default=0) > _MAX_NAME:
+            # Also keeps the check itself cheap: format(1, "1000000000") builds a 1 GB string.
+            yield at(
+                rule,
+                f"the format spec {spec!r} in {shown} asks for more than {_MAX_NAME} characters, "
+                "longer than a file name can be",
+                "e.g. {epoch:03d} or {val_loss:.4f}",
+            )
+        elif spec:
+            sample: object = 1 if name in _INT_PLACEHOLDERS else 1.0
+            if conversion is not None:
+                sample = ascii(sample) if conversion == "a" else repr(sample) if conversion == "r" else str(sample)
+            kind = "text" if conversion else ("a whole number" if name in _INT_PLACEHOLDERS else "a metric value (a float)")
+            try:
+                format(sample, spec)
+            except ValueError as exc:
+                yield at(
+                    rule,
+                    f"the format spec {spec!r} in {shown} does not apply to {kind}: {exc}",
+                    "e.g. {epoch:03d} or {val_loss:.4f}",
+                )
 
 
 def _check_schedule(rule: ast.Schedule, at: _At) -> Iterator[Problem]:

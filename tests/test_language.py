@@ -265,9 +265,10 @@ def test_policy_error_is_a_value_error_with_position() -> None:
     assert "improvin" in err.source_line
 
 
-def test_non_text_is_a_policy_error() -> None:
-    with pytest.raises(PolicyError, match="must be text"):
+def test_non_text_is_a_type_error_saying_what_is_accepted() -> None:
+    with pytest.raises(TypeError) as info:
         parse_policy(42)  # type: ignore[arg-type]
+    assert str(info.value) == "parse_policy() takes policy text (a str) or a Policy; got int"
 
 
 # --------------------------------------------------------------------------- properties

@@ -392,9 +392,15 @@ def test_missing_placeholder_raises_even_when_not_saving() -> None:
         simulate('save best on val_loss to "m-{val_acc}.keras"', {"val_loss": [1.0, 2.0]})
 
 
-def test_bad_format_spec_is_a_keras_error() -> None:
-    with pytest.raises(KerasWouldRaise):
+def test_bad_format_spec_is_refused_before_the_run() -> None:
+    # Keras would raise ValueError at the first save; the validator refuses the path up front.
+    with pytest.raises(PolicyError) as info:
         simulate('save every epoch to "m-{val_loss:03d}.keras"', {"val_loss": [1.0]})
+    assert not isinstance(info.value, KerasWouldRaise)
+    assert info.value.message == (
+        "the format spec '03d' in {val_loss:03d} does not apply to a metric value (a float): "
+        "Unknown format code 'd' for object of type 'float'"
+    )
 
 
 def test_save_every_epoch_and_save_last() -> None:
@@ -635,7 +641,7 @@ def test_step_rules_need_step_counts() -> None:
         ({"batch_losses": [[1.0], [1.0, 2.0]], "steps_per_epoch": 1}, "epoch 1 has 1 batches"),
         ({"batch_losses": [[1.0], []]}, "no training batches"),
         ({"batch_losses": [[1.0], ["x"]]}, "not a number"),
-        ({"steps_per_epoch": 0}, "at least 1"),
+        ({"steps_per_epoch": 0}, "from 1 to 1000000000, got 0"),
         ({"steps_per_epoch": 1.5}, "whole number"),
         ({"step_seconds": -1.0, "steps_per_epoch": 1}, ">= 0"),
         ({"step_seconds": [[1.0], [-1.0]]}, "negative"),
@@ -651,7 +657,7 @@ def test_bad_batch_inputs(kwargs: Any, message: str) -> None:
 def test_invalid_policy_is_a_policy_error() -> None:
     with pytest.raises(PolicyError):
         simulate("stop when", {"loss": [1.0]})
-    with pytest.raises(PolicyError):
+    with pytest.raises(TypeError, match=r"^simulate\(\) takes policy text \(a str\) or a Policy from parse_policy\(\); got int$"):
         simulate(42, {"loss": [1.0]})  # type: ignore[arg-type]
 
 

@@ -14,12 +14,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from policy.errors import PolicyError
+from policy.errors import PolicyError, shown
 
 EpochLogs: TypeAlias = dict[str, float]
 """One epoch's logs as Keras hands them to ``on_epoch_end``: plain floats, missing keys absent."""
 
 History: TypeAlias = Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]]
+
+# The most training batches per epoch a simulation takes (the policy language's own limit on
+# counts); beyond it a typo is likelier than a real run, and per-batch data would not fit in memory.
+MAX_STEPS_PER_EPOCH = 10**9
 
 # Strings a CSVLogger file (or a hand-written table) uses for "not logged this epoch".
 _MISSING_WORDS = frozenset({"", "na", "n/a", "none", "null"})
@@ -54,7 +58,12 @@ def number(value: Any, where: str) -> float | None:
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         raise PolicyError.plain(f"{where} is {value!r}, a boolean; expected a number")
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int (or Fraction) beyond float range: Keras's float() raises too
+            raise PolicyError.plain(
+                f"{where} is {shown(value)}, too large for a float", "log values within float range"
+            ) from None
     if isinstance(value, str):
         if value.strip().lower() in _MISSING_WORDS:
             return None
@@ -62,7 +71,7 @@ def number(value: Any, where: str) -> float | None:
             return float(value)
         except ValueError:
             pass
-    raise PolicyError.plain(f"{where} is {value!r}, which is not a number", "log numbers (None means missing)")
+    raise PolicyError.plain(f"{where} is {shown(value)}, which is not a number", "log numbers (None means missing)")
 
 
 def _series(values: Any, what: str) -> list[Any]:
@@ -81,7 +90,7 @@ def epoch_logs(history: Any) -> tuple[EpochLogs, ...]:
         columns: dict[str, list[Any]] = {}
         for name, values in history.items():
             if not isinstance(name, str):
-                raise PolicyError.plain(f"metric names must be text, got {name!r}")
+                raise PolicyError.plain(f"metric names must be text, got {shown(name)}")
             columns[name] = _series(values, f"the history of {name!r}")
         lengths = {name: len(v) for name, v in columns.items()}
         if len(set(lengths.values())) > 1:
@@ -105,7 +114,7 @@ def epoch_logs(history: Any) -> tuple[EpochLogs, ...]:
         logs: EpochLogs = {}
         for name in sorted(row):
             if not isinstance(name, str):
-                raise PolicyError.plain(f"metric names must be text, got {name!r} at epoch {epoch}")
+                raise PolicyError.plain(f"metric names must be text, got {shown(name)} at epoch {epoch}")
             if name == _INDEX_COLUMN:
                 continue
             raw = row[name]
@@ -157,7 +166,7 @@ def run_input(
     if initial_lr is not None:
         lr = number(initial_lr, "initial_lr")
         if lr is None or not math.isfinite(lr):
-            raise PolicyError.plain(f"initial_lr must be a finite number, got {initial_lr!r}")
+            raise PolicyError.plain(f"initial_lr must be a finite number, got {shown(initial_lr)}")
 
     losses = None
     if batch_losses is not None:
@@ -167,9 +176,9 @@ def run_input(
     constant_seconds: float | None = None
     if step_seconds is not None:
         if isinstance(step_seconds, numbers.Real) and not isinstance(step_seconds, bool):
-            constant_seconds = float(step_seconds)
-            if not (math.isfinite(constant_seconds) and constant_seconds >= 0):
-                raise PolicyError.plain(f"step_seconds must be a finite number >= 0, got {step_seconds!r}")
+            constant_seconds = number(step_seconds, "step_seconds")
+            if constant_seconds is None or not (math.isfinite(constant_seconds) and constant_seconds >= 0):
+                raise PolicyError.plain(f"step_seconds must be a finite number >= 0, got {shown(step_seconds)}")
         else:
             seconds = _batch_table(step_seconds, "step_seconds", epochs, optional_values=False)
             for epoch, row in enumerate(seconds):
@@ -197,9 +206,11 @@ def _steps(
     sources: list[tuple[str, tuple[int, ...]]] = []
     if steps_per_epoch is not None:
         if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral):
-            raise PolicyError.plain(f"steps_per_epoch must be a whole number, got {steps_per_epoch!r}")
-        if steps_per_epoch < 1:
-            raise PolicyError.plain(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+            raise PolicyError.plain(f"steps_per_epoch must be a whole number, got {shown(steps_per_epoch)}")
+        if not 1 <= int(steps_per_epoch) <= MAX_STEPS_PER_EPOCH:
+            raise PolicyError.plain(
+                f"steps_per_epoch must be from 1 to {MAX_STEPS_PER_EPOCH}, got {shown(steps_per_epoch)}"
+            )
         sources.append(("steps_per_epoch", (int(steps_per_epoch),) * epochs))
     if losses is not None:
         sources.append(("batch_losses", tuple(len(row) for row in losses)))

@@ -24,7 +24,7 @@ from policy.printer import rule as rule_text
 from policy.reference import rules as r
 from policy.reference.inputs import RunInput, run_input
 from policy.reference.semantics import KERAS_3_15, KerasWouldRaise, Semantics, placeholder_names
-from policy.validate import is_early_stopping, is_terminate_on_nan, metrics_read, validate
+from policy.validate import is_early_stopping, is_terminate_on_nan, metrics_read
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,10 @@ def simulate(
     ``strict=False`` compiles (Keras's monitors warn and skip).
     """
     parsed = _parse(policy)
+    if not isinstance(strict, bool):
+        raise TypeError(f"simulate(strict=...) takes True or False; got {type(strict).__name__}")
+    if not isinstance(semantics, Semantics):
+        raise TypeError(f"simulate(semantics=...) takes a Semantics object; got {type(semantics).__name__}")
     data = run_input(
         history,
         initial_lr=initial_lr,
@@ -118,13 +122,9 @@ def _check_first_epoch_metrics(policy: ast.Policy, first: Mapping[str, float]) -
 
 
 def _parse(policy: str | ast.Policy) -> ast.Policy:
-    if isinstance(policy, str):
-        from policy import parse_policy
+    from policy.accept import policy_argument
 
-        return parse_policy(policy)
-    if isinstance(policy, ast.Policy):
-        return validate(policy)
-    raise PolicyError.plain(f"a policy must be text or a Policy, got {type(policy).__name__}")
+    return policy_argument(policy, "simulate")
 
 
 def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
