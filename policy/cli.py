@@ -135,9 +135,22 @@ def _is_file(arg: str) -> bool:
 def cmd_check(args: argparse.Namespace) -> int:
     from policy.printer import format_policy
 
-    policy = read_policy(args.policy, args.key)
-    print(format_policy(policy))
-    return EXIT_OK
+    if len(args.policy) == 1:
+        print(format_policy(read_policy(args.policy[0], args.key)))
+        return EXIT_OK
+    # Several files (as pre-commit passes them): check every one, report every bad one.
+    failed = 0
+    for arg in args.policy:
+        try:
+            rules = read_policy(arg, args.key).rules
+        except PolicyError as exc:
+            print_policy_error(exc, sys.stderr)
+            failed += 1
+            continue
+        print(f"{arg}: {len(rules)} rule{'s' if len(rules) != 1 else ''}, ok")
+    if failed:
+        print(f"{failed} of {len(args.policy)} policies have errors", file=sys.stderr)
+    return EXIT_POLICY if failed else EXIT_OK
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -387,8 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         return p
 
-    def policy_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("policy", metavar="POLICY_OR_FILE", help=_POLICY_HELP)
+    def policy_args(p: argparse.ArgumentParser, several: bool = False) -> None:
+        if several:
+            p.add_argument("policy", metavar="POLICY_OR_FILE", nargs="+",
+                           help=_POLICY_HELP + "; several files are each checked (as pre-commit passes them)")
+        else:
+            p.add_argument("policy", metavar="POLICY_OR_FILE", help=_POLICY_HELP)
         p.add_argument("--key", default="policy",
                        help="where the policy sits in a config file; dots go down tables (default: policy)")
 
@@ -396,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "Parse and validate a policy. On success print its canonical form (one rule a line) and exit 0; "
                 "otherwise print every problem as file:line:col with the source line, a caret and a hint, "
                 "and exit 1. Never imports keras.")
-    policy_args(check)
+    policy_args(check, several=True)
     check.set_defaults(func=cmd_check)
 
     explain = add("explain", "say in plain English what each rule does, and its Keras callback",
