@@ -20,6 +20,7 @@ run: the fewest runs hurt, then the smallest worst loss.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -453,8 +454,13 @@ def _replay_one(policy: ast.Policy, p: _Prepared, objective: str, tol: Tolerance
             has = ", ".join(sorted(p.logged)) or "nothing"
             return RunReplay(name, "skipped", recorded, reason=f"{metric} is not in this run (it has {has}){hint}",
                              notes=tuple(notes))
+    data = p.data
+    if data.initial_lr is not None and not any(isinstance(r, ast.ReduceLR | ast.Schedule) for r in policy.rules):
+        # The lr a run logged matters only to lr rules; without one the outcome lists no lrs, so a
+        # TensorBoard folder (which always logs it) and a CSV file (which may not) replay alike.
+        data = dataclasses.replace(data, initial_lr=None)
     try:
-        outcome = simulate_checked(policy, p.data, strict=strict)
+        outcome = simulate_checked(policy, data, strict=strict)
     except PolicyError as exc:
         hint = f" ({exc.suggestion})" if exc.suggestion else ""
         return RunReplay(name, "skipped", recorded, reason=f"{exc.message}{hint}", notes=tuple(notes))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-from policy import PolicyError, replay, simulate
+from policy import PolicyError, ast, replay, simulate
 from policy.metrics import name_direction
 from policy.replays import FALLBACK_RULE, RECOMMENDATION_RULE, Tolerance
 from policy.testing import cases
@@ -188,7 +188,10 @@ def test_replay_decides_exactly_as_simulate(case: Case) -> None:
     """Checking each run once and each policy once changes no decision (the same inputs as simulate)."""
     logged = [m for m in dict.fromkeys(k for logs in case.history for k in logs) if name_direction(m)]
     assume(logged)
-    options = {"initial_lr": case.initial_lr, "steps_per_epoch": case.steps_per_epoch, "strict": case.strict}
+    # Replay gives the starting lr only to policies with an lr rule (others list no lrs).
+    sets_lr = any(isinstance(rule, ast.ReduceLR | ast.Schedule) for rule in case.policy.rules)
+    options = {"initial_lr": case.initial_lr if sets_lr else None, "steps_per_epoch": case.steps_per_epoch,
+               "strict": case.strict}
     try:
         expected = simulate(case.policy, case.history, **options)  # type: ignore[arg-type]
     except PolicyError as exc:
@@ -219,3 +222,40 @@ def test_replaying_csv_and_json_imports_no_framework_and_no_tensorboard(tmp_path
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
+
+
+def _events(folder: Path, sub: str, steps: dict[int, dict[str, float]]) -> None:
+    """An event file written with tensorboard's own pure-Python writer (no TensorFlow needed)."""
+    import time
+
+    from policy.tblogs import _loader
+
+    _loader()  # the same no-TensorFlow switch the reader sets
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    (folder / sub).mkdir(parents=True, exist_ok=True)
+    writer = EventFileWriter(str(folder / sub))
+    for step, values in steps.items():
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=v) for t, v in values.items()])
+        writer.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
+    writer.close()
+
+
+def test_tensorboard_folders_unknown_tags_and_bad_folders(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    good, only_custom, twice = tmp_path / "good", tmp_path / "only_custom", tmp_path / "twice"
+    _events(good, "train", {e: {"epoch_loss": 1.0 / (e + 1), "custom_thing": 2.0, "batch_loss": 0.1} for e in range(3)})
+    _events(good, "validation", {e: {"epoch_loss": [0.9, 0.5, 0.75][e]} for e in range(3)})
+    _events(only_custom, "train", {0: {"custom_thing": 1.0}})
+    _events(twice, "validation", {0: {"epoch_loss": 1.0}})
+    _events(twice, "validation", {0: {"epoch_loss": 2.0}})  # a second fit into the same folder
+    report = replay("stop when val_loss not improving for 1", [tmp_path])
+    got = {Path(r.run).name: r for r in report.runs}
+    assert list(got) == ["good", "only_custom", "twice"]
+    assert (got["good"].status, got["good"].epochs_run, got["good"].best_run) == ("replayed", 3, 0.5)
+    assert got["good"].notes == ("skipped scalar tags that are not Keras epoch logs: train/custom_thing",)
+    assert got["only_custom"].status == "failed"
+    assert "no epoch scalars in train/ or validation/" in got["only_custom"].reason
+    assert "(scalar tags found: train/custom_thing)" in got["only_custom"].reason
+    assert got["twice"].status == "failed" and "epoch 0 of 'epoch_loss' is written twice" in got["twice"].reason
