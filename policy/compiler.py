@@ -18,8 +18,10 @@ import keras
 
 from policy import ast
 from policy.callbacks import (
+    AtomicModelCheckpoint,
     CreateFolder,
     MetricCheck,
+    PolicyBackup,
     SaveEveryEpochs,
     SaveTop,
     Schedule,
@@ -86,11 +88,18 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
     :func:`why_stopped` names the rule afterwards.
     """
     callbacks: list[Any] = [MetricCheck(policy)] if strict else []
-    for rule in policy.rules:
-        text = rule_text(rule)
+    texts = [rule_text(rule) for rule in policy.rules]
+    for rule, text in zip(policy.rules, texts, strict=True):
         for cb in compile_rule(rule, text):
             setattr(cb, POLICY_RULE, text)
             callbacks.append(cb)
+    # The backup goes last whatever its place in the text: it restores after every other
+    # callback has reset itself at train begin, and saves after every other one has decided
+    # at an epoch end (docs/semantics.md, "Backups").
+    backups = [cb for cb in callbacks if isinstance(cb, PolicyBackup)]
+    callbacks = [cb for cb in callbacks if not isinstance(cb, PolicyBackup)] + backups
+    for backup in backups:
+        backup.attach(callbacks, policy, texts)
     return callbacks
 
 
@@ -127,7 +136,7 @@ def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
         return [StopAfterTime.of(rule.amount, rule.unit, text)]
     if isinstance(rule, ast.SaveBest):
         return [
-            keras.callbacks.ModelCheckpoint(
+            AtomicModelCheckpoint(
                 rule.path if rule.path is not None else default_best_path(rule.weights_only),
                 monitor=rule.metric.name,
                 mode=checkpoint_direction(rule.metric, rule.direction),
@@ -141,13 +150,13 @@ def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
     if isinstance(rule, ast.SaveEvery):
         if rule.unit == "steps":
             return [
-                keras.callbacks.ModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq=rule.every)
+                AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq=rule.every)
             ]
         if rule.every == 1:
-            return [keras.callbacks.ModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
+            return [AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
         return [SaveEveryEpochs(rule.path, rule.every, rule.weights_only)]
     if isinstance(rule, ast.SaveLast):
-        return [keras.callbacks.ModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
+        return [AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
     if isinstance(rule, ast.ReduceLR):
         p = rule.when
         return [
@@ -169,9 +178,7 @@ def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
         return [CreateFolder(folder), logger] if folder else [logger]
     if isinstance(rule, ast.LogTensorBoard):
         return [keras.callbacks.TensorBoard(log_dir=rule.path)]
-    return [
-        keras.callbacks.BackupAndRestore(backup_dir=rule.path, save_freq="epoch" if rule.steps is None else rule.steps)
-    ]
+    return [PolicyBackup(rule.path, save_freq="epoch" if rule.steps is None else rule.steps)]
 
 
 def _stop_when(rule: ast.StopWhen, text: str) -> list[Any]:

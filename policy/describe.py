@@ -104,7 +104,9 @@ def describe_one(cb: Any) -> list[str]:
         weights = " weights" if cb.weights_only else ""
         return [f"save{weights} every {cb.every} epochs to {path(cb.path)}"]
     cbs = keras.callbacks
-    kind = type(cb)
+    # The Keras class it is or extends: the policy's own ModelCheckpoint and BackupAndRestore
+    # are Keras's with only the way files reach the disk changed (policy.callbacks.atomic, .backup).
+    kind = next((k for k in type(cb).__mro__ if k.__module__.startswith("keras.")), type(cb))
     if kind is cbs.EarlyStopping:
         return [_early_stopping(cb)]
     if kind is cbs.ReduceLROnPlateau:

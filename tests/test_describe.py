@@ -219,7 +219,10 @@ def test_compiles_back_to_the_same_callback(callback: Any) -> None:
 @given(callback_lists())
 def test_describe_then_compile_round_trips(callbacks: list[Any]) -> None:
     # Every monitor drawn says its direction, so describe() never refuses here.
-    assert compiled_behaviour(describe(callbacks)) == [behaviour(cb) for cb in callbacks]
+    # compile_policy puts a backup last (docs/semantics.md, "Backups").
+    backups = [cb for cb in callbacks if isinstance(cb, cbs.BackupAndRestore)]
+    ordered = [cb for cb in callbacks if cb not in backups] + backups
+    assert compiled_behaviour(describe(callbacks)) == [behaviour(cb) for cb in ordered]
 
 
 @needs_compiler

@@ -85,6 +85,16 @@ def test_eject_is_valid_python_with_a_callbacks_list() -> None:
     assert "from policy" not in source  # no rule of ours, nothing of ours imported
 
 
+def _family(cb: object) -> type:
+    """The Keras class a compiled callback extends when it only changes how files are written."""
+    import keras
+
+    for saver in (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore):
+        if isinstance(cb, saver):
+            return saver
+    return type(cb)
+
+
 def _state(cb: object) -> dict[str, object]:
     """A callback's public attributes: what it was built with (``best`` is None before fit).
 
@@ -114,6 +124,8 @@ EJECT_CASES = [
 @pytest.mark.parametrize("text", EJECT_CASES)
 def test_ejected_code_builds_the_same_callbacks(text: str) -> None:
     pytest.importorskip("policy.compiler")
+    import keras
+
     from policy import compile_policy
     from policy.callbacks import MetricCheck, TerminateOnNaNRecorder
 
@@ -123,7 +135,11 @@ def test_ejected_code_builds_the_same_callbacks(text: str) -> None:
     assert isinstance(ejected, list)
     # Hand-written code has no strict metric check and no TerminateOnNaN stop recorder.
     compiled = [cb for cb in compile_policy(text) if not isinstance(cb, MetricCheck | TerminateOnNaNRecorder)]
-    assert [type(cb) for cb in ejected] == [type(cb) for cb in compiled]
+    # compile_policy puts the backup last, and writes checkpoints and backups through Keras's
+    # classes extended only in how files reach the disk; the ejected code is plain Keras.
+    backups = [cb for cb in ejected if isinstance(cb, keras.callbacks.BackupAndRestore)]
+    ejected = [cb for cb in ejected if cb not in backups] + backups
+    assert [type(cb) for cb in ejected] == [_family(cb) for cb in compiled]
     for a, b in zip(ejected, compiled, strict=True):
         assert _state(a).keys() == _state(b).keys()
         for key, value in _state(a).items():

@@ -4,11 +4,14 @@ One idea per module: :mod:`.condition` (``stop when`` conditions), :mod:`.budget
 (``stop after``), :mod:`.checkpoints` (every N epochs, top k), :mod:`.schedules`
 (learning-rate schedules), :mod:`.metric_check` (strict missing-metric check),
 :mod:`.folders` (the folder of a CSV log),
-:mod:`.recorder` (when TerminateOnNaN fired). Importing this package imports keras.
+:mod:`.recorder` (when TerminateOnNaN fired), :mod:`.atomic` (files that appear only when
+complete), :mod:`.state` and :mod:`.backup` (backups that resume every rule exactly). Importing this package imports keras.
 """
 
 from __future__ import annotations
 
+from policy.callbacks.atomic import AtomicModelCheckpoint
+from policy.callbacks.backup import PolicyBackup, Preempted
 from policy.callbacks.base import StopRecord
 from policy.callbacks.budget import StopAfterEpochs, StopAfterSteps, StopAfterTime
 from policy.callbacks.checkpoints import SaveEveryEpochs, SaveTop
@@ -19,9 +22,12 @@ from policy.callbacks.recorder import TerminateOnNaNRecorder
 from policy.callbacks.schedules import CosineTo, Schedule, ScheduledLearningRate, StepDecay, WarmUp
 
 __all__ = [
+    "AtomicModelCheckpoint",
     "CosineTo",
     "CreateFolder",
     "MetricCheck",
+    "PolicyBackup",
+    "Preempted",
     "SaveEveryEpochs",
     "SaveTop",
     "Schedule",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from policy.outcome import Stop
 
@@ -23,3 +24,19 @@ class StopRecord:
         """Sort key: earlier epoch, then batch before epoch end, then earlier batch, then list position."""
         phase = 0 if self.batch is not None else 1
         return (self.stop.epoch, phase, self.batch or 0, position)
+
+    def to_state(self) -> dict[str, Any]:
+        """As plain data, for a backup."""
+        return {"rule": self.stop.rule, "epoch": self.stop.epoch, "reason": self.stop.reason, "batch": self.batch}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> StopRecord | None:
+        """The record :meth:`to_state` described (None stays None)."""
+        if state is None:
+            return None
+        return cls(Stop(state["rule"], state["epoch"], state["reason"]), state["batch"])
+
+
+def record_state(record: StopRecord | None) -> dict[str, Any] | None:
+    """A stop record (or None) as plain data."""
+    return None if record is None else record.to_state()

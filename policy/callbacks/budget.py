@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from policy.callbacks.base import StopRecord
+from policy.callbacks.base import StopRecord, record_state
 from policy.outcome import Stop
 from policy.printer import number
 
@@ -39,6 +39,12 @@ class StopAfterEpochs(keras.callbacks.Callback):  # type: ignore[misc]
                 reason = f"{epoch + 1} epochs ran, the budget was {number(self.epochs)}"
                 self.stop_record = StopRecord(Stop(self.rule, epoch, reason))
 
+    def get_state(self) -> dict[str, Any]:
+        return {"stop": record_state(self.stop_record)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.stop_record = StopRecord.from_state(state["stop"])
+
 
 class _BatchBudget(keras.callbacks.Callback):  # type: ignore[misc]
     """Shared by the step and time budgets: knows the current epoch, records one stop."""
@@ -58,6 +64,13 @@ class _BatchBudget(keras.callbacks.Callback):  # type: ignore[misc]
         if self.stop_record is None:
             self.stop_record = StopRecord(Stop(self.rule, self._epoch, reason), batch=batch)
 
+    def get_state(self) -> dict[str, Any]:
+        return {"stop": record_state(self.stop_record), "epoch": self._epoch}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.stop_record = StopRecord.from_state(state["stop"])
+        self._epoch = state["epoch"]
+
 
 class StopAfterSteps(_BatchBudget):
     """Stop after the training batch that brings the count since train begin to ``steps``."""
@@ -76,6 +89,14 @@ class StopAfterSteps(_BatchBudget):
         self.seen += 1
         if self.seen >= self.steps:
             self._stop(batch, f"{self.seen} training steps ran, the budget was {number(self.steps)}")
+
+    def get_state(self) -> dict[str, Any]:
+        # Steps count across restarts: a resumed run goes on from the backed-up count.
+        return {**super().get_state(), "seen": self.seen}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.seen = state["seen"]
 
 
 class StopAfterTime(_BatchBudget):
@@ -107,3 +128,11 @@ class StopAfterTime(_BatchBudget):
         elapsed = self.clock() - self._start
         if elapsed >= self.seconds:
             self._stop(batch, f"{elapsed:g}s of training had elapsed, the budget was {self.seconds:g}s")
+
+    def get_state(self) -> dict[str, Any]:
+        # Training time counts across restarts; the time a run spent dead does not.
+        return {**super().get_state(), "elapsed": self.clock() - self._start}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self._start = self.clock() - state["elapsed"]

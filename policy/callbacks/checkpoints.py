@@ -2,19 +2,20 @@
 
 Paths are formatted exactly as ModelCheckpoint formats them (``{epoch}`` is 1-based, other
 placeholders come from the logs) and files are written the way it writes them (parent
-folder created, ``overwrite=True``).
+folder created, ``overwrite=True``), except that each file appears at its name only when
+complete (:mod:`policy.callbacks.atomic`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 
 from policy import ast
+from policy.callbacks.atomic import remove_file, sweep_partials, write_model
 from policy.callbacks.numeric import is_worse
 
 
@@ -26,17 +27,6 @@ def format_path(template: str, epoch: int, logs: dict[str, Any]) -> str:
         raise KeyError(f'Failed to format this callback filepath: "{template}". Reason: {e}') from e
 
 
-def write_model(model: Any, path: str, weights_only: bool) -> None:
-    """Save as ModelCheckpoint does: make the parent folder, then write in place."""
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    if weights_only:
-        model.save_weights(path, overwrite=True)
-    else:
-        model.save(path, overwrite=True)
-
-
 class SaveEveryEpochs(keras.callbacks.Callback):  # type: ignore[misc]
     """``save [weights] every N epochs to P``: after epoch e when ``(e + 1) % N == 0``."""
 
@@ -45,6 +35,9 @@ class SaveEveryEpochs(keras.callbacks.Callback):  # type: ignore[misc]
         self.path = path
         self.every = every
         self.weights_only = weights_only
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        sweep_partials(self.path)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if (epoch + 1) % self.every == 0:
@@ -81,6 +74,24 @@ class SaveTop(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.kept = []
         self._written = set()
+        sweep_partials(self.path)
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "kept": [[k.value, k.epoch, k.path] for k in self.kept],
+            "written": sorted(self._written),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Take the table back (the kept epochs, and which files this rule wrote).
+
+        A run killed between writing a new file and deleting the one that dropped out is
+        resumed from the backup before that epoch, so the epoch is repeated with this table:
+        the same file is written again and the same one deleted (a file already gone is
+        skipped), which leaves exactly the top k.
+        """
+        self.kept = [Kept(float(v), int(e), str(p)) for v, e, p in state["kept"]]
+        self._written = set(state["written"])
 
     def _worst(self) -> Kept:
         # The worst value; among equal values the latest epoch (so ties keep the earlier one).
@@ -110,5 +121,4 @@ class SaveTop(keras.callbacks.Callback):  # type: ignore[misc]
             # Another kept epoch may share the path (a template without {epoch}); keep its file then.
             if dropped.path in self._written and all(k.path != dropped.path for k in self.kept):
                 self._written.discard(dropped.path)
-                if os.path.exists(dropped.path):
-                    os.remove(dropped.path)
+                remove_file(dropped.path)

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 
 from policy import ast
-from policy.callbacks.base import StopRecord
+from policy.callbacks.base import StopRecord, record_state
 from policy.callbacks.numeric import holds, improves, improves_relative
 from policy.outcome import Stop
 from policy.printer import condition as condition_text
@@ -47,6 +47,12 @@ class PlateauState:
         self.wait = 0
         self.best: float | None = None
         self.improved = False  # did the last update change ``best``?
+
+    def get_state(self) -> dict[str, Any]:
+        return {"wait": self.wait, "best": self.best, "improved": self.improved}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.wait, self.best, self.improved = state["wait"], state["best"], state["improved"]
 
     def update(self, logs: Mapping[str, Any]) -> bool:
         """Feed one epoch's logs; return whether the plateau holds this epoch."""
@@ -162,6 +168,7 @@ class StopWhen(keras.callbacks.Callback):  # type: ignore[misc]
         self.ignore_first = ignore_first
         plateaus: list[PlateauState] = []
         self._root = _build(condition, plateaus)
+        self._plateaus = plateaus
         self._restore_state: PlateauState | None = None
         self._own_tracker = False
         if restore is not None:
@@ -198,6 +205,25 @@ class StopWhen(keras.callbacks.Callback):  # type: ignore[misc]
             self.model.stop_training = True
             if self.stop_record is None:
                 self.stop_record = StopRecord(Stop(self.rule, epoch, self._reason(logs)))
+
+    def get_state(self) -> dict[str, Any]:
+        own = self._restore_state if self._own_tracker and self._restore_state is not None else None
+        return {
+            "plateaus": [p.get_state() for p in self._plateaus],
+            "restore_tracker": None if own is None else own.get_state(),
+            "best_weights": self.best_weights,
+            "best_epoch": self.best_epoch,
+            "stop": record_state(self.stop_record),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for plateau, saved in zip(self._plateaus, state["plateaus"], strict=True):
+            plateau.set_state(saved)
+        if state["restore_tracker"] is not None and self._restore_state is not None:
+            self._restore_state.set_state(state["restore_tracker"])
+        self.best_weights = state["best_weights"]
+        self.best_epoch = state["best_epoch"]
+        self.stop_record = StopRecord.from_state(state["stop"])
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.best_weights is not None:

@@ -39,6 +39,12 @@ class MetricCheck(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._first = True
 
+    def get_state(self) -> dict[str, Any]:
+        return {"first": self._first}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._first = state["first"]
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._first:
             return

@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 
-from policy.callbacks.base import StopRecord
+from policy.callbacks.base import StopRecord, record_state
 from policy.outcome import Stop
 
 
@@ -37,3 +37,9 @@ class TerminateOnNaNRecorder(keras.callbacks.Callback):  # type: ignore[misc]
         if self.stop_record is None and loss is not None and not math.isfinite(float(loss)):
             reason = f"the training loss was {float(loss)} after batch {batch}"
             self.stop_record = StopRecord(Stop(self.rule, self._epoch, reason), batch=batch)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"stop": record_state(self.stop_record)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.stop_record = StopRecord.from_state(state["stop"])

@@ -132,3 +132,10 @@ class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ign
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         self.schedule.start(float(lr))
+
+    def get_state(self) -> dict[str, Any]:
+        # The learning rate the schedule started from; the current one is in the optimizer.
+        return {"lr0": self.schedule.lr0}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.schedule.lr0 = state["lr0"]

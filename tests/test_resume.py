@@ -1,0 +1,165 @@
+"""Backups resume every rule exactly; files appear only when complete; bad backups are refused.
+
+These run in-process: an interruption is an exception raised out of ``fit`` at an epoch
+begin (what a crash does), and the resumed run is the same policy compiled again, as a
+restarted script would. Real SIGKILLs at random moments are in ``test_kills.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from policy import PolicyError, compile_policy
+from policy.callbacks import AtomicModelCheckpoint, PolicyBackup
+from policy.testing import run_callbacks
+from policy.testing.harness import tiny_model
+
+EVERYTHING = (
+    'backup to "bk/"; decay lr by 0.5 every 1 epochs; stop when val_loss not improving for 2, restore best; '
+    'save top 2 on val_loss to "ck/{epoch}.keras"; log to "log.csv"; save best on val_loss to "best.keras"; '
+    "stop when val_loss not improving by 1% for 3 or val_loss < 0.1, restore best val_loss; stop after 40 steps"
+)
+PLATEAU_LR = (
+    "multiply lr by 0.5 when val_loss not improving for 1, cooldown 1; "
+    "stop when val_loss not improving by 0.01 for 3; save every 2 epochs to 'e/{epoch}.keras'; backup to 'bk'"
+)
+HISTORY = {
+    "loss": [1.0, 0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78],
+    "val_loss": [1.0, 0.9, 0.95, 0.85, 0.86, 0.84, 0.9, 0.91, 0.92],
+}
+
+
+class Crash(keras.callbacks.Callback):  # type: ignore[misc]
+    """Raises at the begin of epoch ``at``: the run dies there, as a crash would."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch == self.at:
+            raise RuntimeError(f"crash at epoch {epoch}")
+
+
+def _csv_rows(path: pathlib.Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def _files(folder: pathlib.Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and "bk" not in p.parts)
+
+
+@pytest.mark.parametrize("text", [EVERYTHING, PLATEAU_LR], ids=["everything", "plateau-lr"])
+@pytest.mark.parametrize("crashes", [(2,), (1, 4), (3, 3, 6)], ids=str)
+def test_crashed_runs_resume_with_the_uninterrupted_decisions(
+    text: str, crashes: tuple[int, ...], tmp_path: pathlib.Path
+) -> None:
+    whole = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / "whole", steps_per_epoch=3)
+    for at in crashes:
+        with pytest.raises(RuntimeError, match="crash"):
+            run_callbacks([*compile_policy(text), Crash(at)], HISTORY, workdir=tmp_path / "cut", steps_per_epoch=3)
+    last = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / "cut", steps_per_epoch=3)
+    learning_rates = list(last.outcome.learning_rates)
+    saves = list(last.outcome.saves)
+    resumed_from = whole.outcome.epochs_run - last.outcome.epochs_run
+    # The resumed run makes exactly the uninterrupted run's decisions from where it resumed.
+    assert tuple(learning_rates) == whole.outcome.learning_rates[resumed_from:]
+    assert tuple(saves) == tuple(s for s in whole.outcome.saves if s[0] >= resumed_from)
+    assert last.outcome.stop == whole.outcome.stop
+    assert last.outcome.restored_epoch == whole.outcome.restored_epoch
+    for mine, theirs in zip(last.final_weights, whole.final_weights, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    # The same files, and (for the log) one row per epoch, none lost, none doubled.
+    assert _files(tmp_path / "cut") == _files(tmp_path / "whole")
+    if (tmp_path / "whole" / "log.csv").exists():
+        assert _csv_rows(tmp_path / "cut" / "log.csv") == _csv_rows(tmp_path / "whole" / "log.csv")
+    assert not (tmp_path / "cut" / "bk").exists()  # deleted once fit finished, as Keras does
+
+
+def test_rule_order_does_not_change_a_resume(tmp_path: pathlib.Path) -> None:
+    first = 'backup to "bk"; decay lr by 0.5 every 1 epochs; stop when val_loss not improving for 2'
+    last = 'decay lr by 0.5 every 1 epochs; stop when val_loss not improving for 2; backup to "bk"'
+    outcomes = []
+    for name, text in (("first", first), ("last", last)):
+        assert isinstance(compile_policy(text)[-1], PolicyBackup)
+        with pytest.raises(RuntimeError):
+            run_callbacks([*compile_policy(text), Crash(2)], HISTORY, workdir=tmp_path / name)
+        outcomes.append(run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / name).outcome)
+    assert outcomes[0].learning_rates == outcomes[1].learning_rates
+    # Resumed at epoch 2 with the schedule's starting lr, not the decayed one (0.01 * 0.5**2).
+    assert outcomes[0].learning_rates[0] == pytest.approx(0.0025)
+
+
+def _crash_then(text: str, tmp_path: pathlib.Path, at: int = 3) -> pathlib.Path:
+    with pytest.raises(RuntimeError):
+        run_callbacks([*compile_policy(text), Crash(at)], HISTORY, workdir=tmp_path)
+    return tmp_path / "bk"
+
+
+def test_a_backup_of_another_policy_is_refused_naming_the_rule(tmp_path: pathlib.Path) -> None:
+    _crash_then("stop when val_loss not improving for 2; backup to 'bk'", tmp_path)
+    with pytest.raises(PolicyError, match="without the rule 'stop when val_loss not improving for 3'") as err:
+        run_callbacks(compile_policy("stop when val_loss not improving for 3; backup to 'bk'"), HISTORY, workdir=tmp_path)
+    assert err.value.line == 1 and err.value.column == 1
+
+
+def test_a_damaged_newest_backup_falls_back_to_the_one_before(tmp_path: pathlib.Path) -> None:
+    text = "decay lr by 0.5 every 1 epochs; backup to 'bk'"
+    backup = _crash_then(text, tmp_path)
+    newest = sorted(backup.iterdir())[-1]
+    state = newest / "state.json"
+    state.write_bytes(state.read_bytes()[: len(state.read_bytes()) // 2])  # truncated
+    with pytest.warns(UserWarning, match="resuming from the complete earlier generation"):
+        out = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path).outcome
+    assert out.learning_rates[0] == pytest.approx(0.01 * 0.5**2)  # epoch 2, one before the lost epoch 3
+
+
+def test_a_backup_damaged_beyond_repair_is_an_error_and_applies_nothing(tmp_path: pathlib.Path) -> None:
+    text = "decay lr by 0.5 every 1 epochs; backup to 'bk'"
+    backup = _crash_then(text, tmp_path)
+    for generation in backup.iterdir():
+        weights = generation / "model.weights.h5"
+        weights.write_bytes(weights.read_bytes()[:100])
+    cbs = compile_policy(text)
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(PolicyError, match="is damaged and no complete earlier backup is left"):
+        run_callbacks(cbs, HISTORY, workdir=tmp_path)
+    for now, then in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(now, then)
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path: pathlib.Path) -> None:
+    model = tiny_model()
+    path = str(tmp_path / "best.keras")
+    model.save(path)
+    before = pathlib.Path(path).read_bytes()
+    cb = AtomicModelCheckpoint(path)
+    cb.set_model(model)
+
+    class Dies:
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        def save(self, filepath: str, overwrite: bool = True) -> None:
+            with open(filepath, "wb") as f:
+                f.write(b"half a zip")
+            raise KeyboardInterrupt  # killed in the middle of the write
+
+    original = type(model).save
+    try:
+        type(model).save = lambda self, filepath, overwrite=True: Dies(self).save(filepath)
+        with pytest.raises(KeyboardInterrupt):
+            cb.on_epoch_end(0, {"val_loss": 1.0})
+    finally:
+        type(model).save = original
+    assert pathlib.Path(path).read_bytes() == before
+    assert os.listdir(tmp_path) == ["best.keras"]  # the temporary file went with the failure
+    cb.on_epoch_end(1, {"val_loss": 1.0})
+    keras.saving.load_model(path)  # a complete model file
