@@ -33,6 +33,7 @@ from policy.callbacks import (
     StopWhen,
     TerminateOnNaNRecorder,
 )
+from policy.callbacks.baseline import BaselineEarlyStopping, keras_honours_baseline
 from policy.callbacks.schedules import segment_of
 from policy.outcome import Stop
 from policy.printer import condition as condition_text
@@ -187,8 +188,11 @@ def _stop_when(rule: ast.StopWhen, text: str) -> list[Any]:
     c = rule.condition
     if is_early_stopping(rule):
         assert isinstance(c, ast.Plateau)
+        # `baseline B` keeps Keras 3.15.1's meaning on a Keras whose EarlyStopping dropped it.
+        keep_baseline = rule.baseline is not None and not keras_honours_baseline()
+        early_stopping = BaselineEarlyStopping if keep_baseline else keras.callbacks.EarlyStopping
         return [
-            keras.callbacks.EarlyStopping(
+            early_stopping(
                 monitor=c.metric.name,
                 min_delta=c.delta,
                 patience=c.patience,

@@ -3,7 +3,8 @@
 One idea per module: :mod:`.condition` (``stop when`` conditions), :mod:`.budget`
 (``stop after``), :mod:`.checkpoints` (every N epochs, top k), :mod:`.schedules`
 (learning-rate schedules), :mod:`.metric_check` (strict missing-metric check),
-:mod:`.folders` (the folder of a CSV log),
+:mod:`.folders` (the folder of a CSV log), :mod:`.baseline` (EarlyStopping's baseline on a
+Keras that dropped it),
 :mod:`.recorder` (when TerminateOnNaN fired), :mod:`.atomic` (files that appear only when
 complete), :mod:`.state` and :mod:`.backup` (backups that resume every rule exactly). Importing this package imports keras.
 """

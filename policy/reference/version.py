@@ -2,9 +2,12 @@
 
 The reference encodes Keras 3.15.1 to the bit. Only that release has been checked (by reading
 its callbacks and by ``tests/test_reference_vs_keras_facts.py``), so it is the only one listed:
-a neighbouring release is not assumed to agree. One change is known to break the model: keras
-PR 23559 (merged after 3.15.1) makes EarlyStopping reset ``wait`` on every improvement, even
-one that does not beat the baseline, and rejects negative patience.
+a neighbouring release is not assumed to agree, and pyproject.toml accepts exactly this list.
+One change is known: keras PR 23559 (merged after 3.15.1) makes EarlyStopping reset ``wait``
+on every improvement, even one that does not beat the baseline, and rejects negative patience.
+The language keeps 3.15.1's ``baseline`` on such a Keras (the compiler switches to
+``policy.callbacks.baseline.BaselineEarlyStopping``), so the reference's baseline rule is the
+language's on every release; what else a new release changes must be checked before it is listed.
 """
 
 from __future__ import annotations
