@@ -179,7 +179,7 @@ def test_every_example_runs_as_written(
             target = tmp_path / block.attrs["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.text, encoding="utf-8")
-        elif block.language == "python":
+        elif block.language in ("python", "pycon"):
             _run_python(block, reader_stand_ins)
         elif block.language == "console":
             _run_console(block, tmp_path)

@@ -146,3 +146,26 @@ def test_top_k_files_of_earlier_trials_stay(search: tuple[RecordingSearch, list[
     on_disk = {f"top/{p.name}" for p in (workdir / "top").iterdir()}
     assert on_disk == expected
     assert len(on_disk) > 1  # more than the one file "save top 1" promises within one fit
+
+
+def test_every_rule_survives_the_deep_copy_kerastuner_makes() -> None:
+    import copy
+
+    every_rule = (
+        "stop when val_loss not improving for 3, restore best, baseline 0.9\n"
+        "stop when loss is not finite\n"
+        "stop when val_accuracy >= 0.9 or val_loss not improving by 1% for 2, restore best val_loss\n"
+        "stop after 5 epochs; stop after 100 steps; stop after 30 min\n"
+        'save best on val_loss min to "a/best.keras"\n'
+        'save top 2 on val_loss to "b/{epoch}.keras"\n'
+        'save every 2 epochs to "c/{epoch}.keras"\n'
+        'save every 10 steps to "d/{epoch}-{batch}.keras"\n'
+        'save last weights to "e/last.weights.h5"\n'
+        "warm up lr to 0.001 over 2 epochs, then cosine to 1e-5 over 5 epochs\n"
+        'log to "logs/train.csv"; log to tensorboard "tb/"; backup to "bk/"\n'
+    )
+    callbacks = compile_policy(every_rule)
+    copies = copy.deepcopy(callbacks)
+    assert [type(cb) for cb in copies] == [type(cb) for cb in callbacks]
+    assert not {id(cb) for cb in copies} & {id(cb) for cb in callbacks}
+    assert [getattr(cb, "policy_rule", None) for cb in copies] == [getattr(cb, "policy_rule", None) for cb in callbacks]
