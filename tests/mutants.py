@@ -17,6 +17,12 @@ kept epoch still uses) change only which files are left, so they are visible thr
 ``Outcome.files``. "Top-k deletes a file it did not write" has no reference mutant: every epoch a
 top-k rule drops entered by writing its file in this run. The callback side of it (a file that
 was in the folder before ``fit``) is checked by ``test_top_k_leaves_files_it_did_not_write``.
+
+A mutant is wrong relative to a backend. Most mistakes are mistakes everywhere; the backend
+facts (:mod:`policy.reference.backends`) come as pairs of mutants, each wrong on some backends
+and right on the others (its ``wrong_on``): keeping subnormals is the truth on torch and a
+mistake on TensorFlow and JAX, flushing them the reverse; an over-range value raising is the
+truth on TensorFlow only.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from policy import ast
-from policy.reference.semantics import Semantics, round_f32
+from policy.reference.backends import BACKENDS, Backend
+from policy.reference.semantics import FLT_MIN_NORMAL, KerasWouldRaise, Semantics, round_f32
 
 
 class Float64Comparisons(Semantics):
@@ -48,15 +55,47 @@ class RoundThenSubtract(Semantics):
 
 
 class NoSubnormalFlush(Semantics):
-    """Float32 comparisons as NumPy does them, keeping subnormals (TensorFlow's CPU kernels flush)."""
+    """Float32 comparisons as NumPy does them, keeping subnormals (TensorFlow's and JAX's CPU
+    kernels flush them; torch keeps them, so there this is no mistake)."""
 
     name = "no-subnormal-flush"
+    wrong_on = ("tensorflow", "jax")
+
+    def to_f32(self, x: float) -> float:
+        return round_f32(x)
+
+
+class FlushOnEveryBackend(Semantics):
+    """Subnormals flushed to zero on every backend, as TensorFlow does (torch compares them)."""
+
+    name = "flush-on-every-backend"
+    wrong_on = ("torch",)
 
     def to_f32(self, x: float) -> float:
         y = round_f32(x)
-        if math.isinf(y) and math.isfinite(x):
-            return super().to_f32(x)  # keep the overflow error: only the flush is wrong here
-        return y
+        return math.copysign(0.0, y) if y != 0.0 and abs(y) < FLT_MIN_NORMAL else y
+
+
+class OverflowNeverRaises(Semantics):
+    """An over-range value rounds to inf in Keras's monitors on every backend (TensorFlow raises)."""
+
+    name = "overflow-never-raises"
+    wrong_on = ("tensorflow",)
+
+    def converts(self, x: float) -> None:
+        return None
+
+
+class OverflowRaisesEverywhere(Semantics):
+    """An over-range value makes Keras's monitors raise on every backend, as under TensorFlow
+    (JAX and torch round it to inf)."""
+
+    name = "overflow-raises-everywhere"
+    wrong_on = ("jax", "torch")
+
+    def converts(self, x: float) -> None:
+        if math.isfinite(x) and math.isinf(round_f32(x)):
+            raise KerasWouldRaise.because(f"{x!r} does not fit in float32")
 
 
 class MinDeltaWrongSign(Semantics):
@@ -346,6 +385,7 @@ class ScheduleOffByOne(Semantics):
 MUTANTS: tuple[type[Semantics], ...] = (
     Float64Comparisons,
     NoSubnormalFlush,
+    FlushOnEveryBackend,
     MinDeltaWrongSign,
     NaNImproves,
     RelativeFromValue,
@@ -375,17 +415,27 @@ MUTANTS: tuple[type[Semantics], ...] = (
 """Mutants the default search sample must catch."""
 
 HARD_MUTANTS: tuple[type[Semantics], ...] = (
+    OverflowNeverRaises,
+    OverflowRaisesEverywhere,
     RoundThenSubtract,
     ClockAsMultiplication,
     ThresholdFloat64,
     NotFiniteMissesNegInf,
     TopKDeletesSharedPath,
 )
-"""Mutants observable only on rare combinations (a specific best/min_delta pair, 0.1 s steps summed
+"""Mutants observable only on rare combinations (a value beyond float32 reaching a Keras monitor
+that already has a best, a specific best/min_delta pair, 0.1 s steps summed
 across an epoch boundary, a float32-inexact threshold met exactly, -inf under ``is not finite``, a
 top-k path template that formats two epochs alike, which the generator never draws):
 the default sample does not reliably contain one, a deep run (POLICY_MUTANT_EXAMPLES in the tens
 of thousands) does. Each is still pinned by an ``@example`` in ``tests/test_differential.py``."""
+
+
+def wrong_on(mutant: type[Semantics]) -> tuple[Backend, ...]:
+    """The backends on which ``mutant`` is a mistake (every backend unless it says otherwise): on
+    the others it models what Keras really does there, and must agree with the reference."""
+    found: tuple[Backend, ...] = getattr(mutant, "wrong_on", BACKENDS)
+    return found
 
 
 def overridden(mutant: type[Semantics]) -> list[str]:

@@ -13,7 +13,12 @@ mean one ``fit`` per case per mutant, so the search runs in two steps:
    run with the mutant as its reference fails on it.
 
 If step 2 finds the mutant agreeing with Keras, the *reference* is wrong on that case; the
-failure message says so and shows the case. The sample is larger than the Keras property's
+failure message says so and shows the case.
+
+Everything runs on the backend under test (``KERAS_BACKEND``): the true reference and every
+mutant are built for it. A mutant that is no mistake on this backend (its ``wrong_on`` leaves
+the backend out: keeping float32 subnormals is what torch does) must instead agree with the
+reference on every pinned fact and every generated case. The sample is larger than the Keras property's
 budget (pure Python is cheap); the summary printed at the end also says how many of the first
 ``POLICY_EXAMPLES`` cases (the Keras property's budget) already catch each mutant.
 """
@@ -30,10 +35,21 @@ from typing import Any
 
 import pytest
 from hypothesis import Phase, given, settings
-from mutants import HARD_MUTANTS, MUTANTS, overridden
-from test_differential import EXAMPLES, FACTS, KERAS_RUNS, Raises, Result, budget, describe, measured, predicted
+from mutants import HARD_MUTANTS, MUTANTS, overridden, wrong_on
+from test_differential import (
+    BACKEND,
+    EXAMPLES,
+    FACTS,
+    KERAS_RUNS,
+    Raises,
+    Result,
+    budget,
+    describe,
+    measured,
+    predicted,
+)
 
-from policy.reference.semantics import KERAS_3_15, Semantics
+from policy.reference.semantics import Semantics
 from policy.testing.strategies import Case, cases
 
 SEARCH_EXAMPLES = int(os.environ.get("POLICY_MUTANT_EXAMPLES", "2000"))
@@ -64,7 +80,7 @@ def sample() -> tuple[tuple[Case, Result], ...]:
         found.append(case)
 
     collect()
-    return tuple((case, predicted(case, KERAS_3_15)) for case in found)
+    return tuple((case, predicted(case)) for case in found)
 
 
 def size(case: Case) -> tuple[int, int, int]:
@@ -98,7 +114,7 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
 def _write_summary(reporter: Any, started: float, fits_before: int) -> None:
     reporter.write_line("")
     reporter.write_line(
-        f"mutants caught: {len(CAUGHT)}/{len(MUTANTS) + len(HARD_MUTANTS)}; search sample {SEARCH_EXAMPLES} cases, Keras budget "
+        f"mutants on {BACKEND} caught or shown right there: {len(CAUGHT)}/{len(MUTANTS) + len(HARD_MUTANTS)}; search sample {SEARCH_EXAMPLES} cases, Keras budget "
         f"{EXAMPLES}; {KERAS_RUNS['fits'] - fits_before} new Keras fits; {time.perf_counter() - started:.1f} s"
     )
     reporter.write_line(
@@ -119,25 +135,29 @@ def test_every_mutant_overrides_exactly_one_primitive() -> None:
 
 def _disagreeing(mutant: type[Semantics]) -> list[tuple[int, Case]]:
     """(index in the sample, case) of every generated case where the mutant and the reference differ."""
-    semantics = mutant()
+    semantics = mutant(BACKEND)
     return [(i, case) for i, (case, right) in enumerate(sample()) if mutant_prediction(case, semantics) != right]
 
 
 def _confirm(mutant: type[Semantics], case: Case) -> None:
     """The differential property, run with the mutant as its reference, fails on ``case``."""
     keras = measured(case)
-    wrong = mutant_prediction(case, mutant())
+    wrong = mutant_prediction(case, mutant(BACKEND))
     assert keras != wrong, (
         f"{mutant.name} agrees with real Keras where the reference does not, so the reference is wrong here:\n"
-        + describe(case, keras, predicted(case, KERAS_3_15))
+        + describe(case, keras, predicted(case))
     )
 
 
 @pytest.mark.parametrize("mutant", MUTANTS + HARD_MUTANTS, ids=[m.name for m in MUTANTS + HARD_MUTANTS])
 def test_differential_suite_catches_mutant(mutant: type[Semantics]) -> None:
     """The whole differential suite (pinned facts, then generated cases) catches every mutant."""
-    pins = [name for name, case in FACTS.items() if mutant_prediction(case, mutant()) != predicted(case)]
+    pins = [name for name, case in FACTS.items() if mutant_prediction(case, mutant(BACKEND)) != predicted(case)]
     generated = _disagreeing(mutant)
+    if BACKEND not in wrong_on(mutant):
+        _right_here(mutant, pins, generated)
+        CAUGHT.append(Caught(mutant.name, 0, 0, f"no mistake on {BACKEND}: agrees with the reference everywhere"))
+        return
     if not pins and not generated:
         pytest.fail(
             f"{mutant.name}: no pinned fact and none of {SEARCH_EXAMPLES} generated cases tells it from the "
@@ -150,10 +170,22 @@ def test_differential_suite_catches_mutant(mutant: type[Semantics]) -> None:
     CAUGHT.append(Caught(mutant.name, len(generated), within, ", ".join(pins) or case.text))
 
 
+def _right_here(mutant: type[Semantics], pins: list[str], generated: list[tuple[int, Case]]) -> None:
+    """A mutant that models this backend truly must be indistinguishable from the reference."""
+    assert not pins and not generated, (
+        f"{mutant.name} is no mistake on {BACKEND} (it is one on {', '.join(wrong_on(mutant))}), yet it differs "
+        f"from the reference on pins {pins} and {len(generated)} generated cases: one of the two models "
+        f"{BACKEND} wrongly"
+    )
+
+
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
 def test_generated_cases_alone_catch_mutant(mutant: type[Semantics]) -> None:
     """Without the pins, the generator still finds every mutant but the rare HARD_MUTANTS."""
     generated = _disagreeing(mutant)
+    if BACKEND not in wrong_on(mutant):
+        _right_here(mutant, [], generated)
+        return
     if not generated:
         pytest.fail(
             f"{mutant.name}: in {SEARCH_EXAMPLES} generated cases the mutant never disagrees with the reference; "

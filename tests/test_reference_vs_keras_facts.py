@@ -1,9 +1,11 @@
-"""Real-Keras spot checks of the facts the reference relies on (no ``fit``: scripted logs).
+"""Real-Keras spot checks of the facts the reference relies on (scripted logs; one tiny ``fit``).
 
 Each test drives genuine Keras 3.15.1 callbacks through Keras's own ``CallbackList`` (so logs are
 pythonified and one dict is shared in callback order, as in ``fit``) with a loop shaped like the
-TensorFlow trainer's, and compares what they did with :func:`policy.reference.simulate` on the
-equivalent policy. The differential property tests run real ``fit``; these pin single facts.
+trainers', and compares what they did with :func:`policy.reference.simulate` on the equivalent
+policy, for the backend Keras runs on (``KERAS_BACKEND``): run it under each backend to check
+that backend's row of :data:`policy.reference.FACTS` and the facts all backends share. The
+differential property tests run real ``fit``; these pin single facts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import pytest
 keras = pytest.importorskip("keras")
 ops = keras.ops
 
-from policy.reference import KerasWouldRaise, round_f32, simulate  # noqa: E402
+from policy.reference import FACTS, KerasWouldRaise, round_f32, simulate  # noqa: E402
+from policy.reference.backends import backend_name  # noqa: E402
+
+BACKEND = backend_name(keras.backend.backend())
+FACT = FACTS[BACKEND]
 
 NAN = math.nan
 
@@ -97,13 +103,78 @@ def test_ops_less_rounds_python_floats_after_float64_arithmetic() -> None:
     assert not (float(keras.ops.add(round_f32(x), round_f32(d))) < b)
 
 
-def test_comparison_kernels_flush_subnormals_and_overflow_raises() -> None:
-    assert not bool(ops.less(1e-40, 2e-40))
-    assert not bool(ops.greater(2e-40, 1e-40))
-    assert not bool(ops.less(0.0, 1e-40))
-    with pytest.raises(ValueError, match="out of range"):
-        ops.less(3.5e38, 1.0)
-    assert bool(ops.less(-math.inf, 1.0))
+def test_comparison_kernels_flush_subnormals_as_the_backend_row_says() -> None:
+    kept = not FACT.flushes_subnormals
+    assert bool(ops.less(1e-40, 2e-40)) == kept
+    assert bool(ops.greater(2e-40, 1e-40)) == kept
+    assert bool(ops.less(0.0, 1e-40)) == kept
+    assert bool(ops.less(-1e-40, 0.0)) == kept
+    # Normal float32 values are ordered on every backend.
+    assert bool(ops.less(2.0**-126, 2.0**-125))
+
+
+def test_over_range_value_raises_or_rounds_to_inf_as_the_backend_row_says() -> None:
+    if FACT.overflow_raises:
+        with pytest.raises(ValueError, match="out of range"):
+            ops.less(3.5e38, 1.0)
+    else:  # rounded to +inf: above every finite value, equal to inf
+        assert not bool(ops.less(3.5e38, 1.0)) and bool(ops.greater(3.5e38, 1.0))
+        assert not bool(ops.less(3.5e38, math.inf)) and not bool(ops.greater(math.inf, 3.5e38))
+        assert bool(ops.less(-3.5e38, -1e38))
+
+
+def test_nan_and_infinities_compare_alike_on_every_backend() -> None:
+    assert not bool(ops.less(NAN, 1.0)) and not bool(ops.greater(NAN, 1.0)) and not bool(ops.less(1.0, NAN))
+    assert bool(ops.less(-math.inf, 1.0)) and bool(ops.greater(math.inf, 1.0))
+    assert not bool(ops.less(math.inf, math.inf))
+
+
+def test_logs_reach_callbacks_as_python_floats_integers_included() -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Spy(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            seen.append(dict(logs or {}))
+
+    cbs = keras.callbacks.CallbackList([Spy()], add_history=False, add_progbar=False)
+    big = 2**40  # beyond int32: a backend tensor of it would overflow, the Python float does not
+    cbs.on_epoch_end(0, {"count": 3, "big": big, "tensor": ops.convert_to_tensor(7), "half": ops.convert_to_tensor(0.5)})
+    assert seen == [{"count": 3.0, "big": float(big), "tensor": 7.0, "half": 0.5}]
+    assert all(type(v) is float for v in seen[0].values())
+
+
+def test_first_epoch_end_logs_of_a_real_fit() -> None:
+    """The logs every callback sees at the end of the first epoch: the same keys and types on
+    every backend (what the strict check and the reference read)."""
+    import numpy as np
+
+    first: list[dict[str, Any]] = []
+
+    class First(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if epoch == 0:
+                first.append(dict(logs or {}))
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", metrics=["mae"])
+    x = np.ones((4, 1), dtype="float32")
+    model.fit(x, x, batch_size=2, epochs=1, validation_data=(x, x), verbose=0, callbacks=[First()])
+    assert sorted(first[0]) == ["loss", "mae", "val_loss", "val_mae"]
+    assert all(type(v) is float for v in first[0].values())
+
+
+def test_learning_rate_is_a_float32_variable_on_every_backend() -> None:
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+
+    def stored(value: float) -> float:
+        model.optimizer.learning_rate = value
+        return float(ops.convert_to_numpy(model.optimizer.learning_rate))
+
+    assert "float32" in str(model.optimizer.learning_rate.dtype)
+    assert stored(0.1) == round_f32(0.1)
+    assert stored(1e-40) == round_f32(1e-40) != 0.0  # a subnormal lr is kept (no flush on assignment)
+    assert stored(3.5e38) == math.inf  # an over-range lr is stored as inf, no error
 
 
 @pytest.mark.parametrize(
@@ -124,11 +195,27 @@ def test_early_stopping_improvement_test(values: list[float], delta: float) -> N
     same(trace, f"stop when val_loss not improving{by} for 1", history)
 
 
-def test_early_stopping_overflow_raises_and_the_reference_says_so() -> None:
-    with pytest.raises(ValueError):
-        drive([es(patience=1)], {"val_loss": [1.0, 3.5e38]})
-    with pytest.raises(KerasWouldRaise):
-        simulate("stop when val_loss not improving for 1", {"val_loss": [1.0, 3.5e38]})
+def test_early_stopping_overflow_and_the_reference_agree() -> None:
+    history = {"val_loss": [1.0, 3.5e38, 0.5]}
+    text = "stop when val_loss not improving for 1"
+    if FACT.overflow_raises:
+        with pytest.raises(ValueError):
+            drive([es(patience=1)], history)
+        with pytest.raises(KerasWouldRaise):
+            simulate(text, history)
+    else:
+        trace = drive([es(patience=1)], history)
+        assert trace.stop_epoch == 1  # inf is no improvement on 1.0
+        same(trace, text, history)
+
+
+@pytest.mark.parametrize("values", [[1e-38, 1e-40, 2e-40], [2e-40, 1e-40, 0.0, -1e-40], [0.0, 1e-40, 0.5]])
+def test_subnormal_histories_in_early_stopping_and_checkpoints(values: list[float]) -> None:
+    """Subnormal metric values through EarlyStopping and a save-best checkpoint together."""
+    history = {"val_loss": values}
+    ckpt = keras.callbacks.ModelCheckpoint("b{epoch}.keras", monitor="val_loss", mode="min", save_best_only=True)
+    trace = drive([es(patience=2), ckpt], history)
+    same(trace, 'stop when val_loss not improving for 2; save best on val_loss min to "b{epoch}.keras"', history)
 
 
 # --------------------------------------------------------------------------- EarlyStopping

@@ -1,18 +1,20 @@
-"""Float32 comparisons exactly as Keras's monitors make them.
+"""Float32 comparisons exactly as Keras's monitors make them on the running backend.
 
 Keras's ``MonitorCallback._is_improvement`` does the arithmetic on Python floats (float64)
 and hands both sides to ``ops.less``/``ops.greater``, which turn them into float32 tensors.
-On the TensorFlow CPU backend the comparison also flushes subnormal float32 values to zero
-(checked on Keras 3.15.1: ``ops.less(1e-45, 3e-45)`` is False). We mirror both steps with
-numpy so that our callbacks decide exactly as EarlyStopping would, without a backend call
-per epoch.
+Whether the comparison then flushes subnormal float32 values to zero depends on the backend
+(the TensorFlow and JAX CPU kernels do, torch does not), so we ask the backend once, with the
+same call a monitor makes, and mirror both steps with numpy: our callbacks decide exactly as
+EarlyStopping would on that backend, without a backend call per epoch.
 
-One deliberate difference: Keras raises ValueError for a Python float beyond the float32
-range (TensorFlow refuses to convert it); we round it to +-inf, as docs/semantics.md says.
+One deliberate difference: under TensorFlow, Keras raises ValueError for a Python float beyond
+the float32 range (it refuses to convert it); we round it to +-inf on every backend, as JAX and
+torch do and docs/semantics.md says.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -23,16 +25,27 @@ _TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 
 
 def f32(value: float) -> float:
-    """``value`` rounded to float32, subnormals flushed to (signed) zero, as a Python float.
+    """``value`` rounded to float32, subnormals flushed to (signed) zero where the backend's
+    comparisons flush them, as a Python float.
 
     A Python float holds every float32 exactly, so comparing the results in Python
     compares the float32 values.
     """
     with np.errstate(over="ignore"):
         rounded = float(np.float32(value))
-    if rounded != 0.0 and abs(rounded) < _TINY:
+    if rounded != 0.0 and abs(rounded) < _TINY and backend_flushes_subnormals():
         return math.copysign(0.0, rounded)
     return rounded
+
+
+@functools.cache
+def backend_flushes_subnormals() -> bool:
+    """Does this process's Keras backend compare float32 subnormals as zero? Asked once, with
+    two subnormals that a comparison keeping them would order (the backend never changes within
+    a process: Keras picks it at import)."""
+    import keras
+
+    return not bool(keras.ops.less(1e-40, 2e-40))
 
 
 def improves(value: float, best: float | None, delta: float, direction: Direction) -> bool:

@@ -10,7 +10,7 @@ and check they make exactly the decisions :func:`simulate` predicts.
     (4, 3)
 
 ``simulate(policy, history, *, initial_lr=None, steps_per_epoch=None, batch_losses=None,
-step_seconds=None, semantics=KERAS_3_15) -> Outcome``
+step_seconds=None, strict=False, backend=None, semantics=None) -> Outcome``
 
 - ``policy``: policy text or a :class:`policy.ast.Policy` (checked with the validator).
 - ``history``: the logs Keras hands to ``on_epoch_end``, one entry per epoch, either as a mapping
@@ -33,7 +33,12 @@ step_seconds=None, semantics=KERAS_3_15) -> Outcome``
 - ``step_seconds``: how long each training batch takes, for time budgets: one number for every
   batch, or per epoch a list of per-batch durations (shaped like ``batch_losses``). The elapsed
   time after a batch is the running float64 sum of the durations so far, from 0 at train begin.
-- ``semantics``: the decision primitives; :data:`KERAS_3_15` is the real one, subclasses of
+- ``backend``: ``"tensorflow"``, ``"jax"`` or ``"torch"``, the Keras backend the run is on; by
+  default the one Keras would use (``KERAS_BACKEND``, else ``~/.keras/keras.json``, else
+  TensorFlow), read without importing keras. The backends differ in two float32 facts of
+  Keras's monitor comparisons (:mod:`policy.reference.backends`).
+- ``semantics``: the decision primitives; by default the real ones for ``backend``
+  (:func:`semantics_for`; :data:`KERAS_3_15` is TensorFlow's); subclasses of
   :class:`Semantics` are deliberate mutants (see :mod:`policy.reference.semantics`).
 
 A rule whose real callback would raise inside ``fit`` (a path placeholder missing from the logs, a
@@ -50,17 +55,24 @@ The modelled Keras release is :data:`MODELLED_KERAS`; :func:`check_keras_version
 
 from __future__ import annotations
 
-from policy.reference.semantics import KERAS_3_15, KerasWouldRaise, Semantics, round_f32
+from policy.reference.backends import BACKENDS, FACTS, Backend, BackendFacts, default_backend
+from policy.reference.semantics import KERAS_3_15, KerasWouldRaise, Semantics, round_f32, semantics_for
 from policy.reference.simulate import simulate
 from policy.reference.version import MODELLED_KERAS, UnmodelledKerasError, check_keras_version
 
 __all__ = [
+    "BACKENDS",
+    "FACTS",
     "KERAS_3_15",
     "MODELLED_KERAS",
+    "Backend",
+    "BackendFacts",
     "KerasWouldRaise",
     "Semantics",
     "UnmodelledKerasError",
     "check_keras_version",
+    "default_backend",
     "round_f32",
+    "semantics_for",
     "simulate",
 ]

@@ -91,7 +91,7 @@ class EarlyStop(EpochRule):
         if self.restore and self.best_epoch is None:
             self.best_epoch = epoch  # Keras snapshots the weights at the first epoch it evaluates
         self.wait += 1
-        if sem.improves(value, self.best, self.delta, self.direction):
+        if sem.monitor_improves(value, self.best, self.delta, self.direction):
             self.best = value
             if self.restore:
                 self.best_epoch = epoch
@@ -264,7 +264,7 @@ class SaveBestCheckpoint(EpochRule):
         value = logs.get(self.metric)
         if value is None:
             save = sem.save_best_when_missing()
-        elif sem.improves(value, self.best, 0.0, self.direction):
+        elif sem.monitor_improves(value, self.best, 0.0, self.direction):
             self.best = value
             save = True
         else:
@@ -362,7 +362,7 @@ class PlateauLR(EpochRule):
             if self.cooldown_counter > 0:
                 self.cooldown_counter -= 1
                 self.wait = 0
-            if sem.improves(value, self.best, self.delta, self.direction):
+            if sem.monitor_improves(value, self.best, self.delta, self.direction):
                 self.best = value
                 self.wait = 0
             elif sem.counts_toward_patience(counter_before, self.cooldown_counter):

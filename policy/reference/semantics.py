@@ -1,10 +1,12 @@
 """Every decision primitive of the reference, one small overridable method each.
 
 The simulator (:mod:`policy.reference.simulate`) never compares, rounds or counts by itself: it
-asks a :class:`Semantics` object. :data:`KERAS_3_15` is the real thing (Keras 3.15.1 under
-TensorFlow 2.21, plus the rules of ``docs/semantics.md``). A test that wants to prove the
+asks a :class:`Semantics` object, built for one backend. :data:`KERAS_3_15` is the real thing
+(Keras 3.15.1 under TensorFlow 2.21, plus the rules of ``docs/semantics.md``);
+``semantics_for("jax")`` and ``semantics_for("torch")`` the same under JAX and torch (the
+differences are the facts of :mod:`policy.reference.backends`). A test that wants to prove the
 differential suite would notice a wrong reference subclasses :class:`Semantics`, overrides ONE
-method with a classic mistake, and passes it as ``simulate(..., semantics=Mutant())``.
+method with a classic mistake, and passes it as ``simulate(..., semantics=Mutant("torch"))``.
 
 Where each classic mistake lives (override this method to make it):
 
@@ -14,6 +16,9 @@ mistake                                                        method
 compare in float64 (no float32 rounding of either side)        :meth:`Semantics.to_f32`
 round each side first and subtract in float32                  :meth:`Semantics.shifted`
 ignore TensorFlow's flush-to-zero of float32 subnormals        :meth:`Semantics.to_f32`
+flush subnormals on every backend (torch keeps them)           :meth:`Semantics.to_f32`
+no error for an over-range value under TensorFlow              :meth:`Semantics.converts`
+an over-range value raises on every backend (JAX/torch: inf)   :meth:`Semantics.converts`
 wrong min_delta sign (``value - D < best`` for min)            :meth:`Semantics.signed_delta`
 NaN as first value does not become best                        :meth:`Semantics.improves`
 relative threshold taken from the value, not from best         :meth:`Semantics.relative_improves`
@@ -48,7 +53,9 @@ schedule off by one epoch / wrong cosine phase                 :meth:`Semantics.
 =============================================================  ==================================
 
 Float32 facts (Keras 3.15.1, TensorFlow 2.21 CPU), established by experiment with the installed
-Keras (see ``tests/test_reference_vs_keras_facts.py``, which re-checks each one):
+Keras (see ``tests/test_reference_vs_keras_facts.py``, which re-checks each one; where JAX and
+torch differ, :mod:`policy.reference.backends` says so and a :class:`Semantics` built for that
+backend follows it):
 
 * Keras's monitors compute ``monitor_value - self.min_delta`` on two Python floats, i.e. in
   float64, and only then hand the result and ``best`` to ``ops.less``/``ops.greater``, which
@@ -59,8 +66,12 @@ Keras (see ``tests/test_reference_vs_keras_facts.py``, which re-checks each one)
 * The TensorFlow CPU comparison kernels flush float32 subnormals to zero:
   ``ops.less(1e-40, 2e-40)`` is ``False`` (NumPy float32 says ``True``), ``ops.less(0.0, 1e-40)``
   is ``False``. The tensors themselves keep the subnormal value; only the comparison flushes.
+  JAX's CPU comparisons flush too; torch's do not.
 * A finite Python float whose float32 rounding overflows (>= FLT_MAX + half an ulp, about
-  3.4028235678e38) makes ``ops.less`` raise ``ValueError`` ("out of range"); ``inf`` is fine.
+  3.4028235678e38) makes ``ops.less`` raise ``ValueError`` ("out of range") under TensorFlow;
+  ``inf`` is fine. JAX and torch round it to inf. Only Keras's monitors (EarlyStopping,
+  ModelCheckpoint, ReduceLROnPlateau) convert values that way; our own callbacks round an
+  over-range value to inf on every backend (docs/semantics.md).
 * The learning-rate variable is float32 and is assigned with round-to-nearest; assigning a
   finite value too large for float32 stores ``inf`` (no error) and subnormals are kept.
 """
@@ -77,6 +88,7 @@ from typing import Final
 
 from policy import ast
 from policy.errors import PolicyError, Problem
+from policy.reference.backends import FACTS, Backend, backend_name
 
 FLT_MAX: Final = 3.4028234663852886e38
 """The largest finite float32."""
@@ -126,23 +138,42 @@ class Semantics:
 
     name: str = "keras-3.15.1"
 
+    def __init__(self, backend: str = "tensorflow") -> None:
+        self.backend: Backend = backend_name(backend)
+        self.facts = FACTS[self.backend]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r})"
+
     # ------------------------------------------------------------------ float32 comparisons
     def to_f32(self, x: float) -> float:
-        """One operand of a float32 comparison, as a TensorFlow CPU comparison kernel sees it.
+        """One operand of a float32 comparison, as this backend's CPU comparison kernel sees it.
 
-        Rounded to float32, subnormals flushed to (signed) zero. A finite value that overflows
-        float32 cannot even be converted: Keras raises ValueError, so we raise
-        :class:`KerasWouldRaise`.
+        Rounded to float32 (overflow gives +-inf); subnormals flushed to (signed) zero where the
+        backend flushes them (TensorFlow, JAX; not torch).
         """
         y = round_f32(x)
-        if math.isinf(y) and math.isfinite(x):
-            raise KerasWouldRaise.because(
-                f"the value {x!r} does not fit in float32; Keras's comparison raises ValueError "
-                "(\"out of range\") when it converts it to a tensor"
-            )
-        if y != 0.0 and abs(y) < FLT_MIN_NORMAL:
+        if self.facts.flushes_subnormals and y != 0.0 and abs(y) < FLT_MIN_NORMAL:
             return math.copysign(0.0, y)
         return y
+
+    def converts(self, x: float) -> None:
+        """Keras's monitors hand Python floats to ``ops.less``/``ops.greater``: under TensorFlow a
+        finite value too large for float32 cannot be converted and Keras raises ValueError, so we
+        raise :class:`KerasWouldRaise`; JAX and torch round it to inf and go on."""
+        if self.facts.overflow_raises and math.isfinite(x) and math.isinf(round_f32(x)):
+            raise KerasWouldRaise.because(
+                f"the value {x!r} does not fit in float32; under TensorFlow Keras's comparison raises "
+                "ValueError (\"out of range\") when it converts it to a tensor"
+            )
+
+    def monitor_improves(self, value: float, best: float | None, delta: float, direction: ast.Direction) -> bool:
+        """``MonitorCallback._is_improvement`` (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau):
+        :meth:`improves`, once both operands of the backend comparison have been converted."""
+        if best is not None:
+            self.converts(self.shifted(value, delta, direction))
+            self.converts(best)
+        return self.improves(value, best, delta, direction)
 
     def better(self, a: float, b: float, direction: ast.Direction) -> bool:
         """``a`` is strictly better than ``b`` (``<`` for min, ``>`` for max), compared in float32."""
@@ -363,6 +394,16 @@ class Semantics:
 
 KERAS_3_15: Final = Semantics()
 """The semantics of Keras 3.15.1 (TensorFlow backend) and of ``docs/semantics.md``."""
+
+_BY_BACKEND: Final[dict[str, Semantics]] = {"tensorflow": KERAS_3_15}
+
+
+def semantics_for(backend: str) -> Semantics:
+    """The true semantics of Keras 3.15.1 on ``backend`` (one shared instance per backend)."""
+    found = _BY_BACKEND.get(backend)
+    if found is None:
+        found = _BY_BACKEND[backend] = Semantics(backend)  # backend_name refuses unknown names
+    return found
 
 
 def placeholder_names(path: str) -> list[str]:

@@ -22,8 +22,9 @@ from policy.errors import PolicyError
 from policy.outcome import Outcome, Stop
 from policy.printer import rule as rule_text
 from policy.reference import rules as r
+from policy.reference.backends import backend_name, default_backend
 from policy.reference.inputs import RunInput, run_input
-from policy.reference.semantics import KERAS_3_15, KerasWouldRaise, Semantics, placeholder_names
+from policy.reference.semantics import KerasWouldRaise, Semantics, placeholder_names, semantics_for
 from policy.validate import is_early_stopping, is_terminate_on_nan, metrics_read
 
 
@@ -64,9 +65,14 @@ def simulate(
     batch_losses: Sequence[Sequence[float | None]] | None = None,
     step_seconds: float | Sequence[Sequence[float]] | None = None,
     strict: bool = False,
-    semantics: Semantics = KERAS_3_15,
+    backend: str | None = None,
+    semantics: Semantics | None = None,
 ) -> Outcome:
     """What ``policy`` does over one training run; see :mod:`policy.reference` for the inputs.
+
+    ``backend`` is the Keras backend the run is on (``"tensorflow"``, ``"jax"``, ``"torch"``);
+    by default the one Keras would pick (``KERAS_BACKEND``, else ``keras.json``), read without
+    importing keras. ``semantics`` (a mutant, in the test suite) carries its own backend.
 
     ``strict=True`` models ``compile_policy(strict=True)``: a watched metric missing from the logs
     at the end of the first epoch makes ``fit`` raise, so the simulation raises
@@ -76,8 +82,11 @@ def simulate(
     parsed = _parse(policy)
     if not isinstance(strict, bool):
         raise TypeError(f"simulate(strict=...) takes True or False; got {type(strict).__name__}")
-    if not isinstance(semantics, Semantics):
+    if semantics is not None and not isinstance(semantics, Semantics):
         raise TypeError(f"simulate(semantics=...) takes a Semantics object; got {type(semantics).__name__}")
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"simulate(backend=...) takes a backend's name; got {type(backend).__name__}")
+    semantics = _semantics(backend, semantics)
     data = run_input(
         history,
         initial_lr=initial_lr,
@@ -89,7 +98,7 @@ def simulate(
 
 
 def simulate_checked(
-    policy: ast.Policy, data: RunInput, *, strict: bool = False, semantics: Semantics = KERAS_3_15
+    policy: ast.Policy, data: RunInput, *, strict: bool = False, semantics: Semantics | None = None
 ) -> Outcome:
     """:func:`simulate` for a policy already validated and a run already checked by ``run_input``.
 
@@ -102,6 +111,19 @@ def simulate_checked(
     if strict and data.epochs:
         _check_first_epoch_metrics(policy, data.logs[0])
     return _run(plan, data, semantics)
+
+
+def _semantics(backend: str | None, semantics: Semantics | None) -> Semantics:
+    """The semantics to simulate with: the given one (its backend must match ``backend`` if both
+    are given), else the true semantics of ``backend`` or of Keras's default backend."""
+    if semantics is None:
+        return semantics_for(backend_name(backend) if backend is not None else default_backend())
+    if backend is not None and backend_name(backend) != semantics.backend:
+        raise PolicyError.plain(
+            f"backend={backend!r} but the semantics given model {semantics.backend!r}",
+            "pass one of them, or build the semantics for that backend",
+        )
+    return semantics
 
 
 def _check_first_epoch_metrics(policy: ast.Policy, first: Mapping[str, float]) -> None:
