@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -715,3 +716,46 @@ def test_a_million_steps_is_fast() -> None:
     assert out.stop == Stop("stop when loss is not finite", epochs - 1)
     assert len(out.saves) == 10
     assert elapsed < 3.0, elapsed
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def test_backend_changes_only_the_backend_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from policy.reference import FACTS, semantics_for
+
+    text = "stop when val_loss not improving for 1"
+    tiny = {"val_loss": [2e-40, 1e-40, 0.5]}
+    over = {"val_loss": [1.0, 3.5e38, 0.5]}
+    assert simulate(text, tiny, backend="tensorflow").stop.epoch == 1  # type: ignore[union-attr]
+    assert simulate(text, tiny, backend="jax").stop.epoch == 1  # type: ignore[union-attr]
+    assert simulate(text, tiny, backend="torch").stop.epoch == 2  # type: ignore[union-attr]
+    with pytest.raises(KerasWouldRaise):
+        simulate(text, over, backend="tensorflow")
+    assert simulate(text, over, backend="jax").stop.epoch == 1  # type: ignore[union-attr]
+    # Our threshold rounds an over-range value to inf everywhere, TensorFlow included.
+    assert simulate("stop when val_loss > 1", over, backend="tensorflow").stop.epoch == 1  # type: ignore[union-attr]
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert simulate(text, tiny).stop.epoch == 2  # type: ignore[union-attr]
+    assert semantics_for("torch").facts is FACTS["torch"]
+
+
+def test_default_backend_reads_keras_json_without_keras(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from policy.reference import default_backend
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert default_backend() == "tensorflow"
+    (tmp_path / "keras.json").write_text('{"backend": "jax", "floatx": "float32"}')
+    assert default_backend() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert default_backend() == "torch"
+
+
+def test_unknown_backend_or_mismatched_semantics_is_a_policy_error() -> None:
+    from policy.reference import Semantics
+
+    with pytest.raises(PolicyError, match="numpy"):
+        simulate("stop after 2 epochs", {"loss": [1.0]}, backend="numpy")
+    with pytest.raises(PolicyError, match="torch"):
+        simulate("stop after 2 epochs", {"loss": [1.0]}, backend="jax", semantics=Semantics("torch"))
