@@ -104,13 +104,15 @@ def simulate_checked(
 
     ``simulate`` is exactly ``simulate_checked(validated policy, run_input(...))``; replaying many
     policies over many recorded runs (:mod:`policy.replays`) checks each policy and each run once
-    and calls this for every pair, so both paths run the same decisions.
+    and calls this for every pair, so both paths run the same decisions. Without ``semantics``,
+    those of Keras's default backend (as :func:`simulate` picks them).
     """
-    plan = _plan(policy, semantics)
+    sem = _semantics(None, semantics)
+    plan = _plan(policy, sem)
     _check_inputs(plan, data)
     if strict and data.epochs:
         _check_first_epoch_metrics(policy, data.logs[0])
-    return _run(plan, data, semantics)
+    return _run(plan, data, sem)
 
 
 def _semantics(backend: str | None, semantics: Semantics | None) -> Semantics:
