@@ -153,6 +153,10 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         found = self._newest_complete(generations)
         if found is not None:
             self._apply(*found)
+        else:
+            # Nothing to resume: start where fit was asked to, whatever an earlier fit of this
+            # model that raised (so never reached on_train_end) left behind.
+            self.model._initial_epoch = None
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._uninstall_sigterm()

@@ -1,0 +1,143 @@
+"""Real SIGKILLs: a policy with a backup, killed at any moment and restarted, decides as if never killed.
+
+Each run is a real process (forked from a server that imported Keras once) that kills itself
+with SIGKILL after its N-th event: a training batch, an epoch begin or end, an fsync, a rename,
+a file written into a .keras archive (so between epochs, mid-epoch and in the middle of a
+save). The chain of killed runs plus a final one must make exactly the decisions of an
+uninterrupted run, which must equal ``simulate``: learning rate of every epoch, every
+checkpoint write, the files left, the stop, the final weights, and the CSV log's rows.
+Budgets: ``POLICY_KILL_EXAMPLES`` generated cases (default 4) with 4 kills each, plus a fixed
+rich policy killed 30 times.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy import ast, format_policy, simulate
+from policy.outcome import Outcome
+from policy.testing.kills import BACKUP_DIR, ChainResult, Kill, run_chain
+from policy.testing.strategies import RULE_KINDS, Case, cases
+
+EXAMPLES = int(os.environ.get("POLICY_KILL_EXAMPLES", "4"))
+KINDS = [k for k in RULE_KINDS if k not in ("backup", "tensorboard")]
+
+
+def _with_backup(policy: ast.Policy) -> ast.Policy:
+    rules = (*policy.rules, ast.Backup(path=BACKUP_DIR, steps=None))
+    return ast.Policy(rules=rules, source=format_policy(ast.Policy(rules=rules)))
+
+
+def _decisions(outcome: Outcome) -> tuple[Any, ...]:
+    """What must agree: writes compared as a set per epoch (the order of rules within an epoch
+    is not journaled), the stop as (rule, epoch)."""
+    stop = None if outcome.stop is None else (outcome.stop.rule, outcome.stop.epoch)
+    return (
+        outcome.epochs_run,
+        outcome.learning_rates,
+        tuple(sorted(outcome.saves)),
+        outcome.files,
+        outcome.restored_epoch,
+        stop,
+    )
+
+
+def _check(spec: dict[str, Any], kills: list[Kill], expected: Outcome | None) -> ChainResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        whole = run_chain(spec, [], root / "whole", in_process=True)
+        cut = run_chain(spec, kills, root / "cut")
+    assert cut.torn == []
+    assert cut.failed_restarts == []
+    assert _decisions(cut.outcome) == _decisions(whole.outcome)
+    assert cut.final_weights == whole.final_weights
+    assert cut.csv_rows == whole.csv_rows
+    if expected is not None:
+        assert _decisions(whole.outcome) == _decisions(expected)
+    return cut
+
+
+def _spec(case: Case, policy: ast.Policy) -> dict[str, Any]:
+    return {
+        "kind": "policy",
+        "policy": format_policy(policy),
+        "history": [dict(logs) for logs in case.history],
+        "initial_lr": case.initial_lr,
+        "steps_per_epoch": case.steps_per_epoch,
+        "batch_losses": None if case.batch_losses is None else [list(b) for b in case.batch_losses],
+        "step_seconds": case.step_seconds,
+        "strict": case.strict,
+    }
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(cases(kinds=KINDS, max_rules=4), st.lists(st.integers(1, 40), min_size=4, max_size=4))
+def test_killed_and_restarted_runs_decide_as_one_uninterrupted_run(case: Case, events: list[int]) -> None:
+    policy = _with_backup(case.policy)
+    spec = _spec(case, policy)
+    try:
+        expected = simulate(policy, case.history, **case.run_options())
+    except Exception:
+        return
+    _check(spec, [Kill(event=e) for e in events], expected)
+
+
+RICH = (
+    "warm up lr to 0.02 over 2 epochs, then decay by 0.5 every 2 epochs\n"
+    "stop when val_loss not improving for 3, restore best\n"
+    "stop when val_accuracy not improving by 1% for 4 or val_loss < 0.05, restore best val_loss\n"
+    'save top 2 on val_loss to "ck/{epoch:02d}.keras"\n'
+    'save best weights on val_accuracy to "best.weights.h5"\n'
+    'save every 2 epochs to "every/{epoch}.keras"\n'
+    "stop after 30 steps\n"
+    'log to "logs/train.csv"\n'
+    f'backup to "{BACKUP_DIR}"'
+)
+RICH_HISTORY = [
+    {"loss": 1.0 - 0.05 * e, "val_loss": v, "val_accuracy": a}
+    for e, (v, a) in enumerate(
+        zip(
+            [1.0, 0.9, 0.92, 0.85, 0.86, 0.84, 0.84, 0.83, 0.9, 0.95, 0.97],
+            [0.5, 0.6, 0.6, 0.62, 0.625, 0.63, 0.7, 0.7, 0.69, 0.68, 0.7],
+            strict=True,
+        )
+    )
+]
+
+
+def test_thirty_kills_at_every_kind_of_moment() -> None:
+    spec = {"kind": "policy", "policy": RICH, "history": RICH_HISTORY, "steps_per_epoch": 3, "initial_lr": 0.01}
+    # Event numbers walking through batches, epoch ends, fsyncs, renames and archive writes.
+    kills = [Kill(event=3 + (7 * i) % 23) for i in range(30)]
+    cut = _check(spec, kills, simulate(RICH, RICH_HISTORY, steps_per_epoch=3, initial_lr=0.01))
+    assert cut.kills >= 30
+
+
+@pytest.mark.parametrize("delay", [0.1])
+def test_a_kill_at_a_random_time_too(delay: float) -> None:
+    spec = {"kind": "policy", "policy": RICH, "history": RICH_HISTORY, "steps_per_epoch": 3}
+    _check(spec, [Kill(delay=delay)] * 3, None)
+
+
+def test_the_harness_sees_what_plain_keras_loses() -> None:
+    """Teeth: the same kills, with the plain Keras callbacks the policy ejects to, go wrong."""
+    text = (
+        "decay lr by 0.5 every 1 epochs\n"
+        "stop when val_loss not improving for 3, restore best\n"
+        'save best on val_loss to "best.keras"\n'
+        f'backup to "{BACKUP_DIR}"'
+    )
+    spec = {"kind": "keras", "policy": text, "history": RICH_HISTORY, "steps_per_epoch": 3}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        whole = run_chain(spec, [], root / "whole", in_process=True)
+        cut = run_chain(spec, [Kill(event=e) for e in (45, 70, 95)], root / "cut")
+    assert cut.kills >= 1
+    assert cut.torn or cut.failed_restarts or _decisions(cut.outcome) != _decisions(whole.outcome)
