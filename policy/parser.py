@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,7 @@ def _problems_per_rule(text: str) -> list[Problem]:
     lines = text.splitlines()
     found: list[Problem] = []
     for start, end in _rule_spans(text):
-        masked = "".join(c if start <= i <= end or c == "\n" else " " for i, c in enumerate(text))
+        masked = _blank(text[:start]) + text[start : end + 1] + _blank(text[end + 1 :])
         try:
             _parse_whole(masked)
         except PolicyError as err:
@@ -150,6 +151,14 @@ def _problems_per_rule(text: str) -> list[Problem]:
                 line = lines[p.line - 1] if 0 < p.line <= len(lines) else p.source_line
                 found.append(Problem(p.message, p.line, p.column, line, p.suggestion))
     return found
+
+
+_NOT_NEWLINE = re.compile(r"[^\n]")
+
+
+def _blank(text: str) -> str:
+    """``text`` with every character but newlines turned into a space (lines and columns kept)."""
+    return _NOT_NEWLINE.sub(" ", text)
 
 
 def _rule_spans(text: str) -> list[tuple[int, int]]:

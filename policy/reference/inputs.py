@@ -112,9 +112,10 @@ def epoch_logs(history: Any) -> tuple[EpochLogs, ...]:
     out = []
     for epoch, row in enumerate(rows):
         logs: EpochLogs = {}
-        for name in sorted(row):
+        for name in row:  # checked before sorting: sorting text with None or 3 raises TypeError
             if not isinstance(name, str):
                 raise PolicyError.plain(f"metric names must be text, got {shown(name)} at epoch {epoch}")
+        for name in sorted(row):
             if name == _INDEX_COLUMN:
                 continue
             raw = row[name]
