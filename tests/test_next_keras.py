@@ -68,6 +68,28 @@ def _pr_23559_on_epoch_end(self: Any, epoch: int, logs: dict[str, Any] | None = 
         self.model.stop_training = True
 
 
+def test_the_probe_also_refuses_a_keras_that_starts_from_the_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another way a release could move the meaning: the baseline as the starting best."""
+    original = keras.callbacks.EarlyStopping.on_train_begin
+
+    def start_from_baseline(self: Any, logs: dict[str, Any] | None = None) -> None:
+        original(self, logs)
+        self.best = self.baseline
+
+    monkeypatch.setattr(keras.callbacks.EarlyStopping, "on_train_begin", start_from_baseline)
+    keras_honours_baseline.cache_clear()
+    try:
+        assert not keras_honours_baseline()
+        cb = _early_stopping(compile_policy(CASES["never-clears"][0]))
+        assert type(cb) is BaselineEarlyStopping
+        cb.on_train_begin()
+        assert cb.best is None  # ours starts from no best, whatever Keras's class does
+    finally:
+        monkeypatch.undo()
+        keras_honours_baseline.cache_clear()
+    assert keras_honours_baseline()
+
+
 @pytest.fixture
 def next_keras(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(keras.callbacks.EarlyStopping, "on_epoch_end", _pr_23559_on_epoch_end)

@@ -25,17 +25,22 @@ def keras_honours_baseline() -> bool:
     Asked of the class itself (two scripted epochs, no model, no training), not of its version
     number, so a back-port or a patched install is judged by what it does. With baseline 0.5
     (min mode), 1.0 then 0.9 both improve on the best and neither beats the baseline: 3.15.1
-    keeps counting (wait 2), a Keras with PR 23559 resets (wait 0).
+    keeps counting (wait 2) with 0.9 as the best; a Keras with PR 23559 resets (wait 0), and one
+    that took the baseline for the starting best would keep 0.5 as the best.
     """
     probe = keras.callbacks.EarlyStopping(monitor="probe", mode="min", patience=100, baseline=0.5)
     probe.on_train_begin()
     probe.on_epoch_end(0, {"probe": 1.0})
     probe.on_epoch_end(1, {"probe": 0.9})
-    return int(probe.wait) == 2
+    return int(probe.wait) == 2 and probe.best == 0.9
 
 
 class BaselineEarlyStopping(keras.callbacks.EarlyStopping):  # type: ignore[misc]
     """Keras's EarlyStopping with ``baseline`` as Keras 3.15.1 defines it (see module docstring).
+
+    It owns the state reset at train begin and the decision at each epoch end; the monitor's
+    direction and comparison, the warning for a missing metric and the restore at train end
+    stay Keras's.
 
     Each counted epoch (the metric logged, ``epoch >= start_from_epoch``): ``wait`` grows by
     one; a value that improves on the best (``min_delta`` counted) becomes the best, and resets
@@ -49,6 +54,14 @@ class BaselineEarlyStopping(keras.callbacks.EarlyStopping):  # type: ignore[misc
     best_epoch: int
     best_weights: Any
     stopped_epoch: int
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # Owned here too: the baseline is a bar, never the starting best.
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_weights = None
+        self.best_epoch = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.monitor_op is None:
