@@ -141,3 +141,18 @@ def test_the_harness_sees_what_plain_keras_loses() -> None:
         cut = run_chain(spec, [Kill(event=e) for e in (45, 70, 95)], root / "cut")
     assert cut.kills >= 1
     assert cut.torn or cut.failed_restarts or _decisions(cut.outcome) != _decisions(whole.outcome)
+
+
+def test_sigterm_under_a_backup_rule_stops_cleanly_and_resumes_exactly() -> None:
+    spec = {"kind": "policy", "policy": RICH, "history": RICH_HISTORY, "steps_per_epoch": 3}
+    cut = _check(spec, [Kill(event=e, signal="SIGTERM") for e in (10, 30, 50)], None)
+    # Each stop is policy.Preempted, a SystemExit with the code of a process ended by SIGTERM.
+    assert cut.exit_codes[:3] == [143, 143, 143] and cut.exit_codes[-1] == 0
+
+
+def test_sigterm_without_a_backup_rule_is_left_alone() -> None:
+    text = "decay lr by 0.5 every 1 epochs; stop when val_loss not improving for 3"
+    spec = {"kind": "policy", "policy": text, "history": RICH_HISTORY, "steps_per_epoch": 3}
+    with tempfile.TemporaryDirectory() as tmp:
+        cut = run_chain(spec, [Kill(event=10, signal="SIGTERM")], pathlib.Path(tmp) / "cut")
+    assert cut.exit_codes[0] == -15  # Python's default: the process ends by the signal

@@ -42,10 +42,14 @@ _real_fsync = os.fsync  # the journal's own flushes are not kill points
 
 @dataclass(frozen=True)
 class Kill:
-    """When a worker kills itself: after ``event`` events, or ``delay`` seconds after train begin."""
+    """When a worker kills itself: after ``event`` events, or ``delay`` seconds after train begin.
+
+    ``signal`` is ``"SIGKILL"`` (the default) or ``"SIGTERM"`` (what schedulers send first).
+    """
 
     event: int | None = None
     delay: float | None = None
+    signal: str = "SIGKILL"
 
 
 @dataclass
@@ -57,7 +61,8 @@ class ChainResult:
     csv_rows: list[str]
     torn: list[str] = field(default_factory=list)  # model files at their final name that do not load
     failed_restarts: list[str] = field(default_factory=list)  # restarts that raised instead of training
-    kills: int = 0  # workers that really died of SIGKILL
+    kills: int = 0  # workers that really died of the kill (SIGKILL, or SIGTERM's clean stop)
+    exit_codes: list[int] = field(default_factory=list)  # each worker's exit code (-N: signal N)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -66,8 +71,9 @@ class ChainResult:
 class _Events:
     """Counts events and kills the process with SIGKILL at the chosen one."""
 
-    def __init__(self, kill_at: int | None) -> None:
+    def __init__(self, kill_at: int | None, signum: int = signal.SIGKILL) -> None:
         self.kill_at = kill_at
+        self.signum = signum
         self.count = 0
         self.armed = kill_at is not None
 
@@ -76,7 +82,8 @@ class _Events:
             return
         self.count += 1
         if self.count >= (self.kill_at or 0):
-            os.kill(os.getpid(), signal.SIGKILL)
+            self.armed = False  # a SIGTERM is sent once; a SIGKILL never returns
+            os.kill(os.getpid(), self.signum)
 
 
 def _patch_file_events(events: _Events) -> None:
@@ -146,7 +153,7 @@ def run_worker(spec: Mapping[str, Any]) -> None:
 
     workdir = pathlib.Path(spec["workdir"])
     journal = _Journal(pathlib.Path(spec["journal"]))
-    events = _Events(spec.get("kill_event"))
+    events = _Events(spec.get("kill_event"), signal.Signals[spec.get("kill_signal") or "SIGKILL"])
     _patch_file_events(events)
     history = epoch_logs(spec["history"])
     clock = _Clock(spec.get("step_seconds") or 0.0)
@@ -205,7 +212,7 @@ def run_worker(spec: Mapping[str, Any]) -> None:
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             delay = spec.get("kill_delay")
             if delay is not None:
-                t = threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGKILL))
+                t = threading.Timer(delay, lambda: os.kill(os.getpid(), events.signum))
                 t.daemon = True
                 t.start()
                 timer.append(t)
@@ -360,7 +367,10 @@ def serve() -> None:
                 err = os.open(f"{spec_path}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                 os.dup2(err, 2)
                 run_worker(json.loads(spec_path.read_text(encoding="utf-8")))
-            except BaseException:
+            except SystemExit as e:  # what a SIGTERM under a backup rule ends in (policy.Preempted)
+                traceback.print_exc()
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:  # reported through the exit code and the .err file
                 traceback.print_exc()
                 code = 1
             finally:
@@ -393,12 +403,14 @@ def run_chain(
     torn: list[str] = []
     failed: list[str] = []
     died = 0
+    codes: list[int] = []
     runs = [*kills, None]
     for kill in runs:
         full = {**spec, "workdir": str(workdir), "journal": str(journal)}
         if kill is not None:
             full["kill_event"] = kill.event
             full["kill_delay"] = kill.delay
+            full["kill_signal"] = kill.signal
         if in_process and kill is None and not kills:
             before = os.getcwd()
             try:
@@ -409,7 +421,8 @@ def run_chain(
         spec_path = workdir.parent / f"{workdir.name}.spec.json"
         spec_path.write_text(json.dumps(full), encoding="utf-8")
         code = _server().run(spec_path)
-        if code == -signal.SIGKILL:
+        codes.append(code)
+        if kill is not None and code == (-signal.SIGKILL if kill.signal == "SIGKILL" else 143):
             died += 1
             torn.extend(torn_files(workdir))
             if on_restart is not None:
@@ -440,7 +453,7 @@ def run_chain(
     for log in sorted(workdir.rglob("*.csv")):
         csv_rows.extend(f"{log.relative_to(workdir).as_posix()}: {row}" for row in log.read_text().splitlines())
     weights = [] if end is None else list(end["weights"])
-    return ChainResult(outcome, weights, csv_rows, torn, failed, died)
+    return ChainResult(outcome, weights, csv_rows, torn, failed, died, codes)
 
 
 def same(a: float, b: float) -> bool:
