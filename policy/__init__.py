@@ -61,9 +61,11 @@ def parse_policy(text: str | Policy) -> Policy:
 def compile_policy(policy: str | Policy, *, strict: bool = True) -> list[keras.callbacks.Callback]:
     """Turn a policy into Keras callbacks for ``model.fit(callbacks=...)``, in rule order.
 
-    With ``strict`` (the default) a monitored metric missing from the logs at the end of
-    the first epoch stops training with a :class:`PolicyError` naming the closest metric
-    that does exist; ``strict=False`` keeps Keras's own warning instead.
+    With ``strict`` (the default) a monitored metric or checkpoint-path placeholder missing
+    from the logs stops training with a :class:`PolicyError` naming the closest metric that
+    does exist (training metrics and placeholders at the first epoch end, ``val_*`` metrics at
+    the first epoch that validated; see :mod:`policy.strictness`); ``strict=False`` keeps
+    Keras's own warning instead.
     """
     from policy.accept import policy_argument
 
@@ -84,12 +86,16 @@ def simulate(
     batch_losses: Sequence[Sequence[float | None]] | None = None,
     step_seconds: float | Sequence[Sequence[float]] | None = None,
     strict: bool = False,
+    validation_freq: int = 1,
+    steps_per_execution: int = 1,
+    initial_epoch: int = 0,
 ) -> Outcome:
     """What ``policy`` does over a recorded metric history, predicted without Keras.
 
     The reference simulator (:mod:`policy.reference`, whose docstring describes every input):
     ``history`` maps each metric to its per-epoch values, or is a list of per-epoch dicts.
-    ``strict=True`` models ``compile_policy(strict=True)``'s first-epoch metric check.
+    ``strict=True`` models ``compile_policy(strict=True)``'s metric check. ``validation_freq``,
+    ``steps_per_execution`` and ``initial_epoch`` are the run's ``fit``/``compile`` arguments.
     """
     from policy.reference import simulate as _simulate
 
@@ -101,6 +107,9 @@ def simulate(
         batch_losses=batch_losses,
         step_seconds=step_seconds,
         strict=strict,
+        validation_freq=validation_freq,
+        steps_per_execution=steps_per_execution,
+        initial_epoch=initial_epoch,
     )
 
 

@@ -20,6 +20,7 @@ from policy import ast
 from policy.callbacks import (
     AtomicModelCheckpoint,
     CreateFolder,
+    FitStart,
     MetricCheck,
     PolicyBackup,
     SaveEveryEpochs,
@@ -106,8 +107,21 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
 
 def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
     """The callbacks for one rule: one, or two (TerminateOnNaN and its recorder; a CSV log's
-    folder maker and Keras's CSVLogger)."""
-    return [_async_safe_if_epoch_only(cb) for cb in _compile_rule(rule, text if text is not None else rule_text(rule))]
+    folder maker and Keras's CSVLogger; :class:`FitStart` and Keras's ModelCheckpoint,
+    BackupAndRestore or ReduceLROnPlateau)."""
+    text = text if text is not None else rule_text(rule)
+    out: list[Any] = []
+    for cb in _compile_rule(rule, text):
+        if isinstance(cb, _CARRY_STATE):
+            out.append(FitStart(cb, text))
+        out.append(_async_safe_if_epoch_only(cb))
+    return out
+
+
+# Keras's own callbacks that need :class:`FitStart` before them: they keep state across fits
+# (a checkpoint's best and batch counters, a backup's batch counter), or, for ReduceLROnPlateau,
+# must refuse an optimizer whose rate is a LearningRateSchedule before the first batch.
+_CARRY_STATE = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore, keras.callbacks.ReduceLROnPlateau)
 
 
 def _async_safe_if_epoch_only(cb: Any) -> Any:

@@ -87,7 +87,7 @@ def describe_one(cb: Any) -> list[str]:
 
     from policy import callbacks as ours
 
-    if isinstance(cb, ours.MetricCheck | ours.TerminateOnNaNRecorder | ours.CreateFolder):
+    if isinstance(cb, ours.MetricCheck | ours.TerminateOnNaNRecorder | ours.CreateFolder | ours.FitStart):
         # compile_policy's helpers: the strict-metrics check and TerminateOnNaN's stop record.
         return []
     if isinstance(cb, ours.StopWhen):

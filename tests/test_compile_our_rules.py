@@ -281,7 +281,7 @@ def test_strict_check_names_the_closest_metric_and_points_at_the_rule(tmp_path: 
     assert (err.line, err.column) == (2, 11)
     assert err.suggestion == "did you mean 'val_loss'?"
     assert str(err) == (
-        "2:11: metric 'val_los' is not in the training logs (they have: loss, val_loss)\n"
+        "2:11: metric 'val_los' is not in the validation logs (they have: loss, val_loss)\n"
         "    stop when val_los not decreasing by 1% for 3\n"
         "              ^\n"
         "hint: did you mean 'val_loss'?"

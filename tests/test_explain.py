@@ -127,14 +127,15 @@ def test_ejected_code_builds_the_same_callbacks(text: str) -> None:
     import keras
 
     from policy import compile_policy
-    from policy.callbacks import MetricCheck, TerminateOnNaNRecorder
+    from policy.callbacks import FitStart, MetricCheck, TerminateOnNaNRecorder
 
     namespace: dict[str, object] = {}
     exec(eject(parse_policy(text)), namespace)
     ejected = namespace["callbacks"]
     assert isinstance(ejected, list)
-    # Hand-written code has no strict metric check and no TerminateOnNaN stop recorder.
-    compiled = [cb for cb in compile_policy(text) if not isinstance(cb, MetricCheck | TerminateOnNaNRecorder)]
+    # Hand-written code has no strict metric check, TerminateOnNaN stop recorder or FitStart.
+    helpers = MetricCheck | TerminateOnNaNRecorder | FitStart
+    compiled = [cb for cb in compile_policy(text) if not isinstance(cb, helpers)]
     # compile_policy puts the backup last, and writes checkpoints and backups through Keras's
     # classes extended only in how files reach the disk; the ejected code is plain Keras.
     backups = [cb for cb in ejected if isinstance(cb, keras.callbacks.BackupAndRestore)]

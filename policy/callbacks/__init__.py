@@ -4,7 +4,7 @@ One idea per module: :mod:`.condition` (``stop when`` conditions), :mod:`.budget
 (``stop after``), :mod:`.checkpoints` (every N epochs, top k), :mod:`.schedules`
 (learning-rate schedules), :mod:`.metric_check` (strict missing-metric check),
 :mod:`.folders` (the folder of a CSV log), :mod:`.baseline` (EarlyStopping's baseline on a
-Keras that dropped it),
+Keras that dropped it), :mod:`.fit_start` (Keras's own callbacks made fresh for each ``fit``),
 :mod:`.recorder` (when TerminateOnNaN fired), :mod:`.atomic` (files that appear only when
 complete), :mod:`.state` and :mod:`.backup` (backups that resume every rule exactly). Importing this package imports keras.
 """
@@ -17,6 +17,7 @@ from policy.callbacks.base import StopRecord
 from policy.callbacks.budget import StopAfterEpochs, StopAfterSteps, StopAfterTime
 from policy.callbacks.checkpoints import SaveEveryEpochs, SaveTop
 from policy.callbacks.condition import StopWhen
+from policy.callbacks.fit_start import FitStart
 from policy.callbacks.folders import CreateFolder
 from policy.callbacks.metric_check import MetricCheck
 from policy.callbacks.recorder import TerminateOnNaNRecorder
@@ -26,6 +27,7 @@ __all__ = [
     "AtomicModelCheckpoint",
     "CosineTo",
     "CreateFolder",
+    "FitStart",
     "MetricCheck",
     "PolicyBackup",
     "Preempted",

@@ -73,20 +73,34 @@ class _BatchBudget(keras.callbacks.Callback):  # type: ignore[misc]
 
 
 class StopAfterSteps(_BatchBudget):
-    """Stop after the training batch that brings the count since train begin to ``steps``."""
+    """Stop after the first training batch end seen at which the count since train begin is ``steps``.
+
+    The count comes from the batch index Keras passes, never from the number of calls: with
+    ``compile(steps_per_execution=k)`` Keras calls the batch hooks once per k batches, with the
+    index of the chunk's last batch (``begin + k - 1``, even when the epoch's last chunk is
+    shorter: that index is clamped to the epoch's batches, ``params["steps"]``, when known).
+    """
 
     def __init__(self, steps: float, rule: str = "") -> None:
         super().__init__()
         self.steps = steps
         self.rule = rule or f"stop after {number(steps)} steps"
         self.seen = 0
+        self._before_epoch = 0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.seen = 0
+        self._before_epoch = 0
         self.stop_record = None
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self._before_epoch = self.seen
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.seen += 1
+        per_epoch = (self.params or {}).get("steps")
+        ran = min(batch, per_epoch - 1) if isinstance(per_epoch, int) and per_epoch > 0 else batch
+        self.seen = self._before_epoch + ran + 1
         if self.seen >= self.steps:
             self._stop(batch, f"{self.seen} training steps ran, the budget was {number(self.steps)}")
 

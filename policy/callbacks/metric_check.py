@@ -1,70 +1,53 @@
-"""Strict mode: every metric the policy watches must be in the logs at the first epoch end.
+"""Strict mode: the metrics and path placeholders a policy uses must be in the logs.
 
 Keras's monitors only warn about a missing metric (and ModelCheckpoint then saves anyway),
 so a typo such as ``val_los`` silently disables a rule. This callback, placed first, turns
-that into a :class:`PolicyError` pointing at the metric in the policy text.
+that into a :class:`PolicyError` pointing at the metric in the policy text. When each name is
+judged (training metrics and path placeholders at the first epoch end, ``val_*`` metrics at
+the first epoch that validated) is :mod:`policy.strictness`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import keras
 
 from policy import ast
-from policy.errors import PolicyError, Problem, closest, problem_at
-from policy.validate import metrics_read
+from policy.errors import PolicyError
+from policy.strictness import StrictCheck, watched_metrics
 
-
-def watched_metrics(policy: ast.Policy) -> Iterator[ast.Metric]:
-    """Every metric node a policy reads from the epoch logs, in source order.
-
-    ``learning_rate`` is left out: no model logs it; the policy's own lr rule writes it into the
-    logs later in the same epoch-end dispatch, after this check has run (and the validator has
-    made sure every rule reading it comes after that lr rule).
-    """
-    for rule in policy.rules:
-        yield from (m for m in metrics_read(rule) if m.name != "learning_rate")
+__all__ = ["MetricCheck", "watched_metrics"]
 
 
 class MetricCheck(keras.callbacks.Callback):  # type: ignore[misc]
-    """Raise :class:`PolicyError` at the first epoch end if a watched metric is not logged."""
+    """Raise :class:`PolicyError` as soon as a watched metric or path placeholder is known missing."""
 
     def __init__(self, policy: ast.Policy) -> None:
         super().__init__()
         self.policy = policy
-        self._first = True
+        self._check = StrictCheck(policy)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._first = True
+        self._check.reset()
 
     def get_state(self) -> dict[str, Any]:
-        return {"first": self._first}
+        return self._check.get_state()
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._first = state["first"]
+        self._check.set_state(state)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self._first:
+        if self._check.done:
             return
-        self._first = False
-        available = sorted(logs or {})
-        problems: list[Problem] = []
-        reported: set[str] = set()
-        for metric in watched_metrics(self.policy):
-            if metric.name in available or metric.name in reported:
-                continue
-            reported.add(metric.name)
-            near = closest(metric.name, available)
-            listing = ", ".join(available) if available else "none"
-            problems.append(
-                problem_at(
-                    self.policy.source,
-                    metric.pos,
-                    f"metric {metric.name!r} is not in the training logs (they have: {listing})",
-                    f"did you mean {near!r}?" if near else "compile the model with that metric, or fix the name",
-                )
-            )
+        epochs = (self.params or {}).get("epochs")
+        last = isinstance(epochs, int) and epoch + 1 >= epochs
+        problems = self._check.epoch_end(logs or {}, last=last)
+        if problems:
+            raise PolicyError(problems)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        # Training stopped before its last epoch without ever validating.
+        problems = self._check.train_end()
         if problems:
             raise PolicyError(problems)

@@ -106,9 +106,12 @@ class Schedule:
         # returning the current lr leaves it to `multiply lr ... when`, if the policy has one.
         return float(start) if epoch == begin else float(lr)
 
+    def text(self) -> str:
+        """The schedule as policy text."""
+        return ", then ".join(seg.text(i == 0) for i, seg in enumerate(self.segments))
+
     def __repr__(self) -> str:
-        text = ", then ".join(seg.text(i == 0) for i, seg in enumerate(self.segments))
-        return f"Schedule({text!r})"
+        return f"Schedule({self.text()!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Schedule) and (self.segments, self.lr0) == (other.segments, other.lr0)
@@ -117,21 +120,85 @@ class Schedule:
         return hash(self.segments)
 
 
-class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ignore[misc]
-    """Keras's LearningRateScheduler, plus telling the schedule ``lr0`` at train begin.
+# Kept on the optimizer object: the rate a schedule of ours first saw it with, and the last rate
+# a schedule of ours set on it (as torch schedulers keep ``initial_lr`` in the param group).
+_STARTING_LR = "_policy_starting_lr"
 
-    Everything else (calling the schedule at each epoch begin with the 0-based epoch and the
-    current learning rate, writing ``logs["learning_rate"]``) is Keras's own code.
+
+def starting_lr(optimizer: Any) -> float:
+    """The learning rate a schedule starts from on ``optimizer``: its rate as built.
+
+    The first time a schedule of ours sees an optimizer (when ``fit`` hands it the model, before
+    any callback's ``on_train_begin``, so before BackupAndRestore restores a backed-up rate) that
+    rate is kept on the optimizer. A later ``fit`` of the same optimizer (resumed after an
+    interruption, continued with ``initial_epoch``) starts from the kept rate, so the schedule,
+    a function of the absolute epoch, continues where it was. Only when someone has set a
+    different rate since our schedule last set one is the current rate taken as the new start.
+    """
+    current = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    kept = getattr(optimizer, _STARTING_LR, None)
+    if kept is None or current != kept[1]:
+        kept = (current, current)
+        setattr(optimizer, _STARTING_LR, kept)
+    return float(kept[0])
+
+
+def note_set_lr(optimizer: Any) -> None:
+    """Remember the rate a schedule of ours just set (so the next ``fit`` knows nobody else did)."""
+    kept = getattr(optimizer, _STARTING_LR, None)
+    if kept is not None:
+        setattr(optimizer, _STARTING_LR, (kept[0], float(keras.ops.convert_to_numpy(optimizer.learning_rate))))
+
+
+def forget_starting_lr(optimizer: Any) -> None:
+    """Forget the kept starting rate, as for a freshly built optimizer (the test harness reuses one)."""
+    if hasattr(optimizer, _STARTING_LR):
+        delattr(optimizer, _STARTING_LR)
+
+
+def refuse_schedule_object(optimizer: Any, rule: str) -> None:
+    """An lr rule cannot set the rate of an optimizer whose rate is a ``LearningRateSchedule``."""
+    if isinstance(getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
+        from policy.errors import PolicyError
+
+        raise PolicyError.plain(
+            f"the rule {rule!r} sets the learning rate, but the optimizer's learning rate is a "
+            f"{type(optimizer._learning_rate).__name__} (a keras.optimizers.schedules.LearningRateSchedule), "
+            "which no callback can change",
+            "build the optimizer with a number (e.g. learning_rate=0.001) and let the policy schedule it, "
+            "or drop the lr rule and keep the optimizer's own schedule",
+        )
+
+
+class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ignore[misc]
+    """Keras's LearningRateScheduler, plus telling the schedule ``lr0`` (the rate as built).
+
+    Everything else (calling the schedule at each epoch begin with the absolute 0-based epoch
+    and the current learning rate, writing ``logs["learning_rate"]``) is Keras's own code.
     """
 
     schedule: Schedule
 
     def __init__(self, schedule: Schedule) -> None:
         super().__init__(schedule)
+        self.rule = f"{schedule.text()}"
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        # fit hands the model to every callback before any on_train_begin: the rate now is the
+        # rate as built (or as the last fit of this optimizer left it), never a restored one.
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not _has_schedule_object(optimizer):
+            self.schedule.start(starting_lr(optimizer))
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        self.schedule.start(float(lr))
+        refuse_schedule_object(self.model.optimizer, getattr(self, "policy_rule", self.rule))
+        if self.schedule.lr0 is None:
+            self.schedule.start(starting_lr(self.model.optimizer))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        note_set_lr(self.model.optimizer)
 
     def get_state(self) -> dict[str, Any]:
         # The learning rate the schedule started from; the current one is in the optimizer.
@@ -139,3 +206,7 @@ class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ign
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.schedule.lr0 = state["lr0"]
+
+
+def _has_schedule_object(optimizer: Any) -> bool:
+    return isinstance(getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule)

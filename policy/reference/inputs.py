@@ -45,6 +45,12 @@ class RunInput:
     step_seconds: tuple[Sequence[float], ...] | None
     """Per epoch, how long each training batch takes."""
     initial_lr: float | None
+    validation_freq: int = 1
+    """``fit(validation_freq=k)``: validation after epochs k, 2k, ... (1-based)."""
+    steps_per_execution: int = 1
+    """``compile(steps_per_execution=k)``: batches trained per callback call."""
+    initial_epoch: int = 0
+    """``fit(initial_epoch=e0)``: the first entry of the history is epoch e0."""
 
     @property
     def epochs(self) -> int:
@@ -80,9 +86,25 @@ def _series(values: Any, what: str) -> list[Any]:
     return list(values)
 
 
-def epoch_logs(history: Any) -> tuple[EpochLogs, ...]:
+def validates(epoch: int, validation_freq: int) -> bool:
+    """Whether ``fit(validation_freq=k)`` validates after (absolute, 0-based) ``epoch``: when
+    ``epoch + 1`` is a multiple of k (Keras counts epochs from 1 here)."""
+    return (epoch + 1) % validation_freq == 0
+
+
+def _is_validation(name: str) -> bool:
+    return name.startswith("val_")
+
+
+def epoch_logs(history: Any, validation_freq: int = 1, initial_epoch: int = 0) -> tuple[EpochLogs, ...]:
     """Per-epoch logs from a mapping ``metric -> values``, a list of per-epoch dicts, or a
-    ``keras.callbacks.History`` (anything with a ``.history`` mapping)."""
+    ``keras.callbacks.History`` (anything with a ``.history`` mapping).
+
+    In a mapping, a ``val_*`` series may hold one value per validation epoch only, as
+    ``History.history`` records a ``fit(validation_freq=k)`` run; its values then belong to
+    the validation epochs in order. Either way no epoch that did not validate may hold a
+    ``val_*`` value (Keras cannot have logged it).
+    """
     inner = getattr(history, "history", None)
     if isinstance(inner, Mapping):
         history = inner
@@ -92,14 +114,25 @@ def epoch_logs(history: Any) -> tuple[EpochLogs, ...]:
             if not isinstance(name, str):
                 raise PolicyError.plain(f"metric names must be text, got {shown(name)}")
             columns[name] = _series(values, f"the history of {name!r}")
-        lengths = {name: len(v) for name, v in columns.items()}
-        if len(set(lengths.values())) > 1:
-            described = ", ".join(f"{n}: {k}" for n, k in sorted(lengths.items()))
+        count = max((len(v) for v in columns.values()), default=0)
+        if validation_freq > 1 and columns and all(_is_validation(n) for n in columns):
+            count = max((len(v) for n, v in columns.items() if not _is_validation(n)), default=count)
+        checked = [e for e in range(initial_epoch, initial_epoch + count) if validates(e, validation_freq)]
+        for name, values in columns.items():
+            if len(values) == count:
+                continue
+            if _is_validation(name) and len(values) == len(checked):
+                spread: list[Any] = [None] * count
+                for e, value in zip(checked, values, strict=True):
+                    spread[e - initial_epoch] = value
+                columns[name] = spread
+                continue
+            described = ", ".join(f"{n}: {len(v)}" for n, v in sorted(columns.items()))
             raise PolicyError.plain(
                 f"the metric series have different lengths ({described})",
-                "give every metric one value per epoch, None where it was not logged",
+                "give every metric one value per epoch, None where it was not logged; a val_ series may "
+                f"instead hold one value per validation epoch ({len(checked)} with validation_freq={validation_freq})",
             )
-        count = next(iter(lengths.values()), 0)
         rows: list[Mapping[str, Any]] = [{n: v[i] for n, v in columns.items()} for i in range(count)]
     else:
         rows = []
@@ -121,9 +154,17 @@ def epoch_logs(history: Any) -> tuple[EpochLogs, ...]:
             raw = row[name]
             # A plain float is already what number() would return: skip the checks (replaying
             # thousands of recorded runs spends most of its time here otherwise).
-            value = raw if type(raw) is float else number(raw, f"{name} at epoch {epoch}")
+            value = raw if type(raw) is float else number(raw, f"{name} at epoch {epoch + initial_epoch}")
             if value is not None:
                 logs[name] = value
+        if not validates(epoch + initial_epoch, validation_freq):
+            extra = sorted(n for n in logs if _is_validation(n))
+            if extra:
+                raise PolicyError.plain(
+                    f"epoch {epoch + initial_epoch} holds {extra[0]}, but with validation_freq={validation_freq} "
+                    "fit does not validate after that epoch",
+                    "leave val_ metrics out of the epochs that did not validate, or fix validation_freq",
+                )
         out.append(logs)
     return tuple(out)
 
@@ -158,9 +199,15 @@ def run_input(
     steps_per_epoch: Any,
     batch_losses: Any,
     step_seconds: Any,
+    validation_freq: Any = 1,
+    steps_per_execution: Any = 1,
+    initial_epoch: Any = 0,
 ) -> RunInput:
     """Check and normalise every input of a simulation (the policy is checked elsewhere)."""
-    logs = epoch_logs(history)
+    freq = _whole(validation_freq, "validation_freq", 1)
+    per_call = _whole(steps_per_execution, "steps_per_execution", 1)
+    first = _whole(initial_epoch, "initial_epoch", 0)
+    logs = epoch_logs(history, freq, first)
     epochs = len(logs)
 
     lr: float | None = None
@@ -194,7 +241,25 @@ def run_input(
                 "pass steps_per_epoch or batch_losses",
             )
         seconds = tuple([constant_seconds] * n for n in steps)
-    return RunInput(logs=logs, steps=steps, batch_losses=losses, step_seconds=seconds, initial_lr=lr)
+    return RunInput(
+        logs=logs,
+        steps=steps,
+        batch_losses=losses,
+        step_seconds=seconds,
+        initial_lr=lr,
+        validation_freq=freq,
+        steps_per_execution=per_call,
+        initial_epoch=first,
+    )
+
+
+def _whole(value: Any, name: str, least: int) -> int:
+    """A whole-number ``fit``/``compile`` argument, at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise PolicyError.plain(f"{name} must be a whole number, got {value!r}")
+    if value < least:
+        raise PolicyError.plain(f"{name} must be at least {least}, got {value}")
+    return int(value)
 
 
 def _steps(

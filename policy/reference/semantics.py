@@ -40,6 +40,8 @@ logs["learning_rate"] written after the reduction              :meth:`Semantics.
 save-best skips an epoch whose metric is missing               :meth:`Semantics.save_best_when_missing`
 integer save_freq counter reset at every epoch                 :meth:`Semantics.step_save_batches`
 step budget off by one                                         :meth:`Semantics.step_budget_batch`
+steps counted as callback calls (wrong with steps_per_execution)  :meth:`Semantics.step_budget_seen`
+step-save sum keeps its excess past N (steps_per_execution)    :meth:`Semantics.step_save_seen`
 epoch budget off by one (``e >= N``)                           :meth:`Semantics.epoch_budget_reached`
 time budget compared with ``>`` instead of ``>=``              :meth:`Semantics.time_budget_batch`
 clock as ``k * step`` instead of a running sum                 :meth:`Semantics.clock_readings`
@@ -368,6 +370,46 @@ class Semantics:
         """The batch (within this epoch) after which the training-step count reaches ``budget``."""
         batch = max(budget - steps_before - 1, 0)
         return batch if batch < steps else None
+
+    def seen_batches(self, steps: int, steps_per_execution: int) -> range:
+        """The batch indices Keras passes to ``on_train_batch_end`` in an epoch of ``steps`` batches:
+        one call per ``steps_per_execution`` batches, with the index of the chunk's last batch as if
+        the chunk were full (``begin + k - 1``), so the last index may lie past the epoch's end."""
+        k = steps_per_execution
+        return range(k - 1, steps + k - 1, k)
+
+    def first_seen(self, seen: Sequence[int], batch: int | None) -> int | None:
+        """The first batch index a callback sees at or after ``batch`` (None: none this epoch)."""
+        if batch is None:
+            return None
+        i = bisect.bisect_left(seen, batch)
+        return seen[i] if i < len(seen) else None
+
+    def step_budget_seen(self, steps_before: int, seen: Sequence[int], steps: int, budget: int) -> int | None:
+        """``stop after N steps``: the first seen batch index after which the count of batches run
+        (``steps_before`` plus the index Keras passed + 1, at most the epoch's batches) reaches N."""
+        return self.first_seen(seen, self.step_budget_batch(steps_before, steps, budget))
+
+    def batches_run(self, seen: Sequence[int], last: int, steps: int) -> int:
+        """Training batches run in an epoch whose last seen batch index is ``last``."""
+        return min(last, steps - 1) + 1
+
+    def step_save_seen(self, since: int, seen: Sequence[int], last: int, every: int) -> tuple[list[int], int]:
+        """ModelCheckpoint(save_freq=N)._should_save_on_batch under ``steps_per_execution``: each
+        seen index adds the batches since the previous one (``index + 1`` at an epoch's first), and
+        once the sum since the last save reaches N it saves and restarts the sum from 0 (it does
+        not carry the excess). Returns the indices saved after (up to ``last``) and the new sum."""
+        saves: list[int] = []
+        previous: int | None = None
+        for batch in seen:
+            if batch > last:
+                break
+            since += batch + 1 if previous is None else batch - previous
+            previous = batch
+            if since >= every:
+                since = 0
+                saves.append(batch)
+        return saves, since
 
     def budget_seconds(self, amount: float, unit: ast.TimeUnit) -> float:
         return amount * _TIME_UNIT_SECONDS[unit]

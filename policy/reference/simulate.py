@@ -14,7 +14,7 @@ batch data actually given plus the saves produced.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from policy import ast
@@ -25,7 +25,7 @@ from policy.reference import rules as r
 from policy.reference.backends import backend_name, default_backend
 from policy.reference.inputs import RunInput, run_input
 from policy.reference.semantics import KerasWouldRaise, Semantics, placeholder_names, semantics_for
-from policy.validate import is_early_stopping, is_terminate_on_nan, metrics_read
+from policy.validate import default_best_path, is_early_stopping, is_terminate_on_nan, metrics_read
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ def simulate(
     batch_losses: Sequence[Sequence[float | None]] | None = None,
     step_seconds: float | Sequence[Sequence[float]] | None = None,
     strict: bool = False,
+    validation_freq: int = 1,
+    steps_per_execution: int = 1,
+    initial_epoch: int = 0,
     backend: str | None = None,
     semantics: Semantics | None = None,
 ) -> Outcome:
@@ -74,10 +77,15 @@ def simulate(
     by default the one Keras would pick (``KERAS_BACKEND``, else ``keras.json``), read without
     importing keras. ``semantics`` (a mutant, in the test suite) carries its own backend.
 
-    ``strict=True`` models ``compile_policy(strict=True)``: a watched metric missing from the logs
-    at the end of the first epoch makes ``fit`` raise, so the simulation raises
+    ``strict=True`` models ``compile_policy(strict=True)``: a watched training metric or a
+    checkpoint-path placeholder missing from the logs at the end of the first epoch, a watched
+    ``val_*`` metric missing at the first epoch that validated, or a watched ``val_*`` metric in
+    a run that never validated makes ``fit`` raise, so the simulation raises
     :class:`KerasWouldRaise` naming it. The default replays recorded histories leniently, as
     ``strict=False`` compiles (Keras's monitors warn and skip).
+
+    ``validation_freq``, ``steps_per_execution`` and ``initial_epoch`` are the ``fit`` /
+    ``compile`` arguments of the run (see :mod:`policy.reference`).
     """
     parsed = _parse(policy)
     if not isinstance(strict, bool):
@@ -93,6 +101,9 @@ def simulate(
         steps_per_epoch=steps_per_epoch,
         batch_losses=batch_losses,
         step_seconds=step_seconds,
+        validation_freq=validation_freq,
+        steps_per_execution=steps_per_execution,
+        initial_epoch=initial_epoch,
     )
     return simulate_checked(parsed, data, strict=strict, semantics=semantics)
 
@@ -111,8 +122,11 @@ def simulate_checked(
     plan = _plan(policy, sem)
     _check_inputs(plan, data)
     if strict and data.epochs:
-        _check_first_epoch_metrics(policy, data.logs[0])
-    return _run(plan, data, sem)
+        _check_first_epoch(policy, data.logs[0])
+    outcome = _run(plan, data, sem)
+    if strict:
+        _check_validation(policy, data.logs[: outcome.epochs_run])
+    return outcome
 
 
 def _semantics(backend: str | None, semantics: Semantics | None) -> Semantics:
@@ -128,19 +142,57 @@ def _semantics(backend: str | None, semantics: Semantics | None) -> Semantics:
     return semantics
 
 
-def _check_first_epoch_metrics(policy: ast.Policy, first: Mapping[str, float]) -> None:
-    """The strict check: every metric the policy reads is in the first epoch's logs.
+def _watched(policy: ast.Policy) -> set[str]:
+    """The metric names the strict check judges. ``learning_rate`` is exempt: no model logs it,
+    the policy's lr rule writes it during the epoch-end dispatch (the validator makes every
+    reader come after that rule)."""
+    return {m.name for rule in policy.rules for m in metrics_read(rule)} - {"learning_rate"}
 
-    ``learning_rate`` is exempt: no model logs it, the policy's lr rule writes it during the
-    epoch-end dispatch (the validator makes every reader come after that rule).
-    """
-    missing = sorted(
-        {m.name for rule in policy.rules for m in metrics_read(rule)} - set(first) - {"learning_rate"}
+
+def _epoch_end_paths(policy: ast.Policy) -> list[str]:
+    paths = []
+    for rule in policy.rules:
+        if isinstance(rule, ast.SaveBest):
+            paths.append(rule.path if rule.path is not None else default_best_path(rule.weights_only))
+        elif isinstance(rule, ast.SaveTop | ast.SaveLast) or (isinstance(rule, ast.SaveEvery) and rule.unit == "epochs"):
+            paths.append(rule.path)
+    return paths
+
+
+def _check_first_epoch(policy: ast.Policy, first: Mapping[str, float]) -> None:
+    """The strict check at the first epoch end: watched training metrics (names without ``val_``)
+    and the placeholders of paths formatted at epoch ends (other than ``{epoch}``) are logged."""
+    missing = sorted(n for n in _watched(policy) if not n.startswith("val_") and n not in first)
+    missing += sorted(
+        {f"{{{n}}}" for p in _epoch_end_paths(policy) for n in placeholder_names(p) if n != "epoch" and n not in first}
     )
     if missing:
         raise KerasWouldRaise.because(
-            f"watched metric(s) {', '.join(missing)} not in the logs at the end of the first epoch "
+            f"{', '.join(missing)} not in the logs at the end of the first epoch "
             "(they have: " + (", ".join(sorted(first)) or "none") + "); the strict check raises PolicyError",
+            "log the metric, fix its name, or simulate with strict=False",
+        )
+
+
+def _check_validation(policy: ast.Policy, run: Sequence[Mapping[str, float]]) -> None:
+    """The strict check for ``val_*`` names: at the first epoch run that holds any ``val_`` value,
+    every watched ``val_*`` metric must be there; if no epoch run validated, fit had no
+    validation data (raised at the last epoch's end or at train end)."""
+    wanted = sorted(n for n in _watched(policy) if n.startswith("val_"))
+    if not wanted:
+        return
+    validated = next((logs for logs in run if any(k.startswith("val_") for k in logs)), None)
+    if validated is None:
+        raise KerasWouldRaise.because(
+            f"the policy watches {', '.join(wanted)}, but no epoch of the run logged a validation metric; "
+            "the strict check raises PolicyError (fit has no validation data)",
+            "give the history validation metrics, or simulate with strict=False",
+        )
+    missing = [n for n in wanted if n not in validated]
+    if missing:
+        raise KerasWouldRaise.because(
+            f"{', '.join(missing)} not in the logs of the first epoch that validated "
+            "(they have: " + ", ".join(sorted(validated)) + "); the strict check raises PolicyError",
             "log the metric, fix its name, or simulate with strict=False",
         )
 
@@ -225,8 +277,13 @@ def _check_inputs(plan: _Plan, data: RunInput) -> None:
 
 @dataclass
 class _Clock:
+    """What the batch phase carries across epochs."""
+
     steps_before: int = 0
+    """Training batches run since train begin, by the batch indices Keras passed (clamped to the epoch)."""
     elapsed: float = 0.0
+    since_save: dict[int, int] = field(default_factory=dict)
+    """Per step checkpoint (by rule order), ModelCheckpoint's ``_batches_seen_since_last_saving``."""
 
 
 def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
@@ -237,15 +294,16 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
     stop: Stop | None = None
     epochs_run = 0
     batch_level = bool(plan.batch_stops or plan.step_checkpoints)
-    for epoch in range(data.epochs):
-        epochs_run = epoch + 1
+    for index in range(data.epochs):
+        epoch = data.initial_epoch + index  # absolute, as Keras passes it to every hook
+        epochs_run = index + 1
         for rule in plan.epoch_rules:
             rule.on_epoch_begin(run, epoch)
         if run.lr is not None:
             learning_rates.append(run.lr)
         if batch_level:
-            stop = _batch_phase(plan, data, sem, run, clock, epoch)
-        logs = dict(data.logs[epoch])  # one dict, handed to every rule in order
+            stop = _batch_phase(plan, data, sem, run, clock, epoch, index)
+        logs = dict(data.logs[index])  # one dict, handed to every rule in order
         for rule in plan.epoch_rules:
             reason = rule.on_epoch_end(run, epoch, logs)
             if reason is not None and stop is None:
@@ -267,67 +325,85 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
     )
 
 
-def _batch_phase(plan: _Plan, data: RunInput, sem: Semantics, run: r.RunState, clock: _Clock, epoch: int) -> Stop | None:
-    """The training batches of one epoch: which batch-level stop fires first, which step saves run."""
-    steps = data.steps[epoch] if data.steps is not None else 1
+def _batch_phase(
+    plan: _Plan, data: RunInput, sem: Semantics, run: r.RunState, clock: _Clock, epoch: int, index: int
+) -> Stop | None:
+    """The training batches of one epoch: which batch-level stop fires first, which step saves run.
+
+    With ``steps_per_execution`` k, callbacks see only the batch indices Keras passes (one per
+    k batches, :meth:`Semantics.seen_batches`); every batch-level rule acts at the first of
+    those at or after the batch where its condition is met.
+    """
+    steps = data.steps[index] if data.steps is not None else 1
+    seen = sem.seen_batches(steps, data.steps_per_execution)
     readings: list[float] | None = None
     first: tuple[int, int, _BatchStop, str] | None = None
     for bs in plan.batch_stops:
         batch: int | None
         if bs.kind == "nan":
-            batch, reason = _invalid_loss(data, sem, epoch, steps)
+            batch, reason = _invalid_loss(data, sem, index, steps, seen)
         elif bs.kind == "steps":
-            batch = sem.step_budget_batch(clock.steps_before, steps, int(bs.amount))
+            batch = sem.step_budget_seen(clock.steps_before, seen, steps, int(bs.amount))
             reason = f"reached the budget of {int(bs.amount)} training steps"
         else:
             assert data.step_seconds is not None
             if readings is None:
-                readings = sem.clock_readings(clock.elapsed, data.step_seconds[epoch])
-            batch = sem.time_budget_batch(readings, bs.amount)
+                readings = sem.clock_readings(clock.elapsed, data.step_seconds[index])
+            batch = sem.first_seen(seen, sem.time_budget_batch(readings, bs.amount))
             reason = (
-                f"{readings[batch]:g} s elapsed after batch {batch}, budget {bs.amount:g} s"
+                f"{readings[min(batch, steps - 1)]:g} s elapsed after batch {batch}, budget {bs.amount:g} s"
                 if batch is not None else ""
             )
         if batch is not None and (first is None or (batch, bs.order) < first[:2]):
             first = (batch, bs.order, bs, reason)
-    last = first[0] if first is not None else steps - 1
+    last = first[0] if first is not None else seen[-1]
 
     writes: list[tuple[int, int, str]] = []
     for ckpt in plan.step_checkpoints:
-        for batch in sem.step_save_batches(clock.steps_before, steps, ckpt.every):
-            if batch > last:
-                break
-            logs = _batch_logs(ckpt, data, epoch, batch)
+        since = clock.since_save.get(ckpt.order, 0)
+        if data.steps_per_execution == 1:
+            # One call per batch: the sum since the last save is the batch count modulo N.
+            batches: Sequence[int] = [b for b in sem.step_save_batches(since, steps, ckpt.every) if b <= last]
+            clock.since_save[ckpt.order] = (since + last + 1) % ckpt.every
+        else:
+            batches, clock.since_save[ckpt.order] = sem.step_save_seen(since, seen, last, ckpt.every)
+        for batch in batches:
+            logs = _batch_logs(ckpt, data, index, min(batch, steps - 1))
             writes.append((batch, ckpt.order, sem.format_path(ckpt.path, epoch, batch, logs)))
     if len(plan.step_checkpoints) > 1:
         writes.sort(key=lambda w: (w[0], w[1]))
     for _, _, path in writes:
         run.write(epoch, path)
 
-    clock.steps_before += last + 1
+    ran = sem.batches_run(seen, last, steps)
+    clock.steps_before += ran
     if readings is not None:
-        clock.elapsed = readings[last]
+        clock.elapsed = readings[ran - 1]
     if first is None:
         return None
     return Stop(first[2].text, epoch, first[3])
 
 
-def _invalid_loss(data: RunInput, sem: Semantics, epoch: int, steps: int) -> tuple[int | None, str]:
+def _invalid_loss(data: RunInput, sem: Semantics, index: int, steps: int, seen: Sequence[int]) -> tuple[int | None, str]:
     if data.batch_losses is not None:
-        losses = data.batch_losses[epoch]
-        batch = sem.invalid_loss_batch(losses)
+        losses = data.batch_losses[index]
+        if data.steps_per_execution == 1:
+            batch = sem.invalid_loss_batch(losses)
+        else:  # TerminateOnNaN sees the running loss only after each chunk's last batch
+            found = sem.invalid_loss_batch([losses[min(b, steps - 1)] for b in seen])
+            batch = None if found is None else seen[found]
         if batch is None:
             return None, ""
-        return batch, f"invalid loss {losses[batch]} after batch {batch}"
+        return batch, f"invalid loss {losses[min(batch, steps - 1)]} after batch {batch}"
     # No batch data: the epoch's loss is the running average after its last batch, which is
     # non-finite exactly when some batch's was (a NaN or inf stays in a running mean).
-    loss = data.logs[epoch].get("loss")
+    loss = data.logs[index].get("loss")
     if sem.invalid_loss_batch([loss]) is None:
         return None, ""
-    return steps - 1, f"invalid loss {loss} in epoch {epoch}"
+    return seen[-1], f"invalid loss {loss} in epoch {index + data.initial_epoch}"
 
 
-def _batch_logs(ckpt: _StepCheckpoint, data: RunInput, epoch: int, batch: int) -> dict[str, float]:
+def _batch_logs(ckpt: _StepCheckpoint, data: RunInput, index: int, batch: int) -> dict[str, float]:
     """The batch logs a step checkpoint formats its path with, as far as the reference knows them.
 
     Batch logs hold the running training metrics only; the reference knows the loss (from
@@ -350,7 +426,7 @@ def _batch_logs(ckpt: _StepCheckpoint, data: RunInput, epoch: int, batch: int) -
             f"the step checkpoint path {ckpt.path!r} uses {{loss}}, so the simulation needs the batch losses",
             "pass batch_losses",
         )
-    loss = data.batch_losses[epoch][batch]
+    loss = data.batch_losses[index][batch]
     return {} if loss is None else {"loss": loss}
 
 

@@ -120,35 +120,53 @@ def _harness_classes() -> dict[str, Any]:
         """First in the list: writes the scripted values into the logs everyone else sees."""
 
         def __init__(
-            self, logs: list[dict[str, float]], batch_losses: Sequence[Sequence[float | None]] | None, clock: _Clock
+            self,
+            logs: list[dict[str, float]],
+            batch_losses: Sequence[Sequence[float | None]] | None,
+            clock: _Clock,
+            initial_epoch: int = 0,
         ) -> None:
             super().__init__()
             self.logs = logs
             self.batch_losses = batch_losses
             self.clock = clock
-            self.epoch = 0
+            self.initial_epoch = initial_epoch
+            self.index = 0  # the epoch's entry in the script (epochs are absolute)
+            self.last_batch = -1
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.epoch = epoch
+            self.index = epoch - self.initial_epoch
+            self.last_batch = -1
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            self.clock.now += self.clock.step
+            # With steps_per_execution k this runs once per k batches, with the index of the
+            # chunk's last batch (past the epoch's end for a short last chunk): the clock moves
+            # by every batch trained since the previous call, the loss is the last real batch's.
+            steps = self.params.get("steps") if self.params else None
+            ran = min(batch, steps - 1) if isinstance(steps, int) and steps > 0 else batch
+            self.clock.now += self.clock.step * (ran - self.last_batch)
+            self.last_batch = ran
             if logs is None:
                 return
             # The running training loss: scripted per batch, else the epoch's loss (a constant
             # running average ends at the epoch's value, as real batch logs do).
-            loss: float | None = self.logs[self.epoch].get("loss")
+            loss: float | None = self.logs[self.index].get("loss")
             if self.batch_losses is not None:
-                losses = self.batch_losses[self.epoch] if self.epoch < len(self.batch_losses) else []
-                loss = losses[batch] if batch < len(losses) else None
+                losses = self.batch_losses[self.index] if self.index < len(self.batch_losses) else []
+                loss = losses[ran] if ran < len(losses) else None
             logs.clear()
             if loss is not None:
                 logs["loss"] = float(loss)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if logs is not None:
+                # Keras decides which epochs validate (fit's validation_freq): scripted val_
+                # values are only shown on those, as Keras would log them.
+                validated = any(k.startswith("val_") for k in logs)
                 logs.clear()
-                logs.update(self.logs[epoch])
+                logs.update(
+                    {k: v for k, v in self.logs[epoch - self.initial_epoch].items() if validated or not k.startswith("val_")}
+                )
             _encode(self.model, float(epoch + 1))
 
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -212,16 +230,24 @@ def _decode(model: Any) -> int | None:
     return None if kernel == _SENTINEL else round(kernel) - 1
 
 
-def tiny_model(initial_lr: float = DEFAULT_LR) -> Any:
-    """The harness's model (built once per process), reset to kernel 0 and ``initial_lr``."""
+def tiny_model(initial_lr: float = DEFAULT_LR, steps_per_execution: int = 1) -> Any:
+    """The harness's model (one per ``steps_per_execution``, built once per process), reset to
+    kernel 0 and ``initial_lr``, as a freshly built model would be."""
     import keras
 
-    model = _models.get("model")
+    from policy.callbacks.schedules import forget_starting_lr
+
+    model = _models.get(str(steps_per_execution))
     if model is None:
         model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=initial_lr), loss="mse")
-        _models["model"] = model
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=initial_lr),
+            loss="mse",
+            steps_per_execution=steps_per_execution,
+        )
+        _models[str(steps_per_execution)] = model
     model.optimizer.learning_rate = initial_lr
+    forget_starting_lr(model.optimizer)
     _encode(model, 0.0)
     model.stop_training = False
     return model
@@ -277,9 +303,16 @@ def run_callbacks(
     steps_per_epoch: int = 1,
     batch_losses: Sequence[Sequence[float | None]] | None = None,
     step_seconds: float | None = None,
+    validation_freq: int = 1,
+    steps_per_execution: int = 1,
+    initial_epoch: int = 0,
     workdir: pathlib.Path,
 ) -> Run:
-    """Run ``callbacks`` (a compiled policy or hand-written Keras callbacks) and measure them."""
+    """Run ``callbacks`` (a compiled policy or hand-written Keras callbacks) and measure them.
+
+    ``validation_freq`` and ``initial_epoch`` go to ``fit`` (the history's first entry is
+    epoch ``initial_epoch``); ``steps_per_execution`` to the model's ``compile``.
+    """
     import keras
 
     from policy.callbacks import StopAfterTime
@@ -298,16 +331,24 @@ def run_callbacks(
     )
     record = _Record(workdir, excluded)
     record.scan(record=False)  # files already there were not written by this run
-    wrapped: list[Any] = [classes["Script"](logs, batch_losses, clock)]
+    wrapped: list[Any] = [classes["Script"](logs, batch_losses, clock, initial_epoch)]
     for cb in callbacks:
         wrapped.append(cb)
         per_step = isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_freq != "epoch"
         wrapped.append(classes["ScanAfterBatch" if per_step else "ScanAfter"](record))
     wrapped.append(classes["Observe"](record))
 
-    model = tiny_model(DEFAULT_LR if initial_lr is None else initial_lr)
+    model = tiny_model(DEFAULT_LR if initial_lr is None else initial_lr, steps_per_execution)
     with working_directory(workdir):
-        fitted = model.fit(epochs=len(logs), callbacks=wrapped, verbose=0, shuffle=False, **_fit_data(steps_per_epoch))
+        fitted = model.fit(
+            epochs=initial_epoch + len(logs),
+            initial_epoch=initial_epoch,
+            validation_freq=validation_freq,
+            callbacks=wrapped,
+            verbose=0,
+            shuffle=False,
+            **_fit_data(steps_per_epoch),
+        )
     stop = why_stopped(callbacks)
     outcome = Outcome(
         epochs_run=len(fitted.epoch),
@@ -328,6 +369,9 @@ def run_in_keras(
     steps_per_epoch: int = 1,
     batch_losses: Sequence[Sequence[float | None]] | None = None,
     step_seconds: float | None = None,
+    validation_freq: int = 1,
+    steps_per_execution: int = 1,
+    initial_epoch: int = 0,
     workdir: pathlib.Path,
     strict: bool = True,
 ) -> Outcome:
@@ -343,6 +387,10 @@ def run_in_keras(
         batch_losses: per epoch, the running-average training loss after each batch, as the
             batch logs carry it. Without it every batch log carries the epoch's ``loss``.
         step_seconds: how long each training batch takes, for time budgets.
+        validation_freq: ``fit(validation_freq=)``; scripted ``val_*`` values are shown only on
+            the epochs Keras validated.
+        steps_per_execution: ``compile(steps_per_execution=)`` of the harness model.
+        initial_epoch: ``fit(initial_epoch=)``; the history's first entry is that epoch.
         workdir: the folder ``fit`` runs in; the policy's relative paths land there.
         strict: compile with the strict missing-metric check.
     """
@@ -356,5 +404,8 @@ def run_in_keras(
         steps_per_epoch=steps_per_epoch,
         batch_losses=batch_losses,
         step_seconds=step_seconds,
+        validation_freq=validation_freq,
+        steps_per_execution=steps_per_execution,
+        initial_epoch=initial_epoch,
         workdir=workdir,
     ).outcome

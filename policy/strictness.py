@@ -1,0 +1,167 @@
+"""The strict check's judgement over a run's epoch logs, without any framework.
+
+``compile_policy(strict=True)`` puts :class:`policy.callbacks.MetricCheck` first in the list;
+``keras-policy simulate`` checks a recorded history the same way. Both feed epoch logs, in
+order, to one :class:`StrictCheck` and raise the problems it returns.
+
+When each name is judged:
+
+- a training metric (any name not starting with ``val_``) and every placeholder of an
+  epoch-end checkpoint path: at the end of the first epoch (Keras formats those paths at every
+  epoch end, so a placeholder missing then is a ``KeyError`` at the first write);
+- a validation metric (``val_*``): at the end of the first epoch that has validation metrics
+  in its logs. With ``fit(validation_freq=k)`` Keras validates only after epochs k, 2k, ...
+  (1-based), and it does not tell callbacks whether or when it will validate;
+- a policy watching ``val_*`` in a ``fit`` that never validates: at the end of the last
+  epoch ``fit`` was asked to run (``params["epochs"]``) or at train end if training stopped
+  earlier, whichever comes first; before that, a later epoch could still validate.
+
+``learning_rate`` is never judged: no model logs it, the policy's own lr rule writes it into
+the logs later in the same epoch-end dispatch (the validator makes every reader come after it).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from policy import ast
+from policy.errors import Problem, closest, problem_at
+from policy.validate import default_best_path, metrics_read
+
+
+def is_validation(name: str) -> bool:
+    """A metric Keras logs only after validating (``val_loss``, ``val_accuracy``, ...)."""
+    return name.startswith("val_")
+
+
+def watched_metrics(policy: ast.Policy) -> Iterator[ast.Metric]:
+    """Every metric node a policy reads from the epoch logs, in source order (``learning_rate`` left out)."""
+    for rule in policy.rules:
+        yield from (m for m in metrics_read(rule) if m.name != "learning_rate")
+
+
+def epoch_end_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
+    """The checkpoint paths Keras (or our callbacks) format at an epoch end, with their rules."""
+    for rule in policy.rules:
+        if isinstance(rule, ast.SaveBest):
+            yield rule, rule.path if rule.path is not None else default_best_path(rule.weights_only)
+        elif isinstance(rule, ast.SaveTop | ast.SaveLast) or (isinstance(rule, ast.SaveEvery) and rule.unit == "epochs"):
+            yield rule, rule.path
+
+
+def _fields(path: str) -> list[str]:
+    """Placeholder names of a path template (the validator has refused malformed templates)."""
+    try:
+        parsed = list(string.Formatter().parse(path))
+    except ValueError:
+        return []
+    return [f.split(".", 1)[0].split("[", 1)[0] for _, f, _, _ in parsed if f]
+
+
+class StrictCheck:
+    """Feed it each epoch's logs in order; it returns the problems the strict check raises."""
+
+    def __init__(self, policy: ast.Policy) -> None:
+        self.policy = policy
+        self.reset()
+
+    def reset(self) -> None:
+        """A new ``fit`` begins."""
+        self._first = True
+        self._validation_pending = any(is_validation(m.name) for m in watched_metrics(self.policy))
+
+    def get_state(self) -> dict[str, bool]:
+        """What a backup keeps: which judgements are still to come."""
+        return {"first": self._first, "validation_pending": self._validation_pending}
+
+    def set_state(self, state: dict[str, bool]) -> None:
+        self._first = bool(state["first"])
+        self._validation_pending = bool(state.get("validation_pending", self._validation_pending))
+
+    @property
+    def done(self) -> bool:
+        """Nothing is left to judge in this run."""
+        return not self._first and not self._validation_pending
+
+    def epoch_end(self, logs: Mapping[str, Any], *, last: bool = False) -> list[Problem]:
+        """The problems found at this epoch end; ``last``: ``fit`` runs no epoch after this one."""
+        problems: list[Problem] = []
+        validated = any(is_validation(k) for k in logs)
+        if self._first:
+            self._first = False
+            problems += self._missing(logs, lambda n: not is_validation(n), "training logs")
+            problems += self._placeholders(logs, validated)
+        if self._validation_pending and validated:
+            self._validation_pending = False
+            problems += self._missing(logs, is_validation, "validation logs")
+        elif self._validation_pending and last:
+            problems += self.train_end()
+        return problems
+
+    def train_end(self) -> list[Problem]:
+        """At train end: a watched ``val_*`` metric that never appeared means ``fit`` never validated."""
+        if not self._validation_pending:
+            return []
+        self._validation_pending = False
+        problems: list[Problem] = []
+        for metric in self._unique(is_validation):
+            problems.append(
+                problem_at(
+                    self.policy.source,
+                    metric.pos,
+                    f"the policy watches {metric.name!r}, but fit has no validation data: "
+                    "no epoch of this fit logged a validation metric",
+                    "pass validation_data (or validation_split) to fit, with a validation_freq that validates",
+                )
+            )
+        return problems
+
+    def _unique(self, wanted: Any) -> list[ast.Metric]:
+        seen: dict[str, ast.Metric] = {}
+        for metric in watched_metrics(self.policy):
+            if wanted(metric.name) and metric.name not in seen:
+                seen[metric.name] = metric
+        return list(seen.values())
+
+    def _missing(self, logs: Mapping[str, Any], wanted: Any, where: str) -> list[Problem]:
+        available = sorted(logs)
+        problems = []
+        for metric in self._unique(wanted):
+            if metric.name in logs:
+                continue
+            near = closest(metric.name, available)
+            listing = ", ".join(available) if available else "none"
+            problems.append(
+                problem_at(
+                    self.policy.source,
+                    metric.pos,
+                    f"metric {metric.name!r} is not in the {where} (they have: {listing})",
+                    f"did you mean {near!r}?" if near else "compile the model with that metric, or fix the name",
+                )
+            )
+        return problems
+
+    def _placeholders(self, logs: Mapping[str, Any], validated: bool) -> list[Problem]:
+        available = sorted(logs)
+        problems = []
+        for rule, path in epoch_end_paths(self.policy):
+            for name in dict.fromkeys(_fields(path)):
+                if name == "epoch" or name in logs:
+                    continue
+                if is_validation(name) and not validated:
+                    message = (
+                        f"the path {path!r} uses {{{name}}}, but the first epoch logged no validation metrics "
+                        "(fit validates every validation_freq epochs); Keras formats the path at every epoch end"
+                    )
+                    hint = "use {epoch} or a training metric in the path, or validate every epoch"
+                else:
+                    near = closest(name, available)
+                    message = (
+                        f"the path {path!r} uses {{{name}}}, which is neither {{epoch}} nor a metric in the logs "
+                        f"(they have: {', '.join(available) or 'none'})"
+                    )
+                    hint = f"did you mean {{{near}}}?" if near else "use {epoch} or a logged metric"
+                problems.append(problem_at(self.policy.source, rule.pos, message, hint))
+        return problems
