@@ -8,6 +8,7 @@ exception leaves this module.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import re
@@ -136,20 +137,27 @@ def _parse_whole(text: str) -> ast.Policy:
 def _problems_per_rule(text: str) -> list[Problem]:
     """The first problem of each rule, each rule parsed alone at its own place in the text.
 
-    Every character outside the rule (but newlines and the rule's own ``;``) is blanked, so the
-    line and column of each problem are those of the original text; the source line shown is
-    then taken from the original too.
+    Only the lines the rule spans are parsed, with every character on them outside the rule
+    blanked, so columns are those of the original text and lines are shifted back by the lines
+    before; the source line shown is taken from the original. (Parsing the whole masked text for
+    each rule would make a text of many bad rules quadratic.)
     """
     lines = text.splitlines()
+    newlines = [i for i, c in enumerate(text) if c == "\n"]
     found: list[Problem] = []
     for start, end in _rule_spans(text):
-        masked = _blank(text[:start]) + text[start : end + 1] + _blank(text[end + 1 :])
+        before = bisect.bisect_left(newlines, start)  # lines wholly before the rule's first line
+        first = newlines[before - 1] + 1 if before else 0
+        after = bisect.bisect_left(newlines, end + 1)
+        last = newlines[after] if after < len(newlines) else len(text)
+        masked = _blank(text[first:start]) + text[start : end + 1] + _blank(text[end + 1 : last])
         try:
             _parse_whole(masked)
         except PolicyError as err:
             for p in err.problems:
-                line = lines[p.line - 1] if 0 < p.line <= len(lines) else p.source_line
-                found.append(Problem(p.message, p.line, p.column, line, p.suggestion))
+                number = p.line + before if p.line else 0
+                line = lines[number - 1] if 0 < number <= len(lines) else p.source_line
+                found.append(Problem(p.message, number, p.column, line, p.suggestion))
     return found
 
 

@@ -408,3 +408,13 @@ def test_cli_steps_per_epoch_beyond_the_limit(tmp_path: Path, capsys: pytest.Cap
                     "--steps-per-epoch", "1" + "0" * 30)
     assert code == 1
     assert "steps_per_epoch must be from 1 to 1000000000, got an integer of 100 bits" in err
+
+
+def test_thousands_of_bad_rules_are_each_reported_at_their_line() -> None:
+    # Each rule is re-parsed on its own lines only, so this stays linear in the text's length.
+    text = "\n".join(["stop after 3 epochs", *["stop when"] * 3000, "save best on val_los"])
+    err = error(lambda: parse_policy(text))
+    assert len(err.problems) == 3000
+    assert [p.line for p in err.problems[:2]] == [2, 3] and err.problems[-1].line == 3001
+    last = err.problems[-1]
+    assert (last.message, last.column, last.source_line) == ("the policy ends too early", 10, "stop when")
