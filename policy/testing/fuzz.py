@@ -255,6 +255,7 @@ def simulate_kwargs(rng: random.Random, accepted: frozenset[str], epochs: int | 
         "validation_freq": lambda: pick(1, 2, 3),
         "steps_per_execution": lambda: pick(1, 2, 4),
         "initial_epoch": lambda: pick(0, 1, 3),
+        "backend": lambda: rng.choice(("tensorflow", "jax", "torch", None, "tensorflow", "nonsense", 3)),
     }
     often = {"initial_lr": 0.8, "steps_per_epoch": 0.7}
     chosen = {name: make() for name, make in options.items() if name in accepted and rng.random() < often.get(name, 0.3)}
