@@ -40,7 +40,7 @@ def find_runs(sources: Iterable[str | Path]) -> list[RecordedRun]:
     seen: set[str] = set()
     for source in sources:
         text = str(source)
-        if not Path(text).exists() and any(c in text for c in "*?["):
+        if not _exists(text) and any(c in text for c in "*?["):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 out.append(RecordedRun(text, None, "no file or folder matches this pattern"))
@@ -48,12 +48,23 @@ def find_runs(sources: Iterable[str | Path]) -> list[RecordedRun]:
         else:
             paths = [Path(text)]
         for path in paths:
-            for run in _runs_at(path):
-                key = str(Path(run.name).resolve())
+            try:
+                found = [(str(Path(run.name).resolve()), run) for run in _runs_at(path)]
+            except (OSError, ValueError) as exc:  # a name the OS refuses: too long, a NUL byte
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                found = [(text, RecordedRun(text, None, f"cannot read it ({reason})"))]
+            for key, run in found:
                 if key not in seen:
                     seen.add(key)
                     out.append(run)
     return out
+
+
+def _exists(text: str) -> bool:
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def read_run(path: str | Path) -> RecordedRun:

@@ -362,10 +362,11 @@ def test_unreadable_paths(tmp_path: Path) -> None:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Exit code and everything printed (stdout then stderr); never a traceback."""
     code = cli_main(list(args))
     out = capsys.readouterr()
     assert "Traceback" not in out.err + out.out
-    return code, out.err
+    return code, out.out + out.err
 
 
 def test_cli_bad_files_and_arguments_exit_1_or_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -395,10 +396,15 @@ def test_cli_bad_files_and_arguments_exit_1_or_2(tmp_path: Path, capsys: pytest.
          "expected a whole number"),
         (("simulate", "stop when loss > 1", "--history"), 2, "expected one argument"),
         (("nonsense",), 2, "invalid choice"),
+        (("replay", "stop when val_loss > 1", "--history", long_name + ".csv"), 1, "cannot read it (File name too long)"),
+        (("replay", "stop when val_loss > 1", "--history", long_name + "*.csv"), 1, "Replayed 0 of 1 runs (1 failed)"),
+        (("replay", "stop when val_loss > 1", "--history", str(tmp_path / "latin.csv")), 1, "Replayed 0 of 1"),
+        (("replay", latin, "--history", str(tmp_path / "nul.csv")), 1, "the file is not UTF-8 text"),
+        (("tune", "stop when val_loss > {1,2", "--history", str(tmp_path / "nul.csv")), 1, "1 error"),
     ]
     for args, expected_code, fragment in cases:
-        code, err = cli(capsys, *args)
-        assert (code, fragment in err) == (expected_code, True), (args, err)
+        code, out = cli(capsys, *args)
+        assert (code, fragment in out) == (expected_code, True), (args, out)
 
 
 def test_cli_steps_per_epoch_beyond_the_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
