@@ -26,13 +26,14 @@ this file and by the mutant tests is fitted once).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 import pathlib
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -356,11 +357,32 @@ def test_tensorboard_logging_changes_nothing() -> None:
     check(pinned('log to tensorboard "logs/tb"; stop when val_loss not improving for 1', _vl(1.0, 1.0, 0.5)))
 
 
+PROPERTY_CASES = {"run": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def property_summary(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print how many cases the differential property checked on this backend (CI's log shows it)."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or not PROPERTY_CASES["run"]:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line("")
+        reporter.write_line(
+            f"differential property on {BACKEND}: {PROPERTY_CASES['run']} cases checked against real fit "
+            f"({len(FACTS)} pinned facts + generated, budget POLICY_EXAMPLES={EXAMPLES}); "
+            f"{KERAS_RUNS['fits']} Keras fits in this module"
+        )
+
+
 @backend_seed
 @budget(per_backend=True)
 @given(case=cases())
 @_pin_facts
 def test_compiled_policies_in_keras_match_the_reference(case: Case) -> None:
+    PROPERTY_CASES["run"] += 1
     check(case)
 
 
