@@ -159,6 +159,10 @@ def why_stopped(callbacks: Iterable[object]) -> Stop | None:
     ``callbacks`` is the list :func:`compile_policy` returned (other callbacks may be mixed in).
     None means no rule stopped training: it ran for all its epochs.
     """
+    if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
+        raise TypeError(
+            f"why_stopped() takes the list compile_policy() returned; got {type(callbacks).__name__}"
+        )
     from policy.compiler import why_stopped as _why_stopped
 
     return _why_stopped(callbacks)

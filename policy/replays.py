@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -290,10 +290,16 @@ def recommend(variants: Sequence[VariantReplay]) -> tuple[VariantReplay | None, 
 
 
 def _variants(given: Any) -> list[tuple[str, str, ast.Policy]]:
+    from policy.accept import policy_argument
     from policy.printer import format_policy
-    from policy.validate import validate
     from policy.variants import parse_variants
 
+    if not isinstance(given, str | ast.Policy) and (
+        isinstance(given, bytes | Mapping) or not isinstance(given, Iterable)
+    ):
+        raise TypeError(
+            f"replay() takes policy text (a str), a Policy, or a list of them; got {type(given).__name__}"
+        )
     items = [given] if isinstance(given, str | ast.Policy) else list(given)
     if not items:
         raise PolicyError.plain("no policy to replay")
@@ -304,9 +310,7 @@ def _variants(given: Any) -> list[tuple[str, str, ast.Policy]]:
                 label = variant.label if len(items) == 1 else " ".join(variant.text.split())
                 out.append((label, format_policy(parsed).replace("\n", "; "), parsed))
         else:
-            if not isinstance(item, ast.Policy):
-                raise PolicyError.plain(f"a policy must be text or a Policy, got {type(item).__name__}")
-            parsed = validate(item)
+            parsed = policy_argument(item, "replay")
             text = format_policy(parsed).replace("\n", "; ")
             out.append((text, text, parsed))
     return out
@@ -318,6 +322,11 @@ def _recorded(histories: Any) -> list[RecordedRun]:
         return find_runs([histories])
     if _is_one_history(histories):
         return [_in_memory("run 0", histories)]
+    if not isinstance(histories, Mapping | Iterable) or isinstance(histories, bytes):
+        raise TypeError(
+            "replay() takes recorded runs: a path, a History.history dict or History, or a list or dict of "
+            f"them; got {type(histories).__name__}"
+        )
     named = list(histories.items()) if isinstance(histories, Mapping) else [(None, h) for h in histories]
     out: list[RecordedRun] = []
     seen: set[Path] = set()  # a file named by a folder and by a glob is one run

@@ -13,7 +13,19 @@ from typing import Any
 
 import pytest
 
-from policy import PolicyError, ast, compile_policy, describe, explain, format_policy, load, parse_policy, simulate
+from policy import (
+    PolicyError,
+    ast,
+    compile_policy,
+    describe,
+    explain,
+    format_policy,
+    load,
+    parse_policy,
+    replay,
+    simulate,
+    why_stopped,
+)
 from policy.cli import main as cli_main
 from policy.parser import MAX_CONDITION_DEPTH
 from policy.reference import simulate as reference_simulate
@@ -424,3 +436,20 @@ def test_thousands_of_bad_rules_are_each_reported_at_their_line() -> None:
     assert [p.line for p in err.problems[:2]] == [2, 3] and err.problems[-1].line == 3001
     last = err.problems[-1]
     assert (last.message, last.column, last.source_line) == ("the policy ends too early", 10, "stop when")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: replay(None, []), "replay() takes policy text (a str), a Policy, or a list of them; got NoneType"),
+        (lambda: replay(["stop after 2 epochs", 3], [{"loss": [1.0]}]),
+         "replay() takes policy text (a str) or a Policy from parse_policy(); got int"),
+        (lambda: replay("stop when val_loss > 1", None), "replay() takes recorded runs: a path, a History.history "
+         "dict or History, or a list or dict of them; got NoneType"),
+        (lambda: why_stopped(None), "why_stopped() takes the list compile_policy() returned; got NoneType"),
+    ],
+)
+def test_replay_and_why_stopped_arguments(call: Any, message: str) -> None:
+    with pytest.raises(TypeError) as info:
+        call()
+    assert str(info.value) == message
