@@ -165,6 +165,8 @@ def _from_columns(data: Mapping[Any, Any], filename: str | None) -> History:
 
 
 def _value(v: Any, key: str, filename: str | None) -> float:
+    if type(v) is float:  # what a parsed CSV or JSON file holds: nothing to check
+        return v
     if isinstance(v, bool) or not isinstance(v, int | float | str):
         raise HistoryError(f"{key!r}: expected a number, got {shown(v)}", filename)
     if isinstance(v, str):

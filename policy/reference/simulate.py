@@ -294,10 +294,12 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
     stop: Stop | None = None
     epochs_run = 0
     batch_level = bool(plan.batch_stops or plan.step_checkpoints)
+    # Only schedules act at epoch begin; skipping the others' empty hook changes nothing.
+    begin_rules = [rule for rule in plan.epoch_rules if type(rule).on_epoch_begin is not r.EpochRule.on_epoch_begin]
     for index in range(data.epochs):
         epoch = data.initial_epoch + index  # absolute, as Keras passes it to every hook
         epochs_run = index + 1
-        for rule in plan.epoch_rules:
+        for rule in begin_rules:
             rule.on_epoch_begin(run, epoch)
         if run.lr is not None:
             learning_rates.append(run.lr)
