@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FIGURES = range(1, 9)
+FIGURES = range(1, 10)
 
 
 def test_quick_run_reports_every_figure(tmp_path: pathlib.Path) -> None:
