@@ -93,18 +93,24 @@ def plot_tradeoff(report: Report, path: str | Path) -> None:
     star. Up and to the left is better: more epochs saved, less lost.
     """
     plt = require_matplotlib()
+    relative = report.tolerance.relative
+    scale = 100 if relative else 1
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for v in report.variants:
         if not v.replayed:
             continue
-        x, worst, y = v.mean_lost, v.worst_lost, 100 * v.saved_fraction
+        x, worst, y = scale * v.mean(relative), scale * v.worst(relative), 100 * v.saved_fraction
         chosen = v is report.recommended
         if worst > x and worst != float("inf"):
             ax.plot([x, worst], [y, y], color="0.7", linewidth=1, zorder=1)
         ax.scatter([x], [y], marker="*" if chosen else "o", s=180 if chosen else 40,
                    color="C3" if chosen else ("C1" if v.runs_hurt else "C0"), zorder=3)
         ax.annotate(v.label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize="small")
-    ax.set_xlabel(f"{report.objective} lost: mean over runs (dot) to worst run (line end)")
+    ax.axvline(scale * report.tolerance.amount, color="0.5", linestyle=":", linewidth=1)
+    ax.annotate("tolerance", (scale * report.tolerance.amount, 1), xycoords=("data", "axes fraction"),
+                textcoords="offset points", xytext=(3, -12), fontsize="small", color="0.4")
+    unit = " (% of each run's best)" if relative else ""
+    ax.set_xlabel(f"{report.objective} lost{unit}: mean over runs (dot) to worst run (line end)")
     ax.set_ylabel("epochs saved (% of recorded)")
     title = f"recommended: {report.recommended.label}" if report.recommended else "no recommendation"
     ax.set_title(f"{title} (orange: hurts a run by more than {report.tolerance})", fontsize="medium")

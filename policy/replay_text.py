@@ -10,12 +10,27 @@ from typing import Any
 from policy.replays import Report, RunReplay, VariantReplay
 
 
-def _num(x: float | None) -> str:
+def _num(x: float | None, digits: int = 6) -> str:
     if x is None:
         return "-"
     if math.isinf(x):
         return "inf"
-    return f"{x:.6g}" if x else "0"
+    return f"{x:.{digits}g}" if x else "0"
+
+
+def _lost(amount: float, fraction: float) -> str:
+    """A loss in the metric's units with its share of the run's best: ``0.0126 (2.7%)``."""
+    if not amount:
+        return "0"
+    share = "inf" if math.isinf(fraction) else f"{fraction:.1%}"
+    return f"{_num(amount, 3)} ({share})"
+
+
+def _share(value: float, relative: bool) -> str:
+    """A loss as the tolerance measures it: ``2.7%`` of the run's best, or an amount."""
+    if relative:
+        return "inf" if math.isinf(value) else f"{value:.1%}" if value else "0"
+    return _num(value, 3)
 
 
 def _table(header: list[str], rows: Sequence[list[str]], right: set[int]) -> list[str]:
@@ -42,7 +57,7 @@ def runs_text(report: Report, variant: VariantReplay) -> str:
                 str(r.stop.epoch) if r.stop else "-",
                 _num(r.best_run),
                 _num(r.best_recorded),
-                _num(r.lost) + (" HURT" if r.hurt else ""),
+                _lost(r.lost, r.lost_fraction) + (" HURT" if r.hurt else ""),
                 r.stop.rule if r.stop else "(runs to the end)",
             ])
         else:
@@ -76,8 +91,9 @@ def totals_text(report: Report, v: VariantReplay) -> list[str]:
         f"Runs whose best {report.objective} got worse by more than {_tolerance(report)}: "
         f"{len(hurt)} of {len(v.replayed)}{names}."
     )
-    out.append(f"Lost {report.objective}: mean {_num(v.mean_lost)}, worst {_num(v.worst_lost)} "
-               f"(best within the epochs run vs over the whole recorded run).")
+    worst = max(v.replayed, key=lambda r: r.lost_fraction if report.tolerance.relative else r.lost)
+    out.append(f"Lost {report.objective}: mean {_lost(v.mean_lost, v.mean_lost_fraction)}, worst "
+               f"{_lost(worst.lost, worst.lost_fraction)}" + (f" ({worst.run})" if worst.lost else "") + ".")
     return out
 
 
@@ -89,25 +105,27 @@ def _tolerance(report: Report) -> str:
 def variants_text(report: Report, template: str) -> str:
     """``tune``: one row per variant, most epochs saved first, the recommended one marked."""
     obj = report.objective
-    ordered = sorted(report.variants, key=lambda v: (-v.saved_fraction, v.worst_lost))
-    header = ["", "variant", "epochs saved", f"mean lost {obj}", "worst lost", "runs hurt", "skipped"]
+    relative = report.tolerance.relative
+    ordered = sorted(report.variants, key=lambda v: (-v.saved_fraction, v.worst(relative)))
+    header = ["", "variant", "epochs saved", f"{obj} lost: mean", "worst", "runs hurt", "skipped"]
     rows = []
     for v in ordered:
         rows.append([
             "*" if v is report.recommended else "",
             v.label,
             f"{v.saved_fraction:.1%} ({v.epochs_saved})",
-            _num(v.mean_lost),
-            _num(v.worst_lost),
+            _share(v.mean(relative), relative),
+            _share(v.worst(relative), relative),
             f"{len(v.runs_hurt)} of {len(v.replayed)}",
             str(len(v.skipped)) if v.skipped else "",
         ])
     runs = report.variants[0].runs
     failed = [r for r in runs if r.status == "failed"]
+    unit = "as a share of each run's best" if relative else "in its own units"
     out = [
         f"Template: {' '.join(template.split())}",
-        f"Objective: {obj} ({report.direction}); a run is hurt when its best {obj} within the epochs run is worse "
-        f"than over the whole recorded run by more than {_tolerance(report)}.",
+        f"Objective: {obj} ({report.direction}); lost = how much worse its best within the epochs run is than over "
+        f"the whole recorded run, {unit}; a run is hurt when it lost more than {_tolerance(report)}.",
         f"Runs: {len(runs)}" + (f" ({len(failed)} could not be read, listed below)" if failed else "") + ".",
         "",
         *_table(header, rows, right={2, 3, 4, 5}),

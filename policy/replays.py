@@ -15,7 +15,8 @@ when ``strict``, as with ``compile_policy(strict=True)``; an lr rule with no sta
 
 The recommended variant: the one with the largest share of epochs saved among those that hurt
 no run; ties go to the smaller worst loss, then to template order. When every variant hurts some
-run: the fewest runs hurt, then the smallest worst loss.
+run: the fewest runs hurt, then the smallest worst loss, then the most epochs saved. "Worst loss"
+is measured as the tolerance is (a share of each run's best for a percentage, else an amount).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ RECOMMENDATION_RULE = (
     "the most epochs saved (as a share of those recorded) with no run losing more than the tolerance; "
     "ties: the smaller worst loss, then the earlier variant"
 )
-FALLBACK_RULE = "every variant hurts some run, so: the fewest runs hurt, then the smallest worst loss"
+FALLBACK_RULE = (
+    "every variant hurts some run, so: the fewest runs hurt, then the smallest worst loss, then the most epochs saved"
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,13 @@ class RunReplay:
     def epochs_saved(self) -> int:
         return self.epochs_recorded - self.epochs_run if self.status == "replayed" else 0
 
+    @property
+    def lost_fraction(self) -> float:
+        """``lost`` as a fraction of the run's full-run best (what a relative tolerance compares)."""
+        if not self.lost:
+            return 0.0
+        return self.lost / abs(self.best_recorded) if self.best_recorded else math.inf
+
 
 @dataclass(frozen=True)
 class VariantReplay:
@@ -147,12 +157,28 @@ class VariantReplay:
         return max((r.lost for r in self.replayed), default=0.0)
 
     @property
+    def mean_lost_fraction(self) -> float:
+        runs = self.replayed
+        return sum(r.lost_fraction for r in runs) / len(runs) if runs else 0.0
+
+    @property
+    def worst_lost_fraction(self) -> float:
+        return max((r.lost_fraction for r in self.replayed), default=0.0)
+
+    def worst(self, relative: bool) -> float:
+        """The worst loss as a tolerance of that kind measures it: a share of the best, or an amount."""
+        return self.worst_lost_fraction if relative else self.worst_lost
+
+    def mean(self, relative: bool) -> float:
+        return self.mean_lost_fraction if relative else self.mean_lost
+
+    @property
     def runs_hurt(self) -> tuple[RunReplay, ...]:
         return tuple(r for r in self.replayed if r.hurt)
 
 
 _SINGLE = ("runs", "replayed", "skipped", "failed", "epochs_recorded", "epochs_run", "epochs_saved",
-           "saved_fraction", "mean_lost", "worst_lost", "runs_hurt")
+           "saved_fraction", "mean_lost", "worst_lost", "mean_lost_fraction", "worst_lost_fraction", "runs_hurt")
 
 
 @dataclass(frozen=True)
@@ -199,6 +225,7 @@ class Report:
                     "best_run": r.best_run,
                     "best_recorded": r.best_recorded,
                     "lost": r.lost if r.status == "replayed" else None,
+                    "lost_fraction": r.lost_fraction if r.status == "replayed" else None,
                     "hurt": r.hurt,
                     "reason": r.reason,
                 })
@@ -218,6 +245,8 @@ class Report:
             "saved_fraction": v.saved_fraction,
             "mean_lost": v.mean_lost,
             "worst_lost": v.worst_lost,
+            "mean_lost_fraction": v.mean_lost_fraction,
+            "worst_lost_fraction": v.worst_lost_fraction,
             "runs_hurt": len(v.runs_hurt),
         } for v in self.variants]
 
@@ -272,20 +301,24 @@ def replay(
         VariantReplay(label, text, tuple(_replay_one(parsed, p, objective_name, tol, strict) for p in prepared))
         for label, text, parsed in variants
     )
-    chosen, rule = recommend(results)
+    chosen, rule = recommend(results, relative=tol.relative)
     return Report(results, objective_name, direction, tol, chosen, rule)
 
 
-def recommend(variants: Sequence[VariantReplay]) -> tuple[VariantReplay | None, str]:
-    """The recommended variant and the rule that chose it (see the module docstring)."""
+def recommend(variants: Sequence[VariantReplay], relative: bool = True) -> tuple[VariantReplay | None, str]:
+    """The recommended variant and the rule that chose it (see the module docstring).
+
+    "Worst loss" is measured as the tolerance is: a share of each run's best when it is a
+    percentage (``relative``), an amount in the metric's units otherwise.
+    """
     candidates = [(i, v) for i, v in enumerate(variants) if v.replayed]
     if not candidates:
         return None, "no run could be replayed"
     safe = [(i, v) for i, v in candidates if not v.runs_hurt]
     if safe:
-        best = max(safe, key=lambda iv: (iv[1].saved_fraction, -iv[1].worst_lost, -iv[0]))
+        best = max(safe, key=lambda iv: (iv[1].saved_fraction, -iv[1].worst(relative), -iv[0]))
         return best[1], RECOMMENDATION_RULE
-    best = min(candidates, key=lambda iv: (len(iv[1].runs_hurt), iv[1].worst_lost, iv[0]))
+    best = min(candidates, key=lambda iv: (len(iv[1].runs_hurt), iv[1].worst(relative), -iv[1].saved_fraction, iv[0]))
     return best[1], FALLBACK_RULE
 
 
@@ -360,8 +393,13 @@ def _in_memory(name: str, item: Any) -> RecordedRun:
     from policy.history import HistoryError
 
     inner = getattr(item, "history", None)
+    data = inner if isinstance(inner, Mapping) else item
+    if isinstance(data, list) and data and all(type(row) is dict for row in data):
+        # Per-epoch dicts (what reading a CSV gives) are checked, value by value, by the
+        # reference's own input check when the run is prepared: no second pass here.
+        return RecordedRun(name, data)
     try:
-        return RecordedRun(name, history_from_data(inner if isinstance(inner, Mapping) else item))
+        return RecordedRun(name, history_from_data(data))
     except HistoryError as exc:
         return RecordedRun(name, None, exc.message)
 

@@ -49,7 +49,7 @@ def test_replay_prints_a_line_per_run_and_the_totals(runs: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["run", "epochs", "run", "stop", "best", "val_loss", "full-run", "best", "lost", "stopped", "by"]
-    assert lines[1].split() == ["runs/a.csv", "4", "of", "6", "3", "0.5", "0.45", "0.05", "HURT",
+    assert lines[1].split() == ["runs/a.csv", "4", "of", "6", "3", "0.5", "0.45", "0.05", "(11.1%)", "HURT",
                                 "stop", "when", "val_loss", "not", "improving", "for", "2"]
     assert lines[2].split()[:9] == ["runs/b.csv", "4", "of", "4", "-", "0.8", "0.8", "0", "(runs"]
     assert lines[3].split()[:8] == ["runs/c.json", "4", "of", "6", "3", "0.5", "0.5", "0"]
@@ -57,7 +57,7 @@ def test_replay_prints_a_line_per_run_and_the_totals(runs: Path) -> None:
         "Replayed 3 of 3 runs.",
         "Epochs saved: 4 of 16 recorded (25.0%).",
         "Runs whose best val_loss got worse by more than 1% of the run's best: 1 of 3: runs/a.csv.",
-        "Lost val_loss: mean 0.0166667, worst 0.05 (best within the epochs run vs over the whole recorded run).",
+        "Lost val_loss: mean 0.0167 (3.7%), worst 0.05 (11.1%) (runs/a.csv).",
     ]
 
 
@@ -92,12 +92,19 @@ def test_tune_prints_one_row_per_variant_sorted_with_the_recommendation(runs: Pa
     assert lines[0] == "Template: stop when val_loss not improving for {1..3}"
     assert lines[2] == "Runs: 3."
     table = [line.split() for line in lines[4:8]]
-    assert table[0] == ["variant", "epochs", "saved", "mean", "lost", "val_loss", "worst", "lost", "runs", "hurt", "skipped"]
-    # Most epochs saved first; patience 3 hurts no run (a.csv's 0.45 comes after its stop
-    # either way, but 0.05 is lost by every variant): the fallback rule picks the least harm.
-    assert [row[0] if row[0] != "*" else row[1] for row in table[1:]] == ["1", "2", "3"]
-    assert any(row[0] == "*" for row in table[1:])
-    assert "Recommended (*): stop when val_loss not improving for" in done.stdout
+    assert table == [
+        ["variant", "epochs", "saved", "val_loss", "lost:", "mean", "worst", "runs", "hurt", "skipped"],
+        ["1", "50.0%", "(8)", "12.0%", "25.0%", "2", "of", "3"],
+        ["*", "2", "25.0%", "(4)", "3.7%", "11.1%", "1", "of", "3"],
+        ["3", "12.5%", "(2)", "3.7%", "11.1%", "1", "of", "3"],
+    ]
+    # Every variant loses a.csv's late best (0.45 after 0.5): the fallback rule picks the least
+    # harm, and patience 2 ties with 3 on harm while saving more.
+    assert lines[9:11] == [
+        "Recommended (*): stop when val_loss not improving for 2",
+        "  rule: every variant hurts some run, so: the fewest runs hurt, then the smallest worst loss, then the most "
+        "epochs saved.",
+    ]
 
 
 def test_tune_json_has_every_variant_and_run(runs: Path) -> None:
@@ -126,8 +133,8 @@ def test_tune_objective_and_absolute_tolerance(runs: Path) -> None:
     done = run("tune", "stop when val_loss not improving for {1,2}", "--history", "runs", "--objective", "loss",
                "--tolerance", "0.5", cwd=runs.parent)
     assert done.returncode == 0, done.stderr
-    assert "Objective: loss (min); a run is hurt when its best loss within the epochs run is worse than over the " \
-           "whole recorded run by more than 0.5." in done.stdout
+    assert "in its own units; a run is hurt when it lost more than 0.5." in done.stdout
+    assert done.stdout.splitlines()[5].split() == ["*", "1", "50.0%", "(8)", "0.167", "0.3", "0", "of", "3"]
 
 
 def test_tune_plot_writes_a_png(runs: Path) -> None:
