@@ -458,9 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the whole run by more than T: a percentage of that best (default 1%%) or an "
                             "absolute amount (0.005)")
         p.add_argument("--no-strict", action="store_true",
-                       help="replay runs whose watched metric is missing at the first epoch end (validation "
-                            "every k epochs) as Keras does with strict=False; by default they are skipped, "
-                            "as compile_policy(strict=True) would stop that fit")
+                       help="replay runs whose watched metric is missing where compile_policy(strict=True) "
+                            "checks it (a training metric at the first epoch end, a val_ metric at the first "
+                            "epoch that validated) as Keras does with strict=False; by default they are "
+                            "skipped, as that check would stop the fit")
         p.add_argument("--initial-lr", type=_positive_float, default=None, metavar="X",
                        help="the starting learning rate for lr rules (default: each run's learning_rate in epoch 0)")
         p.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",

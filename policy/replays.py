@@ -9,9 +9,10 @@ best value within the epochs run against its best over the whole recorded run. T
 always >= 0 and in the metric's own units, is what the stop *lost*; a run is *hurt* when it lost
 more than the tolerance (by default 1% of the run's best value).
 
-A run the policy cannot use (a watched metric never logged, or missing at the first epoch end
-when ``strict``, as with ``compile_policy(strict=True)``; an lr rule with no starting lr) is
-*skipped* with the reason; a run that cannot be read is *failed*. Neither stops the others.
+A run the policy cannot use (a watched metric never logged; when ``strict``, one missing where
+``compile_policy(strict=True)`` checks it: a training metric at the first epoch end, a ``val_``
+metric at the first epoch that validated; an lr rule with no starting lr) is *skipped* with the
+reason; a run that cannot be read is *failed*. Neither stops the others.
 
 The recommended variant: the one with the largest share of epochs saved among those that hurt
 no run; ties go to the smaller worst loss, then to template order. When every variant hurts some
@@ -286,9 +287,10 @@ def replay(
     - ``objective``: the metric whose loss is measured (default: the first one the first variant
       watches); its direction comes from the policy, else from its name (``"val_f1 max"`` says it).
     - ``tolerance``: ``"1%"`` of each run's best (the default) or an absolute amount.
-    - ``strict``: a watched metric missing at the first epoch end skips the run, as
-      ``compile_policy(strict=True)`` would stop that fit; ``False`` replays as Keras does with
-      ``strict=False`` (warn and skip the epoch).
+    - ``strict``: a watched metric missing where ``compile_policy(strict=True)`` checks it (a
+      training metric at the first epoch end, a ``val_`` metric at the first epoch that
+      validated) skips the run, as that check would stop the fit; ``False`` replays as Keras does
+      with ``strict=False`` (warn and skip the epoch).
     - ``initial_lr`` / ``steps_per_epoch``: as for :func:`policy.simulate`; by default the
       starting lr is the run's logged ``learning_rate`` in epoch 0, if it has one.
     """
