@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policy import PolicyError
 from policy.variants import MAX_VARIANTS, expand, has_braces, parse_variants
@@ -87,3 +91,13 @@ def test_every_variant_parses_to_the_policy_of_its_text() -> None:
 
     for variant, parsed in parse_variants("multiply lr by {0.5,0.1} when val_loss not improving for {1..2}"):
         assert parsed == parse_policy(variant.text)
+
+
+@given(st.lists(st.lists(st.integers(1, 99).map(str), min_size=1, max_size=4), min_size=1, max_size=3))
+def test_expansion_is_the_product_of_the_braces_in_order(choices: list[list[str]]) -> None:
+    template = " x ".join("{" + ",".join(c) + "}" for c in choices)
+    variants = expand(template)
+    assert [v.values for v in variants] == list(itertools.product(*choices))
+    assert [v.text for v in variants] == [" x ".join(values) for values in itertools.product(*choices)]
+    for variant in variants:  # every offset of the text maps back into the template
+        assert all(0 <= variant.template_offset(i) < len(template) for i in range(len(variant.text)))
