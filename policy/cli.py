@@ -205,16 +205,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def check_metrics(policy: Policy, history: History) -> None:
-    """What ``compile_policy(strict=True)`` does at the first epoch end: every watched metric is logged."""
-    available = sorted(history[0]) if history else []
+    """What ``compile_policy(strict=True)`` checks: every watched metric is logged, training metrics
+    in the first epoch, ``val_*`` metrics in the first epoch that validated (any ``val_`` key;
+    ``fit(validation_freq=k)`` validates only every k epochs)."""
+    first = history[0] if history else {}
+    validated = next(((i, logs) for i, logs in enumerate(history) if any(k.startswith("val_") for k in logs)), None)
     problems: list[Problem] = []
     for metric in dict((m.name, m) for m in reversed(watched_metric_nodes(policy))).values():
-        if metric.name in available:
+        where, logs = "the history's first epoch", first
+        if metric.name.startswith("val_") and validated is not None and validated[0] > 0:
+            where, logs = f"the history's first validated epoch ({validated[0]})", validated[1]
+        if metric.name in logs:
             continue
+        available = sorted(logs)
         near = closest(metric.name, available)
         problems.append(problem_at(
             policy.source, metric.pos,
-            f"metric {metric.name!r} is not in the history's first epoch (it has: {', '.join(available) or 'none'})",
+            f"metric {metric.name!r} is not in {where} (it has: {', '.join(available) or 'none'})",
             f"did you mean {near!r}? (--no-strict replays anyway)" if near else "pass --no-strict to replay anyway",
         ))
     if problems:

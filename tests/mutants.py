@@ -248,6 +248,36 @@ class StepSaveCounterPerEpoch(Semantics):
         return range(every - 1, steps, every)
 
 
+class CountsCallsNotBatches(Semantics):
+    """Step rules count batch-hook calls, not the batch index Keras passes: with
+    ``steps_per_execution`` k every call is k batches, so ``stop after N steps`` runs k times too long."""
+
+    name = "counts-calls-not-batches"
+
+    def steps_counted(self, seen: Sequence[int], position: int, steps: int) -> int:
+        return position + 1
+
+
+class StepSaveCarriesExcess(Semantics):
+    """Integer ``save_freq`` under ``steps_per_execution``: the sum since the last save keeps its
+    excess over N (Keras's ModelCheckpoint restarts it from 0), so later saves come early."""
+
+    name = "step-save-carries-excess"
+
+    def step_save_seen(self, since: int, seen: Sequence[int], last: int, every: int) -> tuple[list[int], int]:
+        saves: list[int] = []
+        previous: int | None = None
+        for batch in seen:
+            if batch > last:
+                break
+            since += batch + 1 if previous is None else batch - previous
+            previous = batch
+            if since >= every:
+                since -= every
+                saves.append(batch)
+        return saves, since
+
+
 class StepBudgetOffByOne(Semantics):
     """``stop after N steps`` stops after step N + 1."""
 
@@ -383,6 +413,8 @@ class ScheduleOffByOne(Semantics):
 
 
 MUTANTS: tuple[type[Semantics], ...] = (
+    CountsCallsNotBatches,
+    StepSaveCarriesExcess,
     Float64Comparisons,
     NoSubnormalFlush,
     FlushOnEveryBackend,

@@ -131,6 +131,8 @@ def describe(case: Case, keras_result: Result, reference_result: Result) -> str:
         f"history: {case.history!r}",
         f"initial_lr={case.initial_lr!r} steps_per_epoch={case.steps_per_epoch!r} "
         f"batch_losses={case.batch_losses!r} step_seconds={case.step_seconds!r}",
+        f"validation_freq={case.validation_freq!r} steps_per_execution={case.steps_per_execution!r} "
+        f"initial_epoch={case.initial_epoch!r}",
         f"keras:     {keras_result!r}",
         f"reference: {reference_result!r}",
     ]
@@ -159,9 +161,22 @@ def pinned(
     steps_per_epoch: int = 1,
     batch_losses: tuple[tuple[float, ...], ...] | None = None,
     step_seconds: float | None = None,
+    validation_freq: int = 1,
+    steps_per_execution: int = 1,
+    initial_epoch: int = 0,
 ) -> Case:
     """A hand-written case (for ``@example``)."""
-    return Case(parse_policy(text), history, initial_lr, steps_per_epoch, batch_losses, step_seconds)
+    return Case(
+        parse_policy(text),
+        history,
+        initial_lr,
+        steps_per_epoch,
+        batch_losses,
+        step_seconds,
+        validation_freq,
+        steps_per_execution,
+        initial_epoch,
+    )
 
 
 def _vl(*values: float | None) -> list[dict[str, float]]:
@@ -281,6 +296,34 @@ FACTS: dict[str, Case] = {
     # value - min_delta in float64, then rounded: 0.29 + 0.01 against 0.3 (rounding each first differs).
     "min-delta-f64-then-round": pinned("stop when val_loss not improving by 0.01 for 1", _vl(0.3, 0.29, 5.0)),
     # "or" evaluates every part every epoch; both plateaus keep their own state.
+    # fit(validation_freq=2): val_loss only after epochs 1, 3, ...; a plateau skips the others
+    # (no wait counted), so patience 1 stops at epoch 3, not at epoch 1 or 2.
+    "validation-freq-skips-epochs": pinned(
+        "stop when val_loss not improving for 1; save best on val_loss to 'b{epoch}.keras'",
+        [{"loss": 1.0}, {"loss": 1.0, "val_loss": 1.0}, {"loss": 1.0}, {"loss": 1.0, "val_loss": 1.0}, {"loss": 1.0}],
+        validation_freq=2,
+    ),
+    # steps_per_execution=2: one hook call per 2 batches, with the index of the chunk's last
+    # batch; 2 steps are reached at the first call (counting calls would stop an epoch late).
+    "steps-per-execution-counts-batches": pinned(
+        "stop after 2 steps", _vl(1, 1, 1), steps_per_epoch=2, steps_per_execution=2
+    ),
+    # ModelCheckpoint(save_freq=3) under steps_per_execution=2 and 3 batches an epoch: Keras
+    # passes indices 1 and 3 (past the end), adds 2 + 2 per epoch and restarts from 0 at each save.
+    "steps-per-execution-step-save": pinned(
+        "save weights every 3 steps to 'ck/e{epoch}-b{batch}.weights.h5'",
+        _vl(1, 1, 1),
+        steps_per_epoch=3,
+        steps_per_execution=2,
+    ),
+    # fit(initial_epoch=2): epochs are absolute (the budget counts them, the schedule and the
+    # file names use them, EarlyStopping's epoch > 0 guard no longer blocks the first one).
+    "initial-epoch-absolute": pinned(
+        "stop after 4 epochs; decay lr by 0.5 every 2 epochs; save every 2 epochs to 'e{epoch}.keras'",
+        _vl(1, 1, 1, 1),
+        initial_lr=0.02,
+        initial_epoch=2,
+    ),
     "or-no-short-circuit": pinned(
         "stop when val_loss not improving for 2 or val_accuracy >= 0.9, restore best val_loss",
         [{"val_loss": a, "val_accuracy": b} for a, b in ((1.0, 0.5), (0.9, 0.6), (0.95, 0.7), (0.99, 0.95))],

@@ -57,12 +57,19 @@ def test_cases_fit_together(case: Case) -> None:
             watched = [rule.when.metric.name]
         elif isinstance(rule, ast.SaveBest | ast.SaveTop):
             watched = [rule.metric.name]
+        # With validation_freq k > 1, val_ metrics exist only after the epochs that validate
+        # (possibly none in a short run), as Keras logs them.
+        validates = [(case.initial_epoch + i + 1) % case.validation_freq == 0 for i in range(len(case.history))]
+        if case.validation_freq > 1:
+            watched = [w for w in watched if not w.startswith("val_")]
         assert set(watched) <= seen, (watched, seen)
+        for logs, validated in zip(case.history, validates, strict=True):
+            assert validated or not any(k.startswith("val_") for k in logs)
         if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.path:
-            # A metric formatted into a checkpoint path is logged in every epoch.
+            # A metric formatted into a checkpoint path is logged in every epoch (that validated).
             for name in ("val_loss", "loss"):
                 if "{" + name + ":" in rule.path:
-                    assert all(name in logs for logs in case.history)
+                    assert all(name in logs for logs, v in zip(case.history, validates, strict=True) if v or name == "loss")
     assert 1 <= len(case.history) <= 8
     assert 1 <= len(case.policy.rules) <= 4
     if case.batch_losses is not None:
@@ -200,3 +207,27 @@ def test_histories_have_the_requested_shape(data: st.DataObject) -> None:
     assert len(history) == n
     assert all("val_accuracy" in logs for logs in history)
     assert all(set(logs) <= {"val_loss", "val_accuracy"} for logs in history)
+
+
+def test_cases_draw_every_fit_argument() -> None:
+    """The differential cases run under each fit argument's non-default values too."""
+    from policy.testing.strategies import FIT_INITIAL_EPOCHS, FIT_STEPS_PER_EXECUTION, FIT_VALIDATION_FREQS
+
+    seen: set[tuple[str, int]] = set()
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(cases())
+    def collect(case: Case) -> None:
+        seen.update(
+            {
+                ("validation_freq", case.validation_freq),
+                ("steps_per_execution", case.steps_per_execution),
+                ("initial_epoch", case.initial_epoch),
+            }
+        )
+
+    collect()
+    expected = {("validation_freq", k) for k in FIT_VALIDATION_FREQS}
+    expected |= {("steps_per_execution", k) for k in FIT_STEPS_PER_EXECUTION}
+    expected |= {("initial_epoch", e) for e in FIT_INITIAL_EPOCHS}
+    assert expected <= seen, expected - seen

@@ -10,7 +10,8 @@ and check they make exactly the decisions :func:`simulate` predicts.
     (4, 3)
 
 ``simulate(policy, history, *, initial_lr=None, steps_per_epoch=None, batch_losses=None,
-step_seconds=None, strict=False, backend=None, semantics=None) -> Outcome``
+step_seconds=None, strict=False, validation_freq=1, steps_per_execution=1, initial_epoch=0,
+backend=None, semantics=None) -> Outcome``
 
 - ``policy``: policy text or a :class:`policy.ast.Policy` (checked with the validator).
 - ``history``: the logs Keras hands to ``on_epoch_end``, one entry per epoch, either as a mapping
@@ -37,6 +38,14 @@ step_seconds=None, strict=False, backend=None, semantics=None) -> Outcome``
   default the one Keras would use (``KERAS_BACKEND``, else ``~/.keras/keras.json``, else
   TensorFlow), read without importing keras. The backends differ in two float32 facts of
   Keras's monitor comparisons (:mod:`policy.reference.backends`).
+- ``validation_freq``: ``fit(validation_freq=k)``: ``val_*`` metrics exist only after epochs e with
+  ``(e + 1) % k == 0``. A mapping's ``val_*`` series may then hold one value per validation epoch
+  (as ``History.history`` records it); a ``val_*`` value on an epoch that does not validate is a
+  :class:`PolicyError`.
+- ``steps_per_execution``: ``compile(steps_per_execution=k)``: batch-level rules see one batch end
+  per k batches (the index of the chunk's last batch); see docs/semantics.md, "Fit arguments".
+- ``initial_epoch``: ``fit(initial_epoch=e0)``: the history's first entry is epoch e0; every epoch in
+  the outcome is absolute.
 - ``semantics``: the decision primitives; by default the real ones for ``backend``
   (:func:`semantics_for`; :data:`KERAS_3_15` is TensorFlow's); subclasses of
   :class:`Semantics` are deliberate mutants (see :mod:`policy.reference.semantics`).

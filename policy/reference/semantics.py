@@ -40,7 +40,7 @@ logs["learning_rate"] written after the reduction              :meth:`Semantics.
 save-best skips an epoch whose metric is missing               :meth:`Semantics.save_best_when_missing`
 integer save_freq counter reset at every epoch                 :meth:`Semantics.step_save_batches`
 step budget off by one                                         :meth:`Semantics.step_budget_batch`
-steps counted as callback calls (wrong with steps_per_execution)  :meth:`Semantics.step_budget_seen`
+steps counted as callback calls (steps_per_execution)          :meth:`Semantics.steps_counted`
 step-save sum keeps its excess past N (steps_per_execution)    :meth:`Semantics.step_save_seen`
 epoch budget off by one (``e >= N``)                           :meth:`Semantics.epoch_budget_reached`
 time budget compared with ``>`` instead of ``>=``              :meth:`Semantics.time_budget_batch`
@@ -391,14 +391,11 @@ class Semantics:
         i = bisect.bisect_left(seen, batch)
         return seen[i] if i < len(seen) else None
 
-    def step_budget_seen(self, steps_before: int, seen: Sequence[int], steps: int, budget: int) -> int | None:
-        """``stop after N steps``: the first seen batch index after which the count of batches run
-        (``steps_before`` plus the index Keras passed + 1, at most the epoch's batches) reaches N."""
-        return self.first_seen(seen, self.step_budget_batch(steps_before, steps, budget))
-
-    def batches_run(self, seen: Sequence[int], last: int, steps: int) -> int:
-        """Training batches run in an epoch whose last seen batch index is ``last``."""
-        return min(last, steps - 1) + 1
+    def steps_counted(self, seen: Sequence[int], position: int, steps: int) -> int:
+        """Training batches run in this epoch once the batch hooks' call number ``position``
+        (0-based) has ended: from the batch index Keras passed, ``min(index, steps - 1) + 1``
+        (a short last chunk's index lies past the epoch's end), never the number of calls."""
+        return min(seen[position], steps - 1) + 1
 
     def step_save_seen(self, since: int, seen: Sequence[int], last: int, every: int) -> tuple[list[int], int]:
         """ModelCheckpoint(save_freq=N)._should_save_on_batch under ``steps_per_execution``: each

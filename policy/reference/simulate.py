@@ -13,6 +13,7 @@ batch data actually given plus the saves produced.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -345,7 +346,7 @@ def _batch_phase(
         if bs.kind == "nan":
             batch, reason = _invalid_loss(data, sem, index, steps, seen)
         elif bs.kind == "steps":
-            batch = sem.step_budget_seen(clock.steps_before, seen, steps, int(bs.amount))
+            batch = _step_budget(sem, clock.steps_before, seen, steps, int(bs.amount))
             reason = f"reached the budget of {int(bs.amount)} training steps"
         else:
             assert data.step_seconds is not None
@@ -377,13 +378,23 @@ def _batch_phase(
     for _, _, path in writes:
         run.write(epoch, path)
 
-    ran = sem.batches_run(seen, last, steps)
+    ran = sem.steps_counted(seen, seen.index(last), steps)
     clock.steps_before += ran
     if readings is not None:
         clock.elapsed = readings[ran - 1]
     if first is None:
         return None
     return Stop(first[2].text, epoch, first[3])
+
+
+def _step_budget(sem: Semantics, steps_before: int, seen: range, steps: int, budget: int) -> int | None:
+    """``stop after N steps``: the first batch index a callback sees after which the count reaches N."""
+    target = sem.step_budget_batch(steps_before, steps, budget)
+    if target is None:
+        return None
+    # The count of this epoch's batches must reach target + 1; counts grow with each call.
+    position = bisect.bisect_left(range(len(seen)), target + 1, key=lambda p: sem.steps_counted(seen, p, steps))
+    return seen[position] if position < len(seen) else None
 
 
 def _invalid_loss(data: RunInput, sem: Semantics, index: int, steps: int, seen: Sequence[int]) -> tuple[int | None, str]:

@@ -102,6 +102,9 @@ _EXTREMES: tuple[float, ...] = (1e-40, 2e-40, -1e-40, 0.0, 3.5e38)
 MAX_EPOCHS = 8
 MAX_RULES = 4
 MAX_STEPS_PER_EPOCH = 3
+FIT_VALIDATION_FREQS: tuple[int, ...] = (1, 1, 1, 2, 3)
+FIT_STEPS_PER_EXECUTION: tuple[int, ...] = (1, 1, 1, 2, 3)
+FIT_INITIAL_EPOCHS: tuple[int, ...] = (0, 0, 0, 1, 3)
 
 
 # --------------------------------------------------------------------------- float32 helpers
@@ -757,6 +760,12 @@ class Case:
     steps_per_epoch: int
     batch_losses: tuple[tuple[float, ...], ...] | None
     step_seconds: float | None
+    validation_freq: int = 1
+    """``fit(validation_freq=)``: ``val_*`` keys appear only on the epochs that validate."""
+    steps_per_execution: int = 1
+    """``compile(steps_per_execution=)``: the batch hooks run once per this many batches."""
+    initial_epoch: int = 0
+    """``fit(initial_epoch=)``: ``history[0]`` is this epoch."""
 
     @property
     def text(self) -> str:
@@ -771,8 +780,13 @@ class Case:
         the compiled policy model that check); with late-appearing metrics the case runs
         non-strict, so it still exercises what each rule does with a metric that turns up late.
         """
-        first = set(self.history[0])
-        return all(set(logs) <= first for logs in self.history)
+        first = {k for k in self.history[0] if not k.startswith("val_")}
+        validated = next((set(logs) for logs in self.history if any(k.startswith("val_") for k in logs)), set())
+        return all(
+            {k for k in logs if not k.startswith("val_")} <= first
+            and {k for k in logs if k.startswith("val_")} <= validated
+            for logs in self.history
+        )
 
     def run_options(self) -> dict[str, Any]:
         """The keyword arguments ``simulate`` and ``run_in_keras`` both take for this case."""
@@ -782,6 +796,9 @@ class Case:
             "batch_losses": self.batch_losses,
             "step_seconds": self.step_seconds,
             "strict": self.strict,
+            "validation_freq": self.validation_freq,
+            "steps_per_execution": self.steps_per_execution,
+            "initial_epoch": self.initial_epoch,
         }
 
     def key(self) -> tuple[object, ...]:
@@ -793,6 +810,9 @@ class Case:
             self.steps_per_epoch,
             repr(self.batch_losses),
             self.step_seconds,
+            self.validation_freq,
+            self.steps_per_execution,
+            self.initial_epoch,
         )
 
 
@@ -910,6 +930,17 @@ def cases(
     batch_losses = draw(_batch_losses(history, steps_per_epoch)) if needs_batches else None
     timed = any(isinstance(r, ast.StopAfter) and r.unit in ("s", "min", "h") for r in drawn.policy.rules)
     step_seconds = draw(st.sampled_from((0.5, 0.1, 1.0, 0.1, 1.5, 0.25))) if timed else None
+    # The fit arguments people use, mostly at their defaults (the first value is what shrinking
+    # goes to): validation every k epochs, k batches per hook call, a run starting at epoch e0.
+    validation_freq = draw(st.sampled_from(FIT_VALIDATION_FREQS))
+    steps_per_execution = draw(st.sampled_from(FIT_STEPS_PER_EXECUTION))
+    initial_epoch = draw(st.sampled_from(FIT_INITIAL_EPOCHS))
+    if validation_freq > 1:
+        # Keras logs val_ metrics only after the epochs that validate: (epoch + 1) % k == 0.
+        history = [
+            {k: v for k, v in logs.items() if (initial_epoch + i + 1) % validation_freq == 0 or not k.startswith("val_")}
+            for i, logs in enumerate(history)
+        ]
     return Case(
         policy=drawn.policy,
         history=history,
@@ -917,4 +948,7 @@ def cases(
         steps_per_epoch=steps_per_epoch,
         batch_losses=batch_losses,
         step_seconds=step_seconds,
+        validation_freq=validation_freq,
+        steps_per_execution=steps_per_execution,
+        initial_epoch=initial_epoch,
     )
