@@ -155,6 +155,18 @@ def _from_columns(data: Mapping[Any, Any], filename: str | None) -> History:
     # History.history lists can differ in length when a key only appears in later epochs
     # (ReduceLROnPlateau writes learning_rate from its first epoch end); pad at the front.
     epochs = max(lengths)
+    # But shorter val_ lists beside full training ones are fit(validation_freq=k): History
+    # appends only the epochs that validated and keeps no record of which, so any placement
+    # would be a guess (the front-padding above would put them in the wrong epochs).
+    full = [k for k, v in columns.items() if not k.startswith("val_") and len(v) == epochs]
+    short = sorted(k for k, v in columns.items() if k.startswith("val_") and 0 < len(v) < epochs)
+    if full and short:
+        raise HistoryError(
+            f"{short[0]!r} has {len(columns[short[0]])} values but {full[0]!r} has {epochs}: validation ran "
+            "every few epochs (validation_freq), and History.history does not record which; use the run's "
+            "CSVLogger file or TensorBoard folder, or pass validation_freq to policy.simulate",
+            filename,
+        )
     out: History = [{} for _ in range(epochs)]
     for key, values in columns.items():
         start = epochs - len(values)

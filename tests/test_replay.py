@@ -261,3 +261,12 @@ def test_tensorboard_folders_unknown_tags_and_bad_folders(tmp_path: Path) -> Non
     assert "no epoch scalars in train/ or validation/" in got["only_custom"].reason
     assert "(scalar tags found: train/custom_thing)" in got["only_custom"].reason
     assert got["twice"].status == "failed" and "epoch 0 of 'epoch_loss' is written twice" in got["twice"].reason
+
+
+def test_a_history_with_shorter_validation_lists_is_refused_not_guessed(tmp_path: Path) -> None:
+    """History.history of a validation_freq=2 fit: which epochs validated is lost, so no replay guesses it."""
+    history = {"loss": [1.0, 0.9, 0.8, 0.7], "val_loss": [0.5, 0.6]}
+    (tmp_path / "h.json").write_text(json.dumps(history))
+    for run in replay("stop when val_loss not improving for 1", [history, tmp_path / "h.json"]).runs:
+        assert run.status == "failed"
+        assert run.reason.startswith("'val_loss' has 2 values but 'loss' has 4: validation ran every few epochs")
