@@ -21,7 +21,6 @@ from policy.callbacks import (
     AtomicModelCheckpoint,
     CreateFolder,
     FitStart,
-    MetricCheck,
     PolicyBackup,
     SaveEveryEpochs,
     SaveTop,
@@ -35,6 +34,7 @@ from policy.callbacks import (
     TerminateOnNaNRecorder,
 )
 from policy.callbacks.baseline import BaselineEarlyStopping, keras_honours_baseline
+from policy.callbacks.metric_check import metric_check
 from policy.callbacks.schedules import segment_of
 from policy.outcome import Stop
 from policy.printer import condition as condition_text
@@ -89,7 +89,7 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
     Each callback carries the canonical text of its rule in ``policy_rule``, which is how
     :func:`why_stopped` names the rule afterwards.
     """
-    callbacks: list[Any] = [MetricCheck(policy)] if strict else []
+    callbacks: list[Any] = [metric_check(policy)] if strict else []
     texts = [rule_text(rule) for rule in policy.rules]
     for rule, text in zip(policy.rules, texts, strict=True):
         for cb in compile_rule(rule, text):

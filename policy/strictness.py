@@ -6,6 +6,9 @@ order, to one :class:`StrictCheck` and raise the problems it returns.
 
 When each name is judged:
 
+- every placeholder of a step checkpoint path (``save every N steps``) other than ``{epoch}`` and
+  ``{batch}``: at the first training batch end, against the batch logs (training metrics only),
+  before any step checkpoint is written (Keras formats the path when it saves);
 - a training metric (any name not starting with ``val_``) and every placeholder of an
   epoch-end checkpoint path: at the end of the first epoch (Keras formats those paths at every
   epoch end, so a placeholder missing then is a ``KeyError`` at the first write);
@@ -51,6 +54,18 @@ def epoch_end_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
             yield rule, rule.path
 
 
+def step_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
+    """The checkpoint paths Keras formats after training batches (``save every N steps``)."""
+    for rule in policy.rules:
+        if isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
+            yield rule, rule.path
+
+
+def has_step_placeholders(policy: ast.Policy) -> bool:
+    """Whether a step checkpoint path uses a placeholder other than ``{epoch}`` and ``{batch}``."""
+    return any(set(_fields(path)) - {"epoch", "batch"} for _, path in step_paths(policy))
+
+
 def _fields(path: str) -> list[str]:
     """Placeholder names of a path template (the validator has refused malformed templates)."""
     try:
@@ -69,21 +84,46 @@ class StrictCheck:
 
     def reset(self) -> None:
         """A new ``fit`` begins."""
+        self._first_batch = True
         self._first = True
         self._validation_pending = any(is_validation(m.name) for m in watched_metrics(self.policy))
 
     def get_state(self) -> dict[str, bool]:
         """What a backup keeps: which judgements are still to come."""
-        return {"first": self._first, "validation_pending": self._validation_pending}
+        return {"first": self._first, "validation_pending": self._validation_pending, "first_batch": self._first_batch}
 
     def set_state(self, state: dict[str, bool]) -> None:
         self._first = bool(state["first"])
+        self._first_batch = bool(state.get("first_batch", self._first_batch))
         self._validation_pending = bool(state.get("validation_pending", self._validation_pending))
 
     @property
     def done(self) -> bool:
         """Nothing is left to judge in this run."""
         return not self._first and not self._validation_pending
+
+    def batch_end(self, logs: Mapping[str, Any]) -> list[Problem]:
+        """The problems found at a training batch end (only the first is judged)."""
+        if not self._first_batch:
+            return []
+        self._first_batch = False
+        available = sorted(logs)
+        problems = []
+        for rule, path in step_paths(self.policy):
+            for name in dict.fromkeys(_fields(path)):
+                if name in ("epoch", "batch") or name in logs:
+                    continue
+                near = closest(name, available)
+                problems.append(
+                    problem_at(
+                        self.policy.source,
+                        rule.pos,
+                        f"the path {path!r} uses {{{name}}}, which is neither {{epoch}}, {{batch}} nor a metric in "
+                        f"the batch logs (they have: {', '.join(available) or 'none'}; validation metrics never are)",
+                        f"did you mean {{{near}}}?" if near else "use {epoch}, {batch} or a training metric",
+                    )
+                )
+        return problems
 
     def epoch_end(self, logs: Mapping[str, Any], *, last: bool = False) -> list[Problem]:
         """The problems found at this epoch end; ``last``: ``fit`` runs no epoch after this one."""

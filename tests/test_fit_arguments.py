@@ -303,3 +303,26 @@ def test_resumed_schedule_continues_from_the_rate_as_built(tmp_path: pathlib.Pat
     expected = simulate("decay lr by 0.5 every 1 epochs", [{}] * 6, initial_lr=0.08).learning_rates
     assert first.lrs == {e: expected[e] for e in range(3)}
     assert second.lrs == {e: expected[e] for e in range(3, 6)}
+
+
+def test_step_path_placeholder_is_caught_at_the_first_batch(tmp_path: pathlib.Path) -> None:
+    """A step checkpoint path is formatted from the batch logs, which never hold val_ metrics:
+    the strict check says so at the first batch end, before any step checkpoint is written."""
+    text = 'save every 1 steps to "s/{val_loss:.2f}-{batch}.keras"'
+    seen = _Epochs()
+    with pytest.raises(PolicyError, match=r"uses \{val_loss\}, which is neither") as info:
+        model = _model()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)
+            model.fit(X, Y, validation_data=(X, Y), epochs=2, verbose=0, callbacks=[*compile_policy(text), seen])
+    assert "batch logs" in str(info.value)
+    assert not (tmp_path / "s").exists() and seen.ended == []
+    assert type(compile_policy(text)[0]).__name__ == "MetricCheckWithBatches"
+    assert type(compile_policy('save every 2 steps to "s/{batch}.keras"')[0]).__name__ == "MetricCheck"
+    assert simulate_raises(text, [{"loss": 1.0, "val_loss": 1.0}], steps_per_epoch=2)
+    ok = 'save every 1 steps to "s/{loss:.2f}-{batch}.keras"'
+    assert not simulate_raises(ok, [{"loss": 1.0}], batch_losses=[[2.0, 1.0]])
+    assert simulate_raises(ok, [{"loss": 1.0}], batch_losses=[[None, 1.0]])
+    ran = run_in_keras(ok, [{"loss": 1.0}], batch_losses=((2.0, 1.0),), steps_per_epoch=2, workdir=tmp_path / "ok")
+    assert ran == _sim(ok, [{"loss": 1.0}], batch_losses=((2.0, 1.0),), steps_per_epoch=2)
+    assert [p for _, p in ran.saves] == ["s/2.00-1.keras", "s/1.00-2.keras"]

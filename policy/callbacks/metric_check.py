@@ -15,9 +15,15 @@ import keras
 
 from policy import ast
 from policy.errors import PolicyError
-from policy.strictness import StrictCheck, watched_metrics
+from policy.strictness import StrictCheck, has_step_placeholders, watched_metrics
 
-__all__ = ["MetricCheck", "watched_metrics"]
+__all__ = ["MetricCheck", "MetricCheckWithBatches", "metric_check", "watched_metrics"]
+
+
+def metric_check(policy: ast.Policy) -> MetricCheck:
+    """The strict check for ``policy``: with a batch hook only when a step checkpoint path has a
+    metric placeholder to check (a batch hook turns off Keras's async batch dispatch)."""
+    return MetricCheckWithBatches(policy) if has_step_placeholders(policy) else MetricCheck(policy)
 
 
 class MetricCheck(keras.callbacks.Callback):  # type: ignore[misc]
@@ -49,5 +55,14 @@ class MetricCheck(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         # Training stopped before its last epoch without ever validating.
         problems = self._check.train_end()
+        if problems:
+            raise PolicyError(problems)
+
+
+class MetricCheckWithBatches(MetricCheck):
+    """:class:`MetricCheck` that also judges step checkpoint paths at the first training batch end."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        problems = self._check.batch_end(logs or {})
         if problems:
             raise PolicyError(problems)

@@ -123,6 +123,7 @@ def simulate_checked(
     plan = _plan(policy, sem)
     _check_inputs(plan, data)
     if strict and data.epochs:
+        _check_first_batch(policy, data, sem)
         _check_first_epoch(policy, data.logs[0])
     outcome = _run(plan, data, sem)
     if strict:
@@ -158,6 +159,37 @@ def _epoch_end_paths(policy: ast.Policy) -> list[str]:
         elif isinstance(rule, ast.SaveTop | ast.SaveLast) or (isinstance(rule, ast.SaveEvery) and rule.unit == "epochs"):
             paths.append(rule.path)
     return paths
+
+
+def _check_first_batch(policy: ast.Policy, data: RunInput, sem: Semantics) -> None:
+    """The strict check at the first training batch end: a step checkpoint path's placeholders
+    other than ``{epoch}`` and ``{batch}`` must be in the batch logs, which hold the running
+    training metrics (the reference knows the loss) and never a validation metric."""
+    fields = {
+        n
+        for rule in policy.rules
+        if isinstance(rule, ast.SaveEvery) and rule.unit == "steps"
+        for n in placeholder_names(rule.path)
+    } - {"epoch", "batch"}
+    if not fields:
+        return
+    steps = data.steps[0] if data.steps is not None else 1
+    first = min(sem.seen_batches(steps, data.steps_per_execution)[0], steps - 1)
+    loss = data.batch_losses[0][first] if data.batch_losses is not None else data.logs[0].get("loss")
+    known = {"loss"} if loss is not None else set()
+    unknowable = sorted(n for n in fields if n != "loss" and not n.startswith("val_"))
+    if unknowable:
+        raise PolicyError.plain(
+            f"a step checkpoint path uses {{{unknowable[0]}}}; the reference only knows the loss at batch level",
+            "use {epoch}, {batch} or {loss} in step checkpoint paths",
+        )
+    missing = sorted(fields - known)
+    if missing:
+        raise KerasWouldRaise.because(
+            f"{', '.join('{' + n + '}' for n in missing)} of a step checkpoint path not in the batch logs at the "
+            "first training batch end; the strict check raises PolicyError",
+            "use {epoch}, {batch} or a training metric in step checkpoint paths, or simulate with strict=False",
+        )
 
 
 def _check_first_epoch(policy: ast.Policy, first: Mapping[str, float]) -> None:
