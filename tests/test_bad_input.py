@@ -454,3 +454,17 @@ def test_replay_and_why_stopped_arguments(call: Any, message: str) -> None:
     with pytest.raises(TypeError) as info:
         call()
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # Found by figure 8: an initial epoch this large overflowed a schedule's float division.
+        ({"initial_epoch": 10**400}, "initial_epoch must be from 0 to 1000000000, got an integer of 1329 bits"),
+        ({"validation_freq": -(10**5000)}, "validation_freq must be from 1 to 1000000000, got an integer of 16610 bits"),
+        ({"steps_per_execution": 0}, "steps_per_execution must be from 1 to 1000000000, got 0"),
+    ],
+)
+def test_simulate_fit_arguments_are_bounded(kwargs: dict[str, Any], message: str) -> None:
+    call = lambda: simulate("decay lr by 0.5 every 2 epochs", {"loss": [1.0]}, initial_lr=0.1, **kwargs)  # noqa: E731
+    assert error(call).message == message

@@ -21,9 +21,11 @@ EpochLogs: TypeAlias = dict[str, float]
 
 History: TypeAlias = Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]]
 
-# The most training batches per epoch a simulation takes (the policy language's own limit on
-# counts); beyond it a typo is likelier than a real run, and per-batch data would not fit in memory.
-MAX_STEPS_PER_EPOCH = 10**9
+# The largest whole-number argument a simulation takes (steps_per_epoch, initial_epoch,
+# validation_freq, steps_per_execution), the policy language's own limit on counts: beyond it a
+# typo is likelier than a real run, per-batch data would not fit in memory, and an epoch number
+# would overflow the float arithmetic of schedules.
+MAX_WHOLE = 10**9
 
 # Strings a CSVLogger file (or a hand-written table) uses for "not logged this epoch".
 _MISSING_WORDS = frozenset({"", "na", "n/a", "none", "null"})
@@ -256,9 +258,9 @@ def run_input(
 def _whole(value: Any, name: str, least: int) -> int:
     """A whole-number ``fit``/``compile`` argument, at least ``least``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise PolicyError.plain(f"{name} must be a whole number, got {value!r}")
-    if value < least:
-        raise PolicyError.plain(f"{name} must be at least {least}, got {value}")
+        raise PolicyError.plain(f"{name} must be a whole number, got {shown(value)}")
+    if not least <= int(value) <= MAX_WHOLE:
+        raise PolicyError.plain(f"{name} must be from {least} to {MAX_WHOLE}, got {shown(value)}")
     return int(value)
 
 
@@ -273,9 +275,9 @@ def _steps(
     if steps_per_epoch is not None:
         if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral):
             raise PolicyError.plain(f"steps_per_epoch must be a whole number, got {shown(steps_per_epoch)}")
-        if not 1 <= int(steps_per_epoch) <= MAX_STEPS_PER_EPOCH:
+        if not 1 <= int(steps_per_epoch) <= MAX_WHOLE:
             raise PolicyError.plain(
-                f"steps_per_epoch must be from 1 to {MAX_STEPS_PER_EPOCH}, got {shown(steps_per_epoch)}"
+                f"steps_per_epoch must be from 1 to {MAX_WHOLE}, got {shown(steps_per_epoch)}"
             )
         sources.append(("steps_per_epoch", (int(steps_per_epoch),) * epochs))
     if losses is not None:
