@@ -163,3 +163,16 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path: pat
     assert os.listdir(tmp_path) == ["best.keras"]  # the temporary file went with the failure
     cb.on_epoch_end(1, {"val_loss": 1.0})
     keras.saving.load_model(path)  # a complete model file
+
+
+@pytest.mark.parametrize("budget", ["stop after 10s", "stop after 10 steps"])
+def test_budgets_count_training_across_restarts(budget: str, tmp_path: pathlib.Path) -> None:
+    text = f"{budget}; backup to 'bk'"
+    kw: dict[str, Any] = {"steps_per_epoch": 3, "step_seconds": 1.0}
+    whole = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / "whole", **kw).outcome
+    with pytest.raises(RuntimeError):
+        run_callbacks([*compile_policy(text), Crash(2)], HISTORY, workdir=tmp_path / "cut", **kw)
+    resumed = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / "cut", **kw).outcome
+    # 10 batches of 1 s: the budget ends in the 4th epoch (epoch 3), batch 0, both times.
+    assert whole.stop is not None and resumed.stop == whole.stop and whole.stop.epoch == 3
+    assert resumed.epochs_run == 2  # epochs 2 and 3, after the backup of epoch 1
