@@ -156,3 +156,13 @@ def test_sigterm_without_a_backup_rule_is_left_alone() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cut = run_chain(spec, [Kill(event=10, signal="SIGTERM")], pathlib.Path(tmp) / "cut")
     assert cut.exit_codes[0] == -15  # Python's default: the process ends by the signal
+
+
+def test_torn_means_at_its_final_name(tmp_path: pathlib.Path) -> None:
+    from policy.testing.kills import torn_files
+
+    (tmp_path / "bk" / ".partial-1-generation-00000002").mkdir(parents=True)
+    (tmp_path / "bk" / ".partial-1-generation-00000002" / "model.weights.h5").write_bytes(b"half")
+    (tmp_path / ".partial-1-best.keras").write_bytes(b"half")
+    (tmp_path / "best.keras").write_bytes(b"half")
+    assert torn_files(tmp_path) == ["best.keras"]

@@ -265,12 +265,19 @@ def _loads(path: pathlib.Path) -> bool:
 
 
 def torn_files(workdir: pathlib.Path) -> list[str]:
-    """Model files anywhere under ``workdir`` (backups included) that do not load."""
-    return sorted(
-        p.relative_to(workdir).as_posix()
-        for p in workdir.rglob("*")
-        if p.is_file() and p.name.endswith(_MODEL_SUFFIXES) and not p.name.startswith(".partial-") and not _loads(p)
-    )
+    """Model files at their final name anywhere under ``workdir`` (backups included) that do not load.
+
+    A file under a temporary name (``.partial-*``), or inside a folder under one (a backup
+    generation being written), is not at its final name: nobody reads it as a checkpoint.
+    """
+    found = []
+    for p in workdir.rglob("*"):
+        relative = p.relative_to(workdir)
+        if any(part.startswith(".partial-") for part in relative.parts):
+            continue
+        if p.is_file() and p.name.endswith(_MODEL_SUFFIXES) and not _loads(p):
+            found.append(relative.as_posix())
+    return sorted(found)
 
 
 def stitch(journal: pathlib.Path) -> tuple[list[tuple[int, float]], list[tuple[int, str]], dict[str, Any] | None]:
