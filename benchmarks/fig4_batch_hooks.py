@@ -1,24 +1,22 @@
 """Figure 4: batch hooks a policy adds, and whether Keras keeps async batch dispatch on.
 
-On a thread-safe backend (JAX) Keras's ``CallbackList._configure_async_dispatch`` dispatches
+On a thread-safe backend (JAX and torch in Keras 3.15.1; not TensorFlow) Keras's ``CallbackList._configure_async_dispatch`` dispatches
 ``on_train_batch_end`` to a thread pool unless some callback overrides ``on_batch_end`` or
 ``on_train_batch_end`` (and does not declare ``async_safe = True``). An epoch-level rule has no
 business with batches, so the goal is 0 overridden batch hooks among the callbacks of ours.
 Keras's own classes are counted apart: ModelCheckpoint overrides ``on_train_batch_end`` even
 with ``save_freq="epoch"``, so every ``save best``/``save every epoch``/``save last`` rule turns
-async dispatch off. Its cost is measured on JAX in a separate interpreter
-(:mod:`benchmarks.jax_worker`) when one is available.
+async dispatch off. That cost is timed on every backend there is an interpreter for
+(:mod:`benchmarks.backends`): on JAX and torch, which have async dispatch, and on TensorFlow,
+which runs every batch hook synchronously anyway, as the control.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, SEED_POLICY, Figure, Row, Stat, quiet_env, verdict
+from benchmarks import backends
+from benchmarks.common import SEED_POLICY, Figure, Row, Stat, verdict
 
 # Epoch-level policies: nothing in them needs to see a training batch.
 EPOCH_LEVEL = [
@@ -52,10 +50,6 @@ BATCH_HOOKS = (
     "on_predict_batch_end",
 )
 
-# Where the JAX interpreter is looked for; override with POLICY_BENCH_JAX_PYTHON.
-DEFAULT_JAX_PYTHON = "/work/venv-jax/bin/python"
-
-
 def overridden_hooks(cb: Any) -> list[str]:
     """The batch hooks ``cb``'s class overrides (Keras's own test: ``utils.is_default``)."""
     from keras.src import utils
@@ -67,30 +61,21 @@ def _is_ours(cb: Any) -> bool:
     return type(cb).__module__.startswith("policy.")
 
 
-def _jax_python() -> str | None:
-    path = os.environ.get("POLICY_BENCH_JAX_PYTHON", DEFAULT_JAX_PYTHON)
-    return path if Path(path).is_file() else None
+def _measure(backend: str, rounds: int, epochs: int) -> dict[str, Any]:
+    """Async decisions and ModelCheckpoint timings on ``backend``: in-process for this process's
+    backend, else through its worker."""
+    request = {"policies": EPOCH_LEVEL, "rounds": rounds, "epochs": epochs}
+    if backend == backends.current():
+        import keras
 
+        from benchmarks.backend_worker import async_decisions, checkpoint_timings
 
-def _ask_jax(policies: list[str], rounds: int, epochs: int) -> dict[str, Any] | None:
-    """Run :mod:`benchmarks.jax_worker` under the JAX interpreter; None if there is none."""
-    interpreter = _jax_python()
-    if interpreter is None:
-        return None
-    request = json.dumps({"policies": policies, "rounds": rounds, "epochs": epochs})
-    done = subprocess.run(
-        [interpreter, "-m", "benchmarks.jax_worker", request],
-        env=quiet_env(KERAS_BACKEND="jax"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the JAX worker failed:\n{done.stderr[-3000:]}")
-    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return answer
+        return {
+            "thread_safe": bool(keras.src.backend.IS_THREAD_SAFE),
+            "async": async_decisions(EPOCH_LEVEL),
+            "timings": checkpoint_timings(rounds, epochs) if rounds else {},
+        }
+    return backends.ask(backend, request)
 
 
 def _patched_decisions(policies: list[str]) -> dict[str, Any]:
@@ -112,10 +97,10 @@ def _patched_decisions(policies: list[str]) -> dict[str, Any]:
 
 
 def run(quick: bool) -> Figure:
-    """Count batch hooks per policy; ask JAX about async dispatch and time ModelCheckpoint there."""
+    """Count batch hooks per policy; ask every backend about async dispatch and time ModelCheckpoint there."""
     from policy import compile_policy
 
-    fig = Figure(4, "Batch hooks added by epoch-level policies; async batch dispatch on JAX")
+    fig = Figure(4, "Batch hooks added by epoch-level policies; async batch dispatch (JAX), per backend")
     ours_total = 0
     keras_forced: dict[str, list[str]] = {}
     table = ["| policy | batch hooks, our callbacks | batch hooks, Keras's classes | async on JAX |", "|---|---|---|---|"]
@@ -136,8 +121,19 @@ def run(quick: bool) -> Figure:
             keras_forced[text] = theirs
         per_policy.append((text, ours, theirs))
 
-    rounds, epochs = 25, 3
-    jax = _patched_decisions(EPOCH_LEVEL) if quick else _ask_jax(EPOCH_LEVEL, rounds, epochs)
+    # JAX gets the most rounds (the async question was first asked there); the others fewer.
+    epochs = 3
+    answers: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    if quick:
+        answers["jax (patched)"] = _patched_decisions(EPOCH_LEVEL)
+    else:
+        for backend in [backends.current(), *backends.others()]:
+            try:
+                answers[backend] = _measure(backend, 25 if backend == "jax" else 10, epochs)
+            except Exception as exc:  # one backend failing must not lose the others' numbers
+                failures[backend] = f"{type(exc).__name__}: {exc}"
+    jax = answers.get("jax") or answers.get("jax (patched)")
     for text, ours, theirs in per_policy:
         decision = "-" if jax is None else ("on" if jax["async"][text] else "**off**")
         table.append(
@@ -165,12 +161,7 @@ def run(quick: bool) -> Figure:
     )
     if jax is None:
         fig.rows.append(
-            Row(
-                "async batch dispatch on JAX",
-                None,
-                "",
-                note=f"not measured: no JAX interpreter at {DEFAULT_JAX_PYTHON} (set POLICY_BENCH_JAX_PYTHON)",
-            )
+            Row("async batch dispatch on JAX", None, "", note="not measured: no JAX interpreter (set POLICY_PYTHON_JAX)")
         )
     else:
         # TensorBoard needs its batch hooks (see above), so its policy is not held to the goal.
@@ -178,36 +169,63 @@ def run(quick: bool) -> Figure:
         kept = sum(1 for text in relevant if jax["async"][text])
         fig.rows.append(
             Row(
-                "epoch-level policies keeping async batch dispatch (TensorBoard excepted)",
+                "JAX: epoch-level policies keeping async batch dispatch (TensorBoard excepted)",
                 Stat.of([float(kept)]),
                 f"of {len(relevant)}",
                 goal=f"{len(relevant)}",
                 verdict=verdict(kept == len(relevant)),
-                note=f"CallbackList(compile_policy(text))._async_train, {jax.get('where') or 'JAX ' + jax['jax']}",
+                note=f"CallbackList(compile_policy(text))._async_train, {jax.get('where') or 'JAX worker'}",
             )
         )
-    if jax is not None and not jax["timings"]:
-        fig.rows.append(Row("JAX fit timings", None, "", note="not timed with --quick"))
-    elif jax is not None:
-        t = jax["timings"]
+    for backend, answer in answers.items():
+        if backend.endswith("(patched)"):
+            continue
+        if answer["thread_safe"] and backend != "jax":
+            relevant = [text for text in EPOCH_LEVEL if "tensorboard" not in text]
+            kept = sum(1 for text in relevant if answer["async"][text])
+            fig.rows.append(
+                Row(f"{backend}: epoch-level policies keeping async batch dispatch (TensorBoard excepted)",
+                    Stat.of([float(kept)]), f"of {len(relevant)}", goal=f"{len(relevant)}",
+                    verdict=verdict(kept == len(relevant)), note="CallbackList(compile_policy(text))._async_train")
+            )
+        if not answer["thread_safe"]:
+            on = sum(1 for text in EPOCH_LEVEL if answer["async"][text])
+            fig.rows.append(
+                Row(f"{backend}: async batch dispatch", Stat.of([float(on)]), f"of {len(EPOCH_LEVEL)} policies",
+                    note="not thread-safe in Keras: every batch hook runs synchronously, whatever the callbacks")
+            )
+        t = answer["timings"]
+        if not t:
+            continue
         none, plain, safe = t["none"], t["ModelCheckpoint"], t["ModelCheckpoint async_safe"]
+        rounds = len(none)
         fig.rows += [
-            Row(f"JAX fit {epochs} epochs x 64 steps, no callbacks", Stat.of(none), "s"),
-            Row('JAX fit, ModelCheckpoint(save_freq="epoch")', Stat.of(plain), "s", note="async dispatch off"),
-            Row("JAX fit, the same ModelCheckpoint with async_safe = True", Stat.of(safe), "s", note="async on"),
+            Row(f"{backend}: fit {epochs} epochs x 64 steps, no callbacks", Stat.of(none), "s"),
+            Row(f'{backend}: fit, ModelCheckpoint(save_freq="epoch")', Stat.of(plain), "s",
+                note="async dispatch off" if answer["thread_safe"] else "synchronous backend"),
+            Row(f"{backend}: fit, the same ModelCheckpoint with async_safe = True", Stat.of(safe), "s",
+                note="async on" if answer["thread_safe"] else "no effect: synchronous backend"),
             Row(
-                "ratio plain / async_safe ModelCheckpoint (JAX)",
+                f"{backend}: ratio plain / async_safe ModelCheckpoint",
                 Stat.of([a / b for a, b in zip(plain, safe, strict=True)]),
                 "x",
-                note=f"{rounds} rounds, order rotated; >1 is what forcing the hook costs",
+                note=f"{rounds} rounds, order rotated; >1 is what forcing the hook costs"
+                + ("" if answer["thread_safe"] else " (expected 1: nothing to turn off here)"),
             ),
             Row(
-                "ratio plain ModelCheckpoint / no callbacks (JAX)",
+                f"{backend}: ratio plain ModelCheckpoint / no callbacks",
                 Stat.of([a / b for a, b in zip(plain, none, strict=True)]),
                 "x",
                 note="includes the per-epoch save itself",
             ),
         ]
+    if quick:
+        fig.rows.append(Row("fit timings", None, "", note="not timed with --quick"))
+    for backend, error in failures.items():
+        fig.rows.append(Row(f"{backend}: figure 4", None, "", verdict="missed", note=error))
+    for backend in backends.missing():
+        fig.rows.append(Row(f"{backend}: figure 4", None, "", note=f"not measured: no interpreter with it "
+                            f"(set POLICY_PYTHON_{backend.upper()})"))
     fig.details.append("\n".join(table))
     marked = any(getattr(cb, "async_safe", False) for cb in compile_policy('save last to "l.keras"'))
     fig.details.append(
@@ -218,7 +236,7 @@ def run(quick: bool) -> Figure:
             else "What the project does about Keras classes that force a batch hook: nothing yet. `save best`, "
             "`save every epoch` and `save last` compile to a plain `keras.callbacks.ModelCheckpoint` "
             "(`policy/compiler.py`, `compile_rule`), so any policy with one of them runs every training batch "
-            "synchronously on JAX. "
+            "synchronously on JAX and torch. "
         )
         + "With `save_freq=\"epoch\"` its `on_train_batch_end` only calls "
         "`_should_save_on_batch`, which returns False at once, so marking the instance `async_safe = True` "

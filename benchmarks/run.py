@@ -6,7 +6,7 @@
 
 Figures (one module each): 1 parse + validate and the parse cache question, 2 compile vs
 hand-written callbacks, 3 ``fit`` with compiled vs hand-written callbacks, 4 batch hooks and
-async dispatch (JAX), 5 CLI start-up vs ``import keras``, 6 differential-harness throughput
+async dispatch, 5 CLI start-up vs ``import keras``, 6 differential-harness throughput
 and profile, 7 ``simulate`` at 10k/100k/1M steps, 8 bad input (100,000 random and mutated
 inputs, exceptions other than PolicyError counted), 9 replaying 1,000 recorded runs x 10
 variants and the ``replay``/``tune`` command lines, 10 real kills and restarts, plain Keras vs
@@ -83,18 +83,11 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _jax_versions() -> str:
-    """jax/jaxlib in the separate JAX interpreter figure 4 uses (read from metadata: no import)."""
-    from benchmarks.fig4_batch_hooks import _jax_python
+def _backend_versions() -> str:
+    """Each backend's packages, in the interpreter figures 3 and 4 use for it (no import)."""
+    from benchmarks import backends
 
-    interpreter = _jax_python()
-    if interpreter is None:
-        return "no JAX interpreter (figure 4 falls back)"
-    code = "import importlib.metadata as m; print(m.version('jax'), m.version('jaxlib'), m.version('keras'))"
-    out = subprocess.run([interpreter, "-c", code], capture_output=True, text=True, check=False).stdout.split()
-    if len(out) != 3:
-        return f"{interpreter}: versions unreadable"
-    return f"jax {out[0]}, jaxlib {out[1]}, keras {out[2]} ({interpreter})"
+    return "; ".join(backends.versions(b) for b in backends.BACKENDS)
 
 
 def _git_commit() -> str:
@@ -114,7 +107,7 @@ def machine(load_before: tuple[float, float, float]) -> list[str]:
         f"- Keras {_version('keras')}, TensorFlow {_version('tensorflow-cpu') if _version('tensorflow-cpu') != 'not installed' else _version('tensorflow')}, "
         f"backend {os.environ['KERAS_BACKEND']}; lark {_version('lark')}, numpy {_version('numpy')}, "
         f"hypothesis {_version('hypothesis')}",
-        f"- JAX for figure 4: {_jax_versions()}",
+        f"- Backends for figures 3 and 4: {_backend_versions()}",
     ]
 
 
@@ -153,15 +146,17 @@ def goals(figures: Sequence[Figure]) -> list[str]:
 
 
 HOW_TO_RUN = """\
-`python benchmarks/run.py` runs every figure (about five to ten minutes on two cores) and rewrites
-this file; `--quick` runs each figure with few repetitions in under a minute (what
-`tests/test_benchmarks_smoke.py` runs), `--only 3 5` runs some figures, `--output PATH` writes
-elsewhere. Figure 4 times ModelCheckpoint on JAX in a separate interpreter, looked for at
-`/work/venv-jax/bin/python` or `$POLICY_BENCH_JAX_PYTHON` (make one with
-`python -m venv venv-jax && venv-jax/bin/pip install jax jaxlib keras lark hypothesis numpy &&
-venv-jax/bin/pip install -e . --no-deps`); without it that part is reported as not measured.
-Every ratio comes from pairs measured back to back in alternating order, so drift from other
-work on the machine hits both sides; absolute times are only comparable within one report."""
+`python benchmarks/run.py` runs every figure (about ten to fifteen minutes on two cores with three
+backends) and rewrites this file; `--quick` runs each figure with few repetitions in under a
+minute (what `tests/test_benchmarks_smoke.py` runs), `--only 3 5` runs some figures, `--output
+PATH` writes elsewhere. Figures 3 and 4 run on every Keras backend there is an interpreter for:
+this process's backend (TensorFlow by default) in-process, JAX and torch in a worker process each
+(`benchmarks/backend_worker.py`), under `$POLICY_PYTHON_JAX` / `$POLICY_PYTHON_TORCH` when set (as
+for `tests/backends.py`; `$POLICY_BENCH_JAX_PYTHON` still works for JAX), else this interpreter
+when it has the backend installed (`pip install -e ".[jax,torch]"`); a backend without one is
+reported as not measured. Every ratio comes from pairs measured back to back in alternating order,
+so drift from other work on the machine hits both sides; absolute times are only comparable within
+one report."""
 
 
 def report(figures: Sequence[Figure], *, quick: bool, seconds: float, load_before: tuple[float, float, float]) -> str:

@@ -1,15 +1,17 @@
-"""Figure 4's measurements on a thread-safe backend; run under JAX by :mod:`benchmarks.fig4_batch_hooks`.
+"""Figures 3 and 4 measured on another Keras backend; run by :mod:`benchmarks.backends`.
 
-    KERAS_BACKEND=jax /path/to/jax-venv/bin/python -m benchmarks.jax_worker '<json request>'
+    KERAS_BACKEND=torch /path/to/python -m benchmarks.backend_worker '<json request>'
 
-The request is ``{"policies": [...], "rounds": N, "epochs": E}``; the answer, printed as one
-JSON line, says for each policy whether Keras's ``CallbackList`` keeps async batch dispatch
-(``_async_train``, decided in ``CallbackList._configure_async_dispatch``), and times ``fit``
-with no callback, with ``ModelCheckpoint(save_freq="epoch")``, and with the same checkpoint
-marked ``async_safe = True`` (the exemption ``_configure_async_dispatch`` honours).
+The request may hold ``"fig3": true`` (figure 3's paired fits, :func:`benchmarks.fig3_fit.measure`)
+and ``"policies"``, ``"rounds"``, ``"epochs"`` (figure 4): for each policy whether Keras's
+``CallbackList`` keeps async batch dispatch (``_async_train``, decided in
+``CallbackList._configure_async_dispatch``; only thread-safe backends have it: JAX and torch,
+not TensorFlow), and ``fit``
+timed with no callback, with ``ModelCheckpoint(save_freq="epoch")``, and with the same checkpoint
+marked ``async_safe = True`` (the exemption ``_configure_async_dispatch`` honours). The answer is
+one JSON line.
 
-This module imports nothing from the project's TensorFlow side and needs only keras, jax,
-numpy and the ``policy`` package (installed without dependencies) in that interpreter.
+This module needs only keras, the backend, numpy and the ``policy`` package in that interpreter.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def checkpoint_timings(rounds: int, epochs: int) -> dict[str, list[float]]:
     names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in names}
     before = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="policy-bench-jax-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="policy-bench-worker-") as tmp:
         os.chdir(tmp)  # the checkpoint file lands in tmp
         model.fit(epochs=1, callbacks=checkpoint(False), **data)  # compile the step, first save: untimed
         for r in range(rounds):
@@ -99,18 +101,22 @@ def checkpoint_timings(rounds: int, epochs: int) -> dict[str, list[float]]:
 
 def main(argv: list[str]) -> int:
     """Answer one JSON request (see the module docstring) with one JSON line."""
-    import jax
     import keras
 
     request = json.loads(argv[0])
-    answer = {
+    answer: dict[str, Any] = {
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
-        "jax": jax.__version__,
         "thread_safe": bool(keras.src.backend.IS_THREAD_SAFE),
-        "async": async_decisions(request["policies"]),
-        "timings": checkpoint_timings(int(request["rounds"]), int(request["epochs"])) if request["rounds"] else {},
     }
+    if request.get("fig3"):
+        from benchmarks.fig3_fit import measure
+
+        answer["fig3"] = measure(bool(request.get("quick", False)))
+    if "policies" in request:
+        answer["async"] = async_decisions(request["policies"])
+        rounds = int(request.get("rounds", 0))
+        answer["timings"] = checkpoint_timings(rounds, int(request["epochs"])) if rounds else {}
     print(json.dumps(answer))
     return 0
 
