@@ -89,14 +89,20 @@ def run_backend(backend: str, python: str, *, whole: bool, examples: int, pytest
     command = [python, "-m", "pytest", "-q", *files, *pytest_args]
     print(f"\n=== {backend}: {' '.join(command)} (POLICY_EXAMPLES={examples})", flush=True)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    # Streamed as it comes (CI shows progress), and kept for the summary line.
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
     seconds = time.perf_counter() - started
-    sys.stdout.write(done.stdout)
-    sys.stdout.flush()
-    summaries = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?)\s*=*$", done.stdout, flags=re.M)
-    summary = summaries[-1] if summaries else f"pytest exited {done.returncode}"
+    summaries = re.findall(r"^=*\s*(\d+ (?:passed|failed|deselected|skipped|errors?)\b.*? in [\d.]+s.*?)\s*=*$", "".join(lines), flags=re.M)
+    summary = summaries[-1] if summaries else f"pytest exited {proc.returncode}"
     return Result(backend, python, "whole suite" if whole else f"{len(files)} backend files", examples, seconds,
-                  done.returncode, summary)
+                  proc.returncode, summary)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
