@@ -130,7 +130,7 @@ def run(quick: bool) -> Figure:
     else:
         for backend in [backends.current(), *backends.others()]:
             try:
-                answers[backend] = _measure(backend, 25 if backend == "jax" else 10, epochs)
+                answers[backend] = _measure(backend, 25 if backend == "jax" else 6, epochs)
             except Exception as exc:  # one backend failing must not lose the others' numbers
                 failures[backend] = f"{type(exc).__name__}: {exc}"
     jax = answers.get("jax") or answers.get("jax (patched)")
