@@ -189,7 +189,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from policy.reference import simulate
 
     try:
-        outcome = simulate(policy, history, initial_lr=initial_lr, steps_per_epoch=args.steps_per_epoch)
+        outcome = simulate(
+            policy, history, initial_lr=initial_lr, steps_per_epoch=args.steps_per_epoch, backend=args.backend
+        )
     except PolicyError as exc:
         raise _as_options(exc) from None
     if args.json:
@@ -445,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--no-strict", action="store_true",
                           help="replay even if a watched metric is missing from the history (Keras only warns); "
                                "by default that is an error, as with compile_policy(strict=True)")
+    simulate.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default=None,
+                          help="the Keras backend the run was on (default: KERAS_BACKEND, else keras.json, else "
+                               "tensorflow); they differ only on float32 subnormals and values beyond float32")
     simulate.add_argument("--json", action="store_true",
                           help="print epochs_run, learning_rates, saves, files, restored_epoch and stop as JSON")
     simulate.add_argument("--plot", default=None, metavar="OUT.png",

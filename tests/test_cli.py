@@ -283,3 +283,17 @@ def test_simulate_takes_the_starting_lr_from_the_history(tmp_path: Path) -> None
     missing = run("simulate", policy, "--history", str(no_lr))
     assert missing.returncode == 1
     assert "--initial-lr" in missing.stderr
+
+
+def test_simulate_backend_option(tmp_path: Path) -> None:
+    """A subnormal history: TensorFlow flushes 1e-40 to 0 (no improvement, stop at epoch 1), torch
+    does not (an improvement; stop at epoch 2)."""
+    history = tmp_path / "h.json"
+    history.write_text('{"val_loss": [2e-40, 1e-40, 0.5]}')
+    stops = {}
+    for backend in ("tensorflow", "torch"):
+        done = run("simulate", "stop when val_loss not improving for 1", "--history", str(history),
+                       "--json", "--backend", backend)
+        assert done.returncode == 0, done.stderr
+        stops[backend] = json.loads(done.stdout)["stop"]["epoch"]
+    assert stops == {"tensorflow": 1, "torch": 2}
