@@ -74,6 +74,9 @@ def _spec(case: Case, policy: ast.Policy) -> dict[str, Any]:
         "batch_losses": None if case.batch_losses is None else [list(b) for b in case.batch_losses],
         "step_seconds": case.step_seconds,
         "strict": case.strict,
+        "validation_freq": case.validation_freq,
+        "steps_per_execution": case.steps_per_execution,
+        "initial_epoch": case.initial_epoch,
     }
 
 

@@ -231,14 +231,17 @@ def run_worker(spec: Mapping[str, Any]) -> None:
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             journal.write(kind="lr", epoch=epoch, lr=lr)
 
-    script = _harness_classes()["Script"](history, spec.get("batch_losses"), clock)
+    initial_epoch = int(spec.get("initial_epoch") or 0)
+    script = _harness_classes()["Script"](history, spec.get("batch_losses"), clock, initial_epoch)
     where = backups[0] if backups else len(callbacks)
     ordered = [script, Ticks(), *callbacks[:where], Journaling(), *callbacks[where:], LearningRate()]
     journal.write(kind="start", pid=os.getpid())
-    model = tiny_model(spec.get("initial_lr") or 0.01)
+    model = tiny_model(spec.get("initial_lr") or 0.01, int(spec.get("steps_per_execution") or 1))
     os.chdir(workdir)
     model.fit(
-        epochs=len(history),
+        epochs=initial_epoch + len(history),
+        initial_epoch=initial_epoch,
+        validation_freq=int(spec.get("validation_freq") or 1),
         callbacks=ordered,
         verbose=0,
         shuffle=False,
@@ -401,7 +404,8 @@ def run_chain(
 
     ``spec`` holds ``kind`` ("policy" or "keras"), ``policy`` (text), ``history`` (per-epoch
     dicts), and optionally ``initial_lr``, ``steps_per_epoch``, ``batch_losses``,
-    ``step_seconds``, ``strict``. With ``in_process`` and no kills, the single run happens in
+    ``step_seconds``, ``strict``, ``validation_freq``, ``steps_per_execution``, ``initial_epoch``
+    (as :func:`policy.testing.run_in_keras` takes them). With ``in_process`` and no kills, the single run happens in
     this process (for the uninterrupted reference run).
     """
     workdir.mkdir(parents=True, exist_ok=True)
