@@ -121,7 +121,15 @@ def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
 # Keras's own callbacks that need :class:`FitStart` before them: they keep state across fits
 # (a checkpoint's best and batch counters, a backup's batch counter), or, for ReduceLROnPlateau,
 # must refuse an optimizer whose rate is a LearningRateSchedule before the first batch.
-_CARRY_STATE = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore, keras.callbacks.ReduceLROnPlateau)
+# Before Keras's CSVLogger and TensorBoard it puts the log of every process but the writer
+# in a private place (multi-process training writes one log).
+_CARRY_STATE = (
+    keras.callbacks.ModelCheckpoint,
+    keras.callbacks.BackupAndRestore,
+    keras.callbacks.ReduceLROnPlateau,
+    keras.callbacks.CSVLogger,
+    keras.callbacks.TensorBoard,
+)
 
 
 def _async_safe_if_epoch_only(cb: Any) -> Any:

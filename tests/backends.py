@@ -51,6 +51,7 @@ BACKEND_TESTS = (
     "test_demo.py",
     "test_resume.py",
     "test_next_keras.py",
+    "test_multiprocess.py",
 )
 """The files run on every backend after the first: the phrasebook and compile tests, the
 differential suite and its mutants, the Keras facts, real ``fit`` with the README's usage, the

@@ -219,11 +219,13 @@ DISK_ONLY: dict[type, tuple[type, set[str]]] = {
         {
             "attach", "on_train_begin", "on_train_end", "on_train_batch_begin", "on_epoch_end", "_save_model",
             "_install_sigterm", "_uninstall_sigterm", "_on_sigterm", "_stop_if_preempted", "_remove_generation",
-            "_generations", "_newest_complete", "_verify", "_check_policy", "_apply",
+            "_generations", "_newest_complete", "_verify", "_check_policy", "_apply", "_write_generation",
         },
     ),
 }
-BACKUP_WIRING = {"_members", "_rules", "_source", "_positions", "_next", "_preempted", "_previous_handler"}
+BACKUP_WIRING = {
+    "_members", "_rules", "_source", "_positions", "_next", "_preempted", "_previous_handler", "_processes", "_batches_begun",
+}
 
 _MODE_OPS = {"min": np.less, "max": np.greater}
 

@@ -9,16 +9,26 @@ named ``.partial-*`` that the next run sweeps away (:func:`sweep_partials`).
 :class:`AtomicModelCheckpoint` is Keras's ModelCheckpoint with only that changed: during its
 own save step the model it sees is a thin view whose ``save``/``save_weights`` write this
 way. Deciding whether to save, formatting the path and counting batches stay Keras's code.
+
+This is also the one place that decides *who* writes (:mod:`policy.callbacks.processes`):
+under multi-process training only the writer (process 0) writes the real path; every other
+process still runs the same save (on JAX, saving takes part in collectives), into a private
+temporary folder that is deleted as soon as the save returns. Removing a file and sweeping
+temporary files happen on the writer only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import keras
+
+from policy.callbacks.processes import is_writer
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -45,8 +55,14 @@ def partial_name(path: str) -> str:
 def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path to write; on success the file becomes ``path`` in one step.
 
-    If the block raises, the temporary file is removed and ``path`` is untouched.
+    If the block raises, the temporary file is removed and ``path`` is untouched. On a process
+    that is not the writer the yielded path is in a private folder deleted afterwards, and
+    ``path`` is never touched.
     """
+    if not is_writer():
+        with discarded(os.path.basename(path)) as tmp:
+            yield tmp
+        return
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -60,6 +76,20 @@ def atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
         raise
     fsync_path(folder or ".")
+
+
+@contextlib.contextmanager
+def discarded(name: str) -> Iterator[str]:
+    """Yield a path named ``name`` in a fresh private folder, removed with all it holds afterwards.
+
+    Where the processes that do not write files put what they save: the name keeps its ending,
+    which Keras's savers check.
+    """
+    folder = tempfile.mkdtemp(prefix="policy-discard-")
+    try:
+        yield os.path.join(folder, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -78,8 +108,8 @@ def write_model(model: Any, path: str, weights_only: bool) -> None:
 
 
 def remove_file(path: str) -> None:
-    """Remove ``path`` if it exists, and make the removal durable."""
-    if os.path.exists(path):
+    """Remove ``path`` if it exists, and make the removal durable (on the writer only)."""
+    if is_writer() and os.path.exists(path):
         os.remove(path)
         fsync_path(os.path.dirname(path) or ".")
 
@@ -91,7 +121,7 @@ def sweep_partials(template: str) -> None:
     placeholder (``{epoch}``) is unknown before formatting and is left alone.
     """
     folder = os.path.dirname(template) or "."
-    if "{" in folder or not os.path.isdir(folder):
+    if "{" in folder or not os.path.isdir(folder) or not is_writer():
         return
     for name in os.listdir(folder):
         if name.startswith(PARTIAL_PREFIX):

@@ -39,7 +39,8 @@ import keras
 import numpy as np
 
 from policy import ast
-from policy.callbacks.atomic import PARTIAL_PREFIX, fsync_path, sweep_partials
+from policy.callbacks.atomic import PARTIAL_PREFIX, discarded, fsync_path, sweep_partials
+from policy.callbacks.processes import AGREE_EVERY, agree_max, is_writer, process_count
 from policy.callbacks.state import get_state, set_state
 from policy.errors import PolicyError, problem_at
 
@@ -120,6 +121,8 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         self._next = 1
         self._preempted = False
         self._previous_handler: Any = None
+        self._processes = 1
+        self._batches_begun = 0
 
     def attach(self, callbacks: Sequence[Any], policy: ast.Policy, rule_texts: Sequence[str]) -> None:
         """Tell the backup which callbacks make up the policy (every one but itself)."""
@@ -146,6 +149,8 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
                 f"Model {self.model} is unbuilt. You can build it by calling it on a batch of data."
             )
         self._preempted = False
+        self._processes = process_count()
+        self._batches_begun = 0
         self._install_sigterm()
         sweep_partials(os.path.join(self.backup_dir, "x"))
         generations = self._generations()
@@ -160,7 +165,12 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._uninstall_sigterm()
-        super().on_train_end(logs)  # Keras: delete the folder once fit has finished
+        if is_writer():
+            super().on_train_end(logs)  # Keras: delete the folder once fit has finished
+        if self._processes > 1:
+            # Nobody leaves fit before the folder is gone: a next fit must not read a backup
+            # that the writer is deleting.
+            agree_max([0.0])
         # Keras never resets this; a later fit of the same model must start from its own epoch.
         self.model._initial_epoch = None
 
@@ -181,12 +191,22 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         self._preempted = True
 
     def _stop_if_preempted(self) -> None:
-        if self._preempted:
+        preempted = self._preempted
+        if self._processes > 1:
+            # A SIGTERM reaches each process at its own moment: all leave if any was told to,
+            # at the same step, or the others would wait for it in the next collective.
+            preempted = agree_max([1.0 if preempted else 0.0])[0] > 0
+        if preempted:
             self._uninstall_sigterm()
             raise Preempted(self.backup_dir)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # The previous batch has ended; the newest backup on disk is complete.
+        # The previous batch has ended; the newest backup on disk is complete. With several
+        # processes the signal is agreed every AGREE_EVERY batches (and at every epoch end).
+        self._batches_begun += 1
+        ended = self._batches_begun - 1
+        if self._processes > 1 and (ended == 0 or ended % AGREE_EVERY):
+            return
         self._stop_if_preempted()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -196,14 +216,36 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
     # ------------------------------------------------------------------ writing
 
     def _save_model(self) -> None:
-        """Write one generation under a temporary name, then rename it into place."""
-        os.makedirs(self.backup_dir, exist_ok=True)
+        """Write one generation under a temporary name, then rename it into place.
+
+        Under multi-process training only the writer does so; the other processes write the
+        same generation (saving weights is collective work on JAX) into a private folder that
+        is deleted at once, and remove nothing.
+        """
         name = f"generation-{self._next:08d}"
+        if not is_writer():
+            with discarded(name) as tmp:
+                os.makedirs(tmp)
+                self._write_generation(tmp)
+            self._next += 1
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
         final = os.path.join(self.backup_dir, name)
         tmp = os.path.join(self.backup_dir, f"{PARTIAL_PREFIX}{os.getpid()}-{name}")
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
         os.makedirs(tmp)
+        self._write_generation(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, final)  # the switch: this generation now exists, complete
+        fsync_path(self.backup_dir)
+        self._next += 1
+        # Keep this generation and the one before it (the fallback); remove older ones.
+        for _, old in self._generations()[2:]:
+            self._remove_generation(old)
+
+    def _write_generation(self, tmp: str) -> None:
+        """Write the three files of one generation into the folder ``tmp``, each flushed."""
         self.model.save_weights(os.path.join(tmp, WEIGHTS), overwrite=True)
         arrays: dict[str, np.ndarray] = {}
         states = {key: _split_arrays(get_state(cb), arrays) for key, cb in self._members}
@@ -224,13 +266,6 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             json.dump(state, text)
         for file in (WEIGHTS, ARRAYS, STATE):
             fsync_path(os.path.join(tmp, file))
-        fsync_path(tmp)
-        os.replace(tmp, final)  # the switch: this generation now exists, complete
-        fsync_path(self.backup_dir)
-        self._next += 1
-        # Keep this generation and the one before it (the fallback); remove older ones.
-        for _, old in self._generations()[2:]:
-            self._remove_generation(old)
 
     def _remove_generation(self, path: str) -> None:
         # Renamed away first, so a kill during the removal never leaves a half generation

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 
 from policy.callbacks.base import StopRecord, record_state
+from policy.callbacks.processes import agree_max, agreement_due, process_count
 from policy.outcome import Stop
 from policy.printer import number
 
@@ -116,6 +117,9 @@ class StopAfterSteps(_BatchBudget):
 class StopAfterTime(_BatchBudget):
     """Stop after the first training batch that ends ``seconds`` or more after train begin.
 
+    With several processes, the longest elapsed time of any process is agreed after every
+    ``AGREE_EVERY``-th batch and the last batch of each epoch, and only there can it stop.
+
     Args:
         seconds: the budget.
         rule: the rule's canonical text.
@@ -128,6 +132,8 @@ class StopAfterTime(_BatchBudget):
         self.rule = rule or f"stop after {number(seconds)}s"
         self.clock = clock
         self._start = 0.0
+        self._processes = 1
+        self._batches = 0
 
     @classmethod
     def of(cls, amount: float, unit: str, rule: str = "") -> StopAfterTime:
@@ -137,9 +143,18 @@ class StopAfterTime(_BatchBudget):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._start = self.clock()
         self.stop_record = None
+        self._processes = process_count()
+        self._batches = 0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         elapsed = self.clock() - self._start
+        if self._processes > 1:
+            # Each process has its own clock: the processes agree, at the same batches on all
+            # of them, on the longest elapsed time, and all stop or none does.
+            self._batches += 1
+            if not agreement_due(self._batches, batch, (self.params or {}).get("steps")):
+                return
+            elapsed = agree_max([elapsed])[0]
         if elapsed >= self.seconds:
             self._stop(batch, f"{elapsed:g}s of training had elapsed, the budget was {self.seconds:g}s")
 

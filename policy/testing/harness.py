@@ -88,9 +88,12 @@ class _Record:
     epoch: int = 0
     learning_rates: list[float] = field(default_factory=list)
     saves: list[tuple[int, str]] = field(default_factory=list)
+    enabled: bool = True
 
     def scan(self, record: bool = True) -> None:
         """Note every model file written since the last scan (and mark it as seen)."""
+        if not self.enabled:
+            return
         found: list[str] = []
         for folder, _, files in os.walk(self.workdir):
             here = pathlib.Path(folder)
@@ -307,11 +310,14 @@ def run_callbacks(
     steps_per_execution: int = 1,
     initial_epoch: int = 0,
     workdir: pathlib.Path,
+    scan_files: bool = True,
 ) -> Run:
     """Run ``callbacks`` (a compiled policy or hand-written Keras callbacks) and measure them.
 
     ``validation_freq`` and ``initial_epoch`` go to ``fit`` (the history's first entry is
-    epoch ``initial_epoch``); ``steps_per_execution`` to the model's ``compile``.
+    epoch ``initial_epoch``); ``steps_per_execution`` to the model's ``compile``. With
+    ``scan_files=False`` the workdir is not scanned (``saves`` and ``files`` stay empty): for
+    a process of a multi-process run that shares the workdir with the one that writes.
     """
     import keras
 
@@ -329,13 +335,15 @@ def run_callbacks(
     excluded = tuple(
         (workdir / cb.backup_dir).resolve() for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)
     )
-    record = _Record(workdir, excluded)
-    record.scan(record=False)  # files already there were not written by this run
+    record = _Record(workdir, excluded, enabled=scan_files)
+    if scan_files:
+        record.scan(record=False)  # files already there were not written by this run
     wrapped: list[Any] = [classes["Script"](logs, batch_losses, clock, initial_epoch)]
     for cb in callbacks:
         wrapped.append(cb)
         per_step = isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_freq != "epoch"
-        wrapped.append(classes["ScanAfterBatch" if per_step else "ScanAfter"](record))
+        if scan_files:
+            wrapped.append(classes["ScanAfterBatch" if per_step else "ScanAfter"](record))
     wrapped.append(classes["Observe"](record))
 
     model = tiny_model(DEFAULT_LR if initial_lr is None else initial_lr, steps_per_execution)
