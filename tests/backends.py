@@ -47,6 +47,7 @@ BACKEND_TESTS = (
     "test_mutants_caught.py",
     "test_reference_vs_keras_facts.py",
     "test_fit_directly.py",
+    "test_fit_arguments.py",
     "test_schedule_handoff.py",
     "test_demo.py",
     "test_resume.py",

@@ -253,6 +253,7 @@ class CountsCallsNotBatches(Semantics):
     ``steps_per_execution`` k every call is k batches, so ``stop after N steps`` runs k times too long."""
 
     name = "counts-calls-not-batches"
+    wrong_on = ("tensorflow", "jax")  # torch refuses steps_per_execution > 1
 
     def steps_counted(self, seen: Sequence[int], position: int, steps: int) -> int:
         return position + 1
@@ -263,6 +264,7 @@ class StepSaveCarriesExcess(Semantics):
     excess over N (Keras's ModelCheckpoint restarts it from 0), so later saves come early."""
 
     name = "step-save-carries-excess"
+    wrong_on = ("tensorflow", "jax")  # torch refuses steps_per_execution > 1
 
     def step_save_seen(self, since: int, seen: Sequence[int], last: int, every: int) -> tuple[list[int], int]:
         saves: list[int] = []

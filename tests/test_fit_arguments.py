@@ -185,7 +185,20 @@ def test_simulate_takes_history_as_keras_records_it() -> None:
 
 # --------------------------------------------------------------------------- steps_per_execution
 
+multi_step = pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="torch refuses steps_per_execution > 1 (ValueError in fit)"
+)
 
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch only")
+def test_torch_refuses_steps_per_execution_and_the_reference_says_so() -> None:
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        _model(steps_per_execution=2).fit(X, Y, epochs=1, verbose=0)
+    assert simulate_raises("stop after 2 steps", [{"loss": 1.0}], steps_per_epoch=2, steps_per_execution=2)
+
+
+
+@multi_step
 def test_step_budget_counts_batches_not_calls() -> None:
     """The reported bug: steps_per_execution=4 and `stop after 10 steps` ran 40 updates."""
     model = _model(steps_per_execution=4)
@@ -194,6 +207,7 @@ def test_step_budget_counts_batches_not_calls() -> None:
     assert int(model.optimizer.iterations) == 12
 
 
+@multi_step
 @pytest.mark.parametrize(("steps", "per_call"), [(5, 2), (3, 2), (4, 4), (7, 3)])
 def test_steps_per_execution_compiled_equals_keras_equals_simulate(tmp_path: pathlib.Path, steps: int, per_call: int) -> None:
     text = 'save every 3 steps to "s/e{epoch}-b{batch}.keras"; stop after 9 steps'
@@ -207,6 +221,7 @@ def test_steps_per_execution_compiled_equals_keras_equals_simulate(tmp_path: pat
     assert ours.saves == tuple(stopped)
 
 
+@multi_step
 def test_time_budget_and_terminate_on_nan_act_at_the_first_seen_batch(tmp_path: pathlib.Path) -> None:
     text = "stop when loss is not finite; stop after 2s"
     history = [{"loss": 1.0}, {"loss": 1.0}]

@@ -37,12 +37,15 @@ class BackendFacts:
     overflow_raises: bool
     """A finite Python float beyond the float32 range (3.5e38) makes the comparison raise
     ValueError ("out of range") under TensorFlow; JAX and torch round it to inf and compare."""
+    multi_step_execution: bool = True
+    """``compile(steps_per_execution=k)`` with k > 1 is accepted; on torch ``fit`` raises
+    ValueError ("`steps_per_execution` must be 1 with the PyTorch backend")."""
 
 
 FACTS: Final[dict[Backend, BackendFacts]] = {
     "tensorflow": BackendFacts("tensorflow", flushes_subnormals=True, overflow_raises=True),
     "jax": BackendFacts("jax", flushes_subnormals=True, overflow_raises=False),
-    "torch": BackendFacts("torch", flushes_subnormals=False, overflow_raises=False),
+    "torch": BackendFacts("torch", flushes_subnormals=False, overflow_raises=False, multi_step_execution=False),
 }
 
 

@@ -122,6 +122,11 @@ def simulate_checked(
     sem = _semantics(None, semantics)
     plan = _plan(policy, sem)
     _check_inputs(plan, data)
+    if data.steps_per_execution > 1 and not sem.facts.multi_step_execution:
+        raise KerasWouldRaise.because(
+            f"steps_per_execution={data.steps_per_execution} on the {sem.backend} backend: Keras's fit "
+            "raises ValueError (it must be 1 there)"
+        )
     if strict and data.epochs:
         _check_first_batch(policy, data, sem)
         _check_first_epoch(policy, data.logs[0])
