@@ -7,7 +7,8 @@ the files on disk with the one-process run's (each model file loads); and who wr
 each process's audit events: process 1 must not have written, renamed or removed anything there.
 
 The two-process tests run in the JAX pass of the suite (``KERAS_BACKEND=jax``) and skip cleanly
-elsewhere; the single-writer test with a faked process index runs on every backend.
+elsewhere; the single-writer test with a faked process index runs on every backend, and the
+MirroredStrategy test (one process, 2 logical CPU devices) in the TensorFlow pass.
 """
 
 from __future__ import annotations
@@ -273,3 +274,45 @@ def test_agreement_points() -> None:
     assert processes.agreement_due(3, 2, 3) and not processes.agreement_due(2, 1, 3)
     assert processes.agree_max([1.0, 2.0]) == [1.0, 2.0]  # one process: its own values
     assert processes.is_writer() and processes.process_count() == 1
+
+
+# --------------------------------------------------------------------------- TensorFlow
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="MirroredStrategy is TensorFlow's")
+def test_mirrored_strategy_over_two_devices_decides_as_one_device(tmp_path: pathlib.Path) -> None:
+    """One process, MirroredStrategy over 2 logical CPUs: the decisions and files of one device."""
+    import json
+    import subprocess
+    import sys
+
+    cases = [c for c in CASES if c["name"] in ("everything", "plateau")]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    command = ["timeout", "-k", "5", "240", sys.executable, "-m", "policy.testing.mirrored", str(tmp_path / "mirrored")]
+    done = subprocess.run(
+        [*command, json.dumps({"cases": cases})],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["replicas"] == 2
+    for case in cases:
+        name = case["name"]
+        mirrored = _outcome(answer["cases"][name])
+        one = _one_process(name, tmp_path / "one" / name)
+        predicted = simulate(
+            case["policy"],
+            case["history"],
+            steps_per_epoch=case["steps_per_epoch"],
+            batch_losses=case.get("batch_losses"),
+            initial_lr=0.01,
+            strict=True,
+        )
+        assert mirrored == one == predicted
+        assert _decisions(mirrored) == _decisions(one)
+        assert _files(tmp_path / "mirrored" / name) == _files(tmp_path / "one" / name)
