@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
     if request.get("fig3"):
         from benchmarks.fig3_fit import measure
 
-        answer["fig3"] = measure(bool(request.get("quick", False)))
+        answer["fig3"] = measure(bool(request.get("quick", False)), request.get("pairs"))
     if "policies" in request:
         answer["async"] = async_decisions(request["policies"])
         rounds = int(request.get("rounds", 0))

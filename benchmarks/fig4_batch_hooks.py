@@ -18,6 +18,9 @@ from typing import Any
 from benchmarks import backends
 from benchmarks.common import SEED_POLICY, Figure, Row, Stat, verdict
 
+# Up to three backends, one after the other (torch's fits are the slow ones): ten minutes each.
+WATCHDOG_FULL = 1800
+
 # Epoch-level policies: nothing in them needs to see a training batch.
 EPOCH_LEVEL = [
     SEED_POLICY,
@@ -130,7 +133,7 @@ def run(quick: bool) -> Figure:
     else:
         for backend in [backends.current(), *backends.others()]:
             try:
-                answers[backend] = _measure(backend, 25 if backend == "jax" else 6, epochs)
+                answers[backend] = _measure(backend, 15 if backend == "jax" else 6, epochs)
             except Exception as exc:  # one backend failing must not lose the others' numbers
                 failures[backend] = f"{type(exc).__name__}: {exc}"
     jax = answers.get("jax") or answers.get("jax (patched)")
