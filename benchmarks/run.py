@@ -10,7 +10,8 @@ async dispatch, 5 CLI start-up vs ``import keras``, 6 differential-harness throu
 and profile, 7 ``simulate`` at 10k/100k/1M steps, 8 bad input (100,000 random and mutated
 inputs, exceptions other than PolicyError counted), 9 replaying 1,000 recorded runs x 10
 variants and the ``replay``/``tune`` command lines, 10 real kills and restarts, plain Keras vs
-the policy (torn files, failed restarts, wrong decisions per 100 kills). Medians with min and max; ratios from
+the policy (torn files, failed restarts, wrong decisions per 100 kills), 11 two JAX processes on
+localhost (fit time of the compiled policy / hand-written callbacks, torn and duplicated files). Medians with min and max; ratios from
 alternating pairs measured in the same run.
 """
 
@@ -52,13 +53,14 @@ FIGURES = {
     8: "benchmarks.fig8_bad_input",
     9: "benchmarks.fig9_replay",
     10: "benchmarks.fig10_kills",
+    11: "benchmarks.fig11_processes",
 }
 
 
 # Figure 7 runs first, before anything imports TensorFlow: its timings and its tracemalloc run
 # must not share the process with TensorFlow's background threads (a full run once hung in
 # figure 7's tracemalloc pass after figure 6's fits, every thread waiting on a futex).
-RUN_ORDER = (7, 9, 8, 1, 2, 3, 4, 5, 6, 10)
+RUN_ORDER = (7, 9, 8, 1, 2, 3, 4, 5, 6, 10, 11)
 
 # A figure that takes longer than this is hung: dump every thread's stack and exit non-zero
 # rather than block CI (seconds; a full figure takes about a minute).

@@ -255,6 +255,79 @@ def _real(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int) -
     }
 
 
+def _timing(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int) -> dict[str, Any]:
+    """Seconds of ``fit`` with the compiled policy and with the hand-written callbacks, alternated."""
+    import keras
+
+    from policy import compile_policy, parse_policy
+    from policy.callbacks.processes import agree_max
+    from policy.eject import eject
+    from policy.testing.harness import working_directory
+
+    def hand_written() -> list[Any]:
+        namespace: dict[str, Any] = {}
+        exec(eject(parse_policy(case["policy"])), namespace)  # what `keras-policy compile --python` prints
+        return list(namespace["callbacks"])
+
+    variants = {"policy": lambda: compile_policy(case["policy"]), "keras": hand_written}
+    model = real_model(int(case.get("units", 256)))
+    initial = model.get_weights()
+    data = real_data(index, count, size=int(case.get("size", 2048)))
+    batch = int(case.get("batch_size", 64)) // count
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(int(case["rounds"]) + 1):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            folder = workdir / case["name"] / f"{name}{r}"
+            folder.mkdir(parents=True, exist_ok=True)
+            callbacks = variants[name]()
+            model.set_weights(initial)
+            model.optimizer.learning_rate = 0.5
+            agree_max([0.0])  # start together
+            with working_directory(folder):
+                start = time.perf_counter()
+                model.fit(epochs=int(case.get("epochs", 4)), batch_size=batch, callbacks=callbacks, shuffle=False,
+                          verbose=0, **data)
+                elapsed = time.perf_counter() - start
+            if r > 0:  # round 0 compiles the step functions: not timed
+                times[name].append(elapsed)
+    del keras
+    return {"times": times}
+
+
+def _files(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int, writes: _Writes) -> dict[str, Any]:
+    """Rounds of ``fit`` saving checkpoints and a CSV log: plain Keras callbacks or the policy."""
+    import keras
+
+    from policy import compile_policy
+    from policy.callbacks.processes import agree_max
+    from policy.testing.harness import working_directory
+
+    model = real_model(int(case.get("units", 256)))
+    data = real_data(index, count, size=int(case.get("size", 1024)))
+    batch = int(case.get("batch_size", 64)) // count
+    rounds = []
+    for r in range(int(case["rounds"])):
+        folder = workdir / case["name"] / f"round{r:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if case["side"] == "keras":
+            callbacks = [
+                keras.callbacks.ModelCheckpoint("ck/best.keras", monitor="val_loss", save_best_only=True),
+                keras.callbacks.ModelCheckpoint("ck/last.keras"),
+                keras.callbacks.CSVLogger("log.csv"),
+            ]
+        else:
+            callbacks = compile_policy(case["policy"])
+        agree_max([0.0])
+        before = len(writes.events)
+        with working_directory(folder):
+            model.fit(epochs=int(case.get("epochs", 3)), batch_size=batch, callbacks=callbacks, shuffle=False,
+                      verbose=0, **data)
+        agree_max([0.0])  # every process has finished writing before anyone looks
+        rounds.append(writes.events[before:])
+    return {"rounds": rounds}
+
+
 def main(argv: Sequence[str]) -> int:
     """One process: join the others, run every case, print one JSON line."""
     workdir, port, index, count, request = pathlib.Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
@@ -266,8 +339,15 @@ def main(argv: Sequence[str]) -> int:
     answers: dict[str, Any] = {"index": process_index(), "count": process_count(), "cases": {}}
     for case in json.loads(request)["cases"]:
         before = len(writes.events)
-        real = case["kind"] == "real"
-        answer = _real(case, workdir, index, count) if real else _scripted(case, workdir, index)
+        kind = case["kind"]
+        if kind == "real":
+            answer = _real(case, workdir, index, count)
+        elif kind == "timing":
+            answer = _timing(case, workdir, index, count)
+        elif kind == "files":
+            answer = _files(case, workdir, index, count, writes)
+        else:
+            answer = _scripted(case, workdir, index)
         answer["writes"] = writes.events[before:]
         answers["cases"][case["name"]] = answer
     writes.on = False
