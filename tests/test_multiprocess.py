@@ -13,6 +13,7 @@ MirroredStrategy test (one process, 2 logical CPU devices) in the TensorFlow pas
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import tempfile
@@ -259,13 +260,18 @@ def test_a_process_that_is_not_the_writer_leaves_nothing(
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    out = run_callbacks(compile_policy(EVERYTHING), HISTORY, workdir=tmp_path / "w", steps_per_epoch=3)
+    text = EVERYTHING
+    if importlib.util.find_spec("tensorboard") is not None:
+        text += '; log to tensorboard "tb"'  # TensorBoard writes its model summary in set_model
+    out = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / "w", steps_per_epoch=3)
     assert out.outcome.files == () and out.outcome.saves == ()
     assert _files(tmp_path / "w") == []
     assert [p for p in scratch.iterdir() if p.name.startswith("policy-discard-")] == []  # all deleted
     monkeypatch.undo()
-    one = run_in_keras(EVERYTHING, HISTORY, workdir=tmp_path / "one", steps_per_epoch=3)
+    one = run_in_keras(text, HISTORY, workdir=tmp_path / "one", steps_per_epoch=3)
     assert _decisions(out.outcome) == _decisions(one)
+    written = _files(tmp_path / "one")  # the writer does write
+    assert "log.csv" in written and (text == EVERYTHING or any(f.startswith("tb/") for f in written))
 
 
 def test_agreement_points() -> None:

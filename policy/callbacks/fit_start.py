@@ -13,7 +13,8 @@ Before a CSVLogger or TensorBoard it decides where the log goes: under multi-pro
 only the writer process (:func:`policy.callbacks.processes.is_writer`) logs to the real path;
 on every other process this callback points Keras's callback, for this ``fit``, at a private
 temporary place, which it deletes at train end. So ``log to "f.csv"`` leaves one file.
-It overrides ``on_train_begin`` and ``on_train_end`` only.
+It overrides ``on_train_begin``, ``on_train_end`` and ``set_model`` (where TensorBoard's place is
+decided, since TensorBoard's own ``set_model`` writes into its folder) only.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from policy.callbacks.schedules import refuse_schedule_object
 
 # The fields each Keras class keeps across fits, as set by its __init__ (Keras 3.15.1).
 _CARRIED = ("best", "_batches_seen_since_last_saving", "_last_batch_seen", "_current_epoch")
-# Keras's callbacks that write logs: on processes other than the writer they log elsewhere.
-_LOGS = (keras.callbacks.CSVLogger, keras.callbacks.TensorBoard)
 
 
 class FitStart(keras.callbacks.Callback):  # type: ignore[misc]
@@ -43,10 +42,12 @@ class FitStart(keras.callbacks.Callback):  # type: ignore[misc]
         self.target = target
         self.rule = rule
         self.fresh = {name: getattr(target, name) for name in _CARRIED if hasattr(target, name)}
-        # A log's real place, put back at every train begin before deciding where it goes.
-        for name in ("filename", "log_dir"):
-            if isinstance(target, _LOGS) and hasattr(target, name):
-                self.fresh[name] = getattr(target, name)
+        # A log's real place (CSVLogger's filename, TensorBoard's log_dir).
+        self.real_log: str | None = None
+        if isinstance(target, keras.callbacks.CSVLogger):
+            self.real_log = target.filename
+        elif isinstance(target, keras.callbacks.TensorBoard):
+            self.real_log = target.log_dir
         self._private: str | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -54,7 +55,14 @@ class FitStart(keras.callbacks.Callback):  # type: ignore[misc]
             setattr(self.target, name, value)
         if isinstance(self.target, keras.callbacks.ReduceLROnPlateau):
             refuse_schedule_object(self.model.optimizer, self.rule)
-        if isinstance(self.target, _LOGS):
+        if isinstance(self.target, keras.callbacks.CSVLogger):
+            self._place_log()
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        # TensorBoard fixes its folders, and writes the model's summary there, in its own
+        # set_model, which Keras calls right after this one: decide its place now.
+        if isinstance(self.target, keras.callbacks.TensorBoard):
             self._place_log()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -66,21 +74,16 @@ class FitStart(keras.callbacks.Callback):  # type: ignore[misc]
 
     def _place_log(self) -> None:
         """Point the logger at its real path on the writer, at a private folder elsewhere."""
-        target = self.target
-        if isinstance(target, keras.callbacks.CSVLogger):
-            real = self.fresh["filename"]
-            target.filename = real if is_writer() else os.path.join(self._private_folder(), os.path.basename(real))
-            return
-        # TensorBoard fixed its folders in set_model, before train begin; its writers are
-        # created on first use, so changing the folders here is in time.
-        real = self.fresh["log_dir"]
-        folder = real if is_writer() else self._private_folder()
-        target.log_dir = target._log_write_dir = folder
-        target._train_dir = os.path.join(folder, "train")
-        target._val_dir = os.path.join(folder, "validation")
-        target._writers = {}
+        real = str(self.real_log)
+        if isinstance(self.target, keras.callbacks.CSVLogger):
+            private = None if is_writer() else os.path.join(self._private_folder(), os.path.basename(real))
+            self.target.filename = private or real
+        else:
+            self.target.log_dir = real if is_writer() else self._private_folder()
 
     def _private_folder(self) -> str:
+        if self._private is not None:
+            return self._private
         self._private = tempfile.mkdtemp(prefix="policy-discard-")
         # fit may end in an exception (a crash, Preempted) without reaching train end: the
         # folder then goes when this callback is collected, or at the latest at exit.
