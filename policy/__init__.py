@@ -12,20 +12,22 @@ TensorFlow; only :func:`compile_policy` does, when it is called.
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from policy.ast import Policy
-from policy.describe import describe
 from policy.errors import PolicyError, Problem
-from policy.explain import explain
-from policy.load import load
-from policy.outcome import Outcome, Stop
 from policy.printer import format_policy
 
 if TYPE_CHECKING:
     import keras
 
+    from policy.describe import describe
+    from policy.explain import explain
+    from policy.load import load
+    from policy.outcome import Outcome, Stop
     from policy.replays import Report, Tolerance
 
 __all__ = [
@@ -144,13 +146,45 @@ def replay(
     )
 
 
-def __getattr__(name: str) -> Any:
-    """``policy.Report`` without importing the replay module until it is asked for."""
-    if name == "Report":
-        from policy.replays import Report
+# Names the package answers lazily (PEP 562), so that `import policy` and `keras-policy check`
+# pay only for the parser, the checker and the printer.
+_LAZY = {
+    "Outcome": "policy.outcome",
+    "Report": "policy.replays",
+    "Stop": "policy.outcome",
+    "describe": "policy.describe",
+    "explain": "policy.explain",
+    "load": "policy.load",
+}
 
-        return Report
+
+def __getattr__(name: str) -> Any:
+    """The names in ``_LAZY``, imported from their modules when first asked for."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'policy' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The package's own type: ``policy.describe`` stays the function when its submodule loads.
+
+    Importing a submodule for the first time binds it as an attribute of the package, which would
+    hide the lazily imported function of the same name (``describe``, ``explain``, ``load``) from
+    ``__getattr__``. The submodule stays in ``sys.modules``; only the attribute is not bound.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_SHADOWED = frozenset(name for name, module in _LAZY.items() if module == f"policy.{name}")
+sys.modules[__name__].__class__ = _Package
 
 
 def why_stopped(callbacks: Iterable[object]) -> Stop | None:

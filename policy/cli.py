@@ -12,18 +12,21 @@ option, missing argument, a file that does not exist).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from policy.ast import Policy
-from policy.errors import PolicyError, Problem, closest, problem_at
-from policy.history import History, HistoryError, watched_metric_nodes, watched_metrics
-from policy.load import ALL_SUFFIXES
-from policy.outcome import Outcome
+from policy.errors import HistoryError, PolicyError, Problem, closest, problem_at
+
+if TYPE_CHECKING:
+    from policy.history import History
+    from policy.outcome import Outcome
+
+# Each command imports what it needs when it runs: `check` must start in about the time Python
+# and Lark take (BENCHMARKS.md, figure 5), so histories, JSON, replays and plots wait.
 
 EXIT_OK = 0
 EXIT_POLICY = 1
@@ -97,7 +100,7 @@ def print_policy_error(error: PolicyError, stream: TextIO) -> None:
 
 def read_policy(arg: str, key: str = "policy") -> Policy:
     """The policy an argument names: a file (by its suffix) or the policy text itself."""
-    from policy.load import load
+    from policy.load import ALL_SUFFIXES, load
 
     path = Path(arg)
     looks_like_file = path.suffix.lower() in ALL_SUFFIXES and "\n" not in arg and " " not in path.name
@@ -210,6 +213,8 @@ def check_metrics(policy: Policy, history: History) -> None:
     """What ``compile_policy(strict=True)`` checks: every watched metric is logged, training metrics
     in the first epoch, ``val_*`` metrics in the first epoch that validated (any ``val_`` key;
     ``fit(validation_freq=k)`` validates only every k epochs)."""
+    from policy.history import watched_metric_nodes
+
     first = history[0] if history else {}
     validated = next(((i, logs) for i, logs in enumerate(history) if any(k.startswith("val_") for k in logs)), None)
     problems: list[Problem] = []
@@ -244,6 +249,8 @@ def _as_options(error: PolicyError) -> PolicyError:
 
 def outcome_json(outcome: Outcome) -> str:
     """The outcome as JSON, one key a line with each value compact (long lr lists stay readable)."""
+    import json
+
     data = outcome.to_json()
     body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in data.items())
     return "{\n" + body + "\n}"
@@ -255,6 +262,8 @@ def simulate_report(policy: Policy, history: History, outcome: Outcome, style: S
     ``simulate`` returns only the decisions (an :class:`Outcome`); what fired in which epoch is
     read back from them: the saves of that epoch, the learning rate changing, the stop.
     """
+    from policy.history import watched_metrics
+
     metrics = [m for m in watched_metrics(policy) if any(m in logs for logs in history)]
     has_lr = len(outcome.learning_rates) >= outcome.epochs_run > 0
     header = ["epoch", *metrics, *(["lr"] if has_lr else []), "what fired"]

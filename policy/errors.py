@@ -8,7 +8,6 @@ are those of the first.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -97,5 +96,18 @@ def shown(value: object, limit: int = 60) -> str:
 
 def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The choice most like ``word``, if any is close enough to be a likely typo."""
+    import difflib  # only when there is something to suggest: not on a clean `check`
+
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
     return found[0] if found else None
+
+
+class HistoryError(ValueError):
+    """A history file that cannot be read as per-epoch logs; says which file and line."""
+
+    def __init__(self, message: str, filename: str | None = None, line: int = 0) -> None:
+        self.message = message
+        self.filename = filename
+        self.line = line
+        where = ":".join(p for p in (filename or "", str(line) if line else "") if p)
+        super().__init__(f"{where}: {message}" if where else message)

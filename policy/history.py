@@ -24,6 +24,9 @@ from typing import Any, TypeAlias
 
 from policy import ast
 from policy.ast import Policy
+
+# HistoryError lives with PolicyError so that the CLI can catch it without importing this module.
+from policy.errors import HistoryError as HistoryError
 from policy.errors import shown
 
 EpochLogs: TypeAlias = dict[str, float]
@@ -31,17 +34,6 @@ History: TypeAlias = list[EpochLogs]
 
 # What CSVLogger writes for a key that was absent in an epoch's logs.
 _MISSING = {"NA", ""}
-
-
-class HistoryError(ValueError):
-    """A history file that cannot be read as per-epoch logs; says which file and line."""
-
-    def __init__(self, message: str, filename: str | None = None, line: int = 0) -> None:
-        self.message = message
-        self.filename = filename
-        self.line = line
-        where = ":".join(p for p in (filename or "", str(line) if line else "") if p)
-        super().__init__(f"{where}: {message}" if where else message)
 
 
 def read_history(path: str | Path) -> History:

@@ -14,7 +14,6 @@ No keras import here.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -107,6 +106,8 @@ def not_utf8(data: bytes, exc: UnicodeDecodeError, filename: str) -> PolicyError
 def read_config(raw: str, suffix: str, filename: str) -> Any:
     """The parsed content of a YAML/TOML/JSON file; syntax errors become PolicyErrors with a line."""
     if suffix in JSON_SUFFIXES:
+        import json  # not at the top: `keras-policy check` reads this module for its suffixes only
+
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -298,6 +299,8 @@ def _key_line(file_lines: list[str], last_key: str) -> int:
 def _find_forward(file_lines: list[str], line: str, from_line: int, from_col: int) -> tuple[int, int, str] | None:
     # A line as it may be spelled inside the file: as is (YAML block scalars, TOML multi-line
     # strings), JSON/TOML/YAML double-quoted escapes, YAML single-quoted doubling.
+    import json
+
     candidates = dict.fromkeys([line, json.dumps(line)[1:-1], line.replace("'", "''")])
     for index in range(from_line, len(file_lines)):
         column0 = from_col if index == from_line else 0

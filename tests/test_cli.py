@@ -53,6 +53,37 @@ def history_csv(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- check
 
 
+def test_check_imports_only_the_parser_checker_and_printer(tmp_path: Path) -> None:
+    """`check` loads no module of ours it does not use (figure 5 times it against `import lark`)."""
+    code = (
+        "import sys, policy.cli\n"
+        "rc = policy.cli.main(['check', 'stop when val_loss not improving for 3'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('policy') or m in ('json', 'csv')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = set(eval(result.stdout.splitlines()[-1]))
+    assert loaded == {"policy", "policy.accept", "policy.ast", "policy.cli", "policy.errors", "policy.load", "policy.metrics",
+                      "policy.parser", "policy.printer", "policy.validate"}
+
+
+def test_lazy_package_names_stay_functions_after_their_modules_load(tmp_path: Path) -> None:
+    """`policy.describe`, `.explain`, `.load` are imported on first use; their submodules never hide them."""
+    code = (
+        "import types, policy\n"
+        "import policy.describe, policy.explain, policy.load\n"
+        "from policy import *\n"
+        "names = ('describe', 'explain', 'load')\n"
+        "assert all(isinstance(getattr(policy, n), types.FunctionType) for n in names)\n"
+        "assert all(hasattr(policy, n) for n in policy.__all__)\n"
+        "assert policy.explain('stop after 5 epochs').startswith('stop after 5 epochs')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_check_prints_the_canonical_form() -> None:
     result = run("check", GOOD)
     assert (result.returncode, result.stderr) == (0, "")
