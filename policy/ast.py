@@ -11,8 +11,9 @@ Nothing here knows about Lark or Keras.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ Trend: TypeAlias = Literal["improving", "decreasing", "increasing"]
 Comparison: TypeAlias = Literal[">=", ">", "<=", "<"]
 TimeUnit: TypeAlias = Literal["epochs", "steps", "s", "min", "h"]
 SaveUnit: TypeAlias = Literal["epochs", "steps"]
+
+# Seconds in each clock unit of ``stop after`` (epochs and steps are counts, not clock units):
+# a fact of the language, read by the callbacks, the reference, describe and eject alike.
+SECONDS_PER_UNIT: Final[Mapping[str, float]] = {"s": 1.0, "min": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,10 +41,6 @@ _TENSORBOARD_DEFAULTS: dict[str, Any] = {
 }
 
 
-# Seconds per time unit of ``stop after``, as StopAfterTime.of multiplies them.
-_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
-
-
 class NoEquivalent(Exception):
     """Raised inside this module for one callback; collected into a PolicyError."""
 
@@ -282,12 +278,13 @@ def _our_stop_after_time(cb: Any) -> str:
         (parsed,) = parse(cb.rule).rules
     except (PolicyError, ValueError):
         parsed = None
-    if isinstance(parsed, ast.StopAfter) and parsed.unit in _SECONDS and (
-            parsed.amount * _SECONDS[parsed.unit] == seconds):
+    if isinstance(parsed, ast.StopAfter) and parsed.unit in ast.SECONDS_PER_UNIT and (
+            parsed.amount * ast.SECONDS_PER_UNIT[parsed.unit] == seconds):
         from policy.printer import rule
 
         return rule(parsed)
-    for unit, size in (("h", 3600.0), ("min", 60.0)):
+    for unit in ("h", "min"):
+        size = ast.SECONDS_PER_UNIT[unit]
         if seconds >= size and (seconds / size).is_integer():
             return f"stop after {number(seconds / size)}{' min' if unit == 'min' else unit}"
     return f"stop after {number(seconds)}s"

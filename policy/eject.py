@@ -30,10 +30,6 @@ AST = "policy.ast"
 
 ArgValue = str | int | float | bool | None | tuple[str, str]
 
-# Seconds in each time unit of ``stop after``, as StopAfterTime.of converts them.
-_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
-
-
 @dataclass(frozen=True)
 class Code:
     """A value that is not a literal: its Python source, a shorter display, and what it imports."""
@@ -193,7 +189,7 @@ def _stop_after(r: ast.StopAfter) -> CallbackCall:
         return CallbackCall(OURS, "StopAfterEpochs", (("epochs", r.amount),), hidden=hidden)
     if r.unit == "steps":
         return CallbackCall(OURS, "StopAfterSteps", (("steps", r.amount),), hidden=hidden)
-    return CallbackCall(OURS, "StopAfterTime", (("seconds", r.amount * _SECONDS[r.unit]),), hidden=hidden)
+    return CallbackCall(OURS, "StopAfterTime", (("seconds", r.amount * ast.SECONDS_PER_UNIT[r.unit]),), hidden=hidden)
 
 
 def _schedule(r: ast.Schedule) -> CallbackCall:

@@ -13,12 +13,11 @@ from typing import Any
 
 import keras
 
+from policy.ast import SECONDS_PER_UNIT
 from policy.callbacks.base import StopRecord, record_state
 from policy.callbacks.processes import agree_max, agreement_due, process_count
 from policy.outcome import Stop
 from policy.printer import number
-
-_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0}
 
 
 class StopAfterEpochs(keras.callbacks.Callback):  # type: ignore[misc]
@@ -138,7 +137,7 @@ class StopAfterTime(_BatchBudget):
     @classmethod
     def of(cls, amount: float, unit: str, rule: str = "") -> StopAfterTime:
         """A budget written as ``amount`` of ``unit`` (``s``, ``min`` or ``h``)."""
-        return cls(amount * _SECONDS[unit], rule)
+        return cls(amount * SECONDS_PER_UNIT[unit], rule)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._start = self.clock()

@@ -131,9 +131,6 @@ def _better_f32(a: float, b: float, direction: ast.Direction) -> bool:
     return a < b if direction == "min" else a > b
 
 
-_TIME_UNIT_SECONDS: Final[Mapping[str, float]] = {"s": 1, "min": 60, "h": 3600}
-
-
 class Semantics:
     """The decision primitives, as Keras 3.15.1 and ``docs/semantics.md`` define them.
 
@@ -415,7 +412,7 @@ class Semantics:
         return saves, since
 
     def budget_seconds(self, amount: float, unit: ast.TimeUnit) -> float:
-        return amount * _TIME_UNIT_SECONDS[unit]
+        return amount * ast.SECONDS_PER_UNIT[unit]
 
     def clock_readings(self, start: float, durations: Iterable[float]) -> list[float]:
         """Elapsed seconds after each batch: a running float64 sum, as a scripted clock advanced by
