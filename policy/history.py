@@ -127,14 +127,6 @@ def history_from_data(data: Any, filename: str | None = None) -> History:
     )
 
 
-def metric_names(history: History) -> list[str]:
-    """Every key seen in any epoch, in first-seen order."""
-    seen: dict[str, None] = {}
-    for logs in history:
-        seen.update(dict.fromkeys(logs))
-    return list(seen)
-
-
 def _from_columns(data: Mapping[Any, Any], filename: str | None) -> History:
     columns = {str(k): v for k, v in data.items() if k != "epoch"}
     lengths = set()

@@ -19,7 +19,7 @@ the reference simulates that same backend. Each backend draws its own fixed sequ
 is the backend's name), so a budget shared across backends by ``tests/backends.py`` covers
 different cases on each rather than the same ones three times.
 
-Each KERAS_NOTES fact is pinned as an explicit ``@example`` so it is checked on every run,
+Each Keras callback fact is pinned as an explicit ``@example`` so it is checked on every run,
 whatever the generator draws. Real-Keras outcomes are cached per case (the same case run by
 this file and by the mutant tests is fitted once).
 """
@@ -186,7 +186,7 @@ def _vl(*values: float | None) -> list[dict[str, float]]:
 NAN = math.nan
 INF = math.inf
 
-# One case per KERAS_NOTES fact (and per docs/semantics.md rule of ours where float32 or
+# One case per Keras callback fact the reference relies on (and per docs/semantics.md rule of ours where float32 or
 # counting matters). The comment says what a wrong implementation would do instead.
 FACTS: dict[str, Case] = {
     # float32: 1.0 then 1.0 - 1e-9 is not an improvement -> patience 1 stops at epoch 1.

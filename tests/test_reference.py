@@ -1,6 +1,6 @@
 """Hand-computed cases for the reference simulator: one test per Keras fact and per contract rule.
 
-Each expected Outcome was worked out by hand from KERAS_NOTES.md / docs/semantics.md (the
+Each expected Outcome was worked out by hand from Keras 3.15.1's callback source / docs/semantics.md (the
 comment says how), never by running the reference. No Keras is imported here.
 """
 

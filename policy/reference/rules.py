@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from policy import ast, validate
 from policy.printer import condition as condition_text
-from policy.printer import number
 from policy.reference.inputs import EpochLogs
 from policy.reference.semantics import Semantics
 
@@ -390,8 +389,3 @@ class ScheduleLR(EpochRule):
         assert run.lr is not None
         logs["learning_rate"] = run.lr
         return None
-
-
-def describe_budget(rule: ast.StopAfter) -> str:
-    unit = {"epochs": "epochs", "steps": "training steps", "s": "s", "min": "min", "h": "h"}[rule.unit]
-    return f"{number(rule.amount)} {unit}"

@@ -42,5 +42,5 @@ def check_keras_version(version: str | None = None) -> None:
             f"the reference models Keras {modelled}, not {version}. Callback semantics change between "
             "releases: keras-team/keras PR 23559 (after 3.15.1) makes EarlyStopping reset its wait on any "
             "improvement, even below the baseline, so predictions for other releases cannot be trusted. "
-            "Re-check KERAS_NOTES.md against that release and add it to MODELLED_KERAS."
+            "Re-check docs/semantics.md against that release and add it to MODELLED_KERAS."
         )
