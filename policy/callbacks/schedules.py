@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 import keras
 
 from policy import ast
+from policy.errors import PolicyError
 from policy.printer import number
 
 
@@ -158,9 +159,7 @@ def forget_starting_lr(optimizer: Any) -> None:
 
 def refuse_schedule_object(optimizer: Any, rule: str) -> None:
     """An lr rule cannot set the rate of an optimizer whose rate is a ``LearningRateSchedule``."""
-    if isinstance(getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
-        from policy.errors import PolicyError
-
+    if _has_schedule_object(optimizer):
         raise PolicyError.plain(
             f"the rule {rule!r} sets the learning rate, but the optimizer's learning rate is a "
             f"{type(optimizer._learning_rate).__name__} (a keras.optimizers.schedules.LearningRateSchedule), "
@@ -181,7 +180,7 @@ class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ign
 
     def __init__(self, schedule: Schedule) -> None:
         super().__init__(schedule)
-        self.rule = f"{schedule.text()}"
+        self.rule = schedule.text()
 
     def set_model(self, model: Any) -> None:
         super().set_model(model)
