@@ -12,7 +12,6 @@ import bisect
 import functools
 import math
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +64,15 @@ _TOKEN_WORDS = {
 def _grammar_text() -> str:
     # Inside an installed wheel the grammar sits in the package; in a checkout it is
     # in grammar/ at the top of the repository (the package holds no copy there).
-    packaged = resources.files("policy").joinpath("policy.lark")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "grammar" / "policy.lark").read_text(encoding="utf-8")
+    # Plain paths first: importlib.resources adds ~2 ms to every `keras-policy check`
+    # (BENCHMARKS.md, figure 5); it is only needed for a package imported from a zip.
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "policy.lark", here.parent / "grammar" / "policy.lark"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    from importlib import resources
+
+    return resources.files("policy").joinpath("policy.lark").read_text(encoding="utf-8")
 
 
 @functools.cache
