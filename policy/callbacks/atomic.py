@@ -28,7 +28,7 @@ from typing import Any
 
 import keras
 
-from policy.callbacks.processes import is_writer
+from policy.callbacks.processes import is_writer, process_count
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -161,6 +161,16 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):  # type: ignore[mi
         sweep_partials(self.filepath)
 
     def _save_model(self, epoch: int, batch: int | None, logs: dict[str, Any] | None) -> None:
+        # Keras checks that the folder exists, then creates it without exist_ok: two processes
+        # saving at once can both see it missing, and one fails with FileExistsError (measured
+        # with plain ModelCheckpoint in two JAX processes). With several processes, creating it
+        # first, tolerantly, leaves Keras's check nothing to do. Formatting the path has no
+        # effect; one process keeps Keras's behaviour exactly.
+        if process_count() > 1:
+            with contextlib.suppress(KeyError, ValueError, IndexError):
+                folder = os.path.dirname(self._get_file_path(epoch, batch, logs))
+                if folder:
+                    os.makedirs(folder, exist_ok=True)
         model: Any = getattr(self, "_model")  # noqa: B009 - Keras's attribute, untyped
         setattr(self, "_model", _AtomicSaves(self.model))  # noqa: B010
         try:

@@ -309,7 +309,9 @@ def _files(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int, 
     rounds = []
     for r in range(int(case["rounds"])):
         folder = workdir / case["name"] / f"round{r:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        # The checkpoint folder exists before fit: Keras's ModelCheckpoint creates a missing one
+        # with a check-then-create that two processes race through (one raises FileExistsError).
+        (folder / "ck").mkdir(parents=True, exist_ok=True)
         if case["side"] == "keras":
             callbacks = [
                 keras.callbacks.ModelCheckpoint("ck/best.keras", monitor="val_loss", save_best_only=True),
