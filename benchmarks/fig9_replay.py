@@ -196,7 +196,9 @@ def run(quick: bool) -> Figure:
     profile.disable()
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(8)
-    top = [line for line in out.getvalue().splitlines() if line.strip() and ("{" in line or "/" in line)][:8]
+    # Paths relative to the checkout: the report names files, not the machine it ran on.
+    text = out.getvalue().replace(str(ROOT) + "/", "")
+    top = [line for line in text.splitlines() if line.strip() and ("{" in line or "/" in line or ".py:" in line)][:8]
     fig.details.append(
         f"Template `{TEMPLATE}` over {RUNS:,} generated runs of {EPOCHS} epochs (4 metrics, float32 values; "
         "validation loss bottoming out between epoch 10 and 140). Each run's logs are checked once and each "
