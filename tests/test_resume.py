@@ -176,3 +176,20 @@ def test_budgets_count_training_across_restarts(budget: str, tmp_path: pathlib.P
     # 10 batches of 1 s: the budget ends in the 4th epoch (epoch 3), batch 0, both times.
     assert whole.stop is not None and resumed.stop == whole.stop and whole.stop.epoch == 3
     assert resumed.epochs_run == 2  # epochs 2 and 3, after the backup of epoch 1
+
+
+def test_a_backup_being_written_when_killed_is_swept_away(tmp_path: pathlib.Path) -> None:
+    text = "decay lr by 0.5 every 1 epochs; backup to 'bk'"
+    backup = _crash_then(text, tmp_path)
+    half = backup / ".partial-99999-generation-00000009"
+    half.mkdir()
+    (half / "model.weights.h5").write_bytes(b"half")
+    seen: list[bool] = []
+
+    class Look(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            seen.append(half.exists())
+
+    out = run_callbacks([*compile_policy(text), Look()], HISTORY, workdir=tmp_path).outcome
+    assert out.learning_rates[0] == pytest.approx(0.01 * 0.5**3)  # resumed from the complete epoch 2 backup
+    assert seen and not any(seen)  # gone at train begin

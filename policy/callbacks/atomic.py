@@ -125,8 +125,12 @@ def sweep_partials(template: str) -> None:
         return
     for name in os.listdir(folder):
         if name.startswith(PARTIAL_PREFIX):
+            path = os.path.join(folder, name)
             with contextlib.suppress(OSError):
-                os.remove(os.path.join(folder, name))
+                if os.path.isdir(path):  # a backup generation that was being written
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
 
 
 class _AtomicSaves:
