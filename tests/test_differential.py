@@ -318,6 +318,11 @@ FACTS: dict[str, Case] = {
     ),
     # fit(initial_epoch=2): epochs are absolute (the budget counts them, the schedule and the
     # file names use them, EarlyStopping's epoch > 0 guard no longer blocks the first one).
+    # The scripted clock advances per batch (t += d), also when a hook call covers two batches:
+    # 0.1 s ten times sums to 0.9999999999999999 < 1 s, so the budget is met one call later.
+    "time-budget-summed-per-batch-under-steps-per-execution": pinned(
+        "stop after 1s", _vl(1, 1, 1, 1, 1, 1), steps_per_epoch=2, step_seconds=0.1, steps_per_execution=2
+    ),
     "initial-epoch-absolute": pinned(
         "stop after 4 epochs; decay lr by 0.5 every 2 epochs; save every 2 epochs to 'e{epoch}.keras'",
         _vl(1, 1, 1, 1),
