@@ -17,11 +17,13 @@ import importlib
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy.ast import Policy
 from policy.errors import PolicyError, Problem, closest
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 YAML_SUFFIXES = (".yaml", ".yml")
 TOML_SUFFIXES = (".toml",)
@@ -56,6 +58,8 @@ def load(source: str | os.PathLike[str] | Mapping[str, Any], key: str = "policy"
             "load() takes a path to a config or .policy file (a str or os.PathLike) or a mapping "
             f"holding the policy; got {type(source).__name__}"
         )
+    from pathlib import Path  # not at the top: `keras-policy check` imports this module for its suffixes
+
     path = Path(source)
     raw = read_text(path)
     suffix = path.suffix.lower()
@@ -241,6 +245,8 @@ def _parse(text: str, filename: str | None, located: tuple[str, str] | None) -> 
 
 def place_error(error: PolicyError, path: str | os.PathLike[str], key: str = "policy") -> PolicyError:
     """An error found later in a policy loaded from ``path`` (a missing metric, say), placed in that file."""
+    from pathlib import Path
+
     path = Path(path)
     raw = read_text(path)
     suffix = path.suffix.lower()

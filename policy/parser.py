@@ -11,8 +11,8 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import os
 import re
-from pathlib import Path
 from typing import Any
 
 import lark
@@ -65,11 +65,12 @@ def _grammar_text() -> str:
     # Inside an installed wheel the grammar sits in the package; in a checkout it is
     # in grammar/ at the top of the repository (the package holds no copy there).
     # Plain paths first: importlib.resources adds ~2 ms to every `keras-policy check`
-    # (BENCHMARKS.md, figure 5); it is only needed for a package imported from a zip.
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "policy.lark", here.parent / "grammar" / "policy.lark"):
-        if candidate.is_file():
-            return candidate.read_text(encoding="utf-8")
+    # (BENCHMARKS.md, figure 5), pathlib ~4 ms; it is only needed for a package imported from a zip.
+    here = os.path.dirname(os.path.realpath(__file__))
+    for candidate in (os.path.join(here, "policy.lark"), os.path.join(os.path.dirname(here), "grammar", "policy.lark")):
+        if os.path.isfile(candidate):
+            with open(candidate, encoding="utf-8") as file:
+                return file.read()
     from importlib import resources
 
     return resources.files("policy").joinpath("policy.lark").read_text(encoding="utf-8")
