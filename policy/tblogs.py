@@ -9,17 +9,19 @@ This module maps them back to the names ``History.history`` uses (``epoch_loss``
 is reported, not guessed at.
 
 The events are read with the ``tensorboard`` package's own reader (``pip install
-'keras-policy[tensorboard]'``), imported only here. Left alone, tensorboard's compatibility
-layer imports TensorFlow when it is installed (seconds, and a framework the CLI promises not
-to load); its documented switch ``tensorboard.compat.notf`` makes it use its own pure-Python
-stub instead, so that is set first unless TensorFlow is already loaded.
+'keras-policy[tensorboard]'``), imported only here. Its high-level ``EventFileLoader`` goes
+through ``tensorboard.compat.tf``, which imports TensorFlow when it is installed (seconds, and a
+framework the CLI promises not to load); the switch that would stop that
+(``tensorboard.compat.notf``) holds for the whole process and breaks Keras's own TensorBoard
+callback afterwards. So the records are read as that loader reads them without TensorFlow:
+tensorboard's pure-Python record reader (``tensorflow_stub.pywrap_tensorflow``), its ``Event``
+proto and ``data_compat.migrate_event``, stopping at a truncated last record as it does.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +38,33 @@ def is_log_folder(path: Path) -> bool:
     return any(path.joinpath(sub).is_dir() and any(path.joinpath(sub).glob(EVENT_GLOB)) for sub, _ in FOLDERS)
 
 
-def _loader() -> Any:
-    """tensorboard's EventFileLoader class, without letting tensorboard import TensorFlow."""
-    if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    try:
-        module = importlib.import_module("tensorboard.backend.event_processing.event_file_loader")
-        tensor_util = importlib.import_module("tensorboard.util.tensor_util")
-    except ImportError:
-        raise HistoryError(f"reading TensorBoard logs needs the tensorboard package ({INSTALL_HINT})") from None
-    return module.EventFileLoader, tensor_util
+class _Reader:
+    """tensorboard's own pieces for reading event files, imported without TensorFlow."""
+
+    def __init__(self) -> None:
+        try:
+            self.records = importlib.import_module("tensorboard.compat.tensorflow_stub.pywrap_tensorflow")
+            self.errors = importlib.import_module("tensorboard.compat.tensorflow_stub.errors")
+            self.event_pb2 = importlib.import_module("tensorboard.compat.proto.event_pb2")
+            self.data_compat = importlib.import_module("tensorboard.data_compat")
+            self.tensor_util = importlib.import_module("tensorboard.util.tensor_util")
+        except ImportError:
+            raise HistoryError(f"reading TensorBoard logs needs the tensorboard package ({INSTALL_HINT})") from None
+
+    def events(self, path: Path) -> Iterator[Any]:
+        """Every event of one file, scalars in today's tensor form; a truncated last record ends it."""
+        reader = self.records.PyRecordReader_New(str(path))
+        while True:
+            try:
+                reader.GetNext()
+            except self.errors.OutOfRangeError:
+                return
+            except self.errors.DataLossError:
+                return  # a record still being written (or cut off): what came before stands
+            yield self.data_compat.migrate_event(self.event_pb2.Event.FromString(reader.record()))
+
+    def scalar(self, value: Any) -> float:
+        return float(self.tensor_util.make_ndarray(value.tensor))
 
 
 def read_log_folder(folder: str | Path) -> tuple[History, list[str]]:
@@ -55,14 +74,14 @@ def read_log_folder(folder: str | Path) -> tuple[History, list[str]]:
     epoch scalars, an unreadable event file, or an epoch written twice.
     """
     folder = Path(folder)
-    loader, tensor_util = _loader()
+    reader = _Reader()
     values: dict[int, dict[str, float]] = {}
     unknown: set[str] = set()
     for sub, prefix in FOLDERS:
         seen: dict[tuple[str, int], str] = {}
         for path in sorted(folder.joinpath(sub).glob(EVENT_GLOB)):
             try:
-                events = list(loader(str(path)).Load())
+                events = list(reader.events(path))
             except Exception as exc:  # the reader's own errors (corrupt record, I/O) name no file
                 raise HistoryError(f"cannot read the event file ({type(exc).__name__}: {exc})", str(path)) from None
             for event in events:
@@ -83,7 +102,7 @@ def read_log_folder(folder: str | Path) -> tuple[History, list[str]]:
                             str(folder),
                         )
                     seen[key, step] = str(path)
-                    values.setdefault(step, {})[key] = float(tensor_util.make_ndarray(value.tensor))
+                    values.setdefault(step, {})[key] = reader.scalar(value)
     if not values:
         found = f" (scalar tags found: {', '.join(sorted(unknown))})" if unknown else ""
         raise HistoryError(

@@ -227,21 +227,17 @@ def test_replaying_csv_and_json_imports_no_framework_and_no_tensorboard(tmp_path
 
 
 def _events(folder: Path, sub: str, steps: dict[int, dict[str, float]]) -> None:
-    """An event file written with tensorboard's own pure-Python writer (no TensorFlow needed)."""
-    import time
-
-    from policy.tblogs import _loader
-
-    _loader()  # the same no-TensorFlow switch the reader sets
+    """An event file written with tensorboard's pure-Python record writer (TensorFlow stays unloaded)."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
     (folder / sub).mkdir(parents=True, exist_ok=True)
-    writer = EventFileWriter(str(folder / sub))
-    for step, values in steps.items():
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=v) for t, v in values.items()])
-        writer.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
-    writer.close()
+    count = len(list((folder / sub).glob("events.out.tfevents.*")))
+    with (folder / sub / f"events.out.tfevents.{count}.host.v2").open("wb") as file:
+        writer = RecordWriter(file)
+        for step, values in steps.items():
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=t, simple_value=v) for t, v in values.items()])
+            writer.write(event_pb2.Event(step=step, wall_time=0.0, summary=summary).SerializeToString())
 
 
 def test_tensorboard_folders_unknown_tags_and_bad_folders(tmp_path: Path) -> None:

@@ -127,3 +127,21 @@ def test_a_garbage_event_file_fails_the_run_with_its_name(tmp_path: Path) -> Non
     (run,) = replay("stop when val_loss not improving for 2", [tmp_path / "broken"]).runs
     assert (run.status, run.run) == ("failed", str(tmp_path / "broken"))
     assert run.reason.startswith("no epoch scalars in train/ or validation/")
+
+
+def test_reading_a_log_folder_leaves_kerass_tensorboard_callback_working(tmp_path: Path) -> None:
+    """The event reader must not switch tensorboard to its TensorFlow stub for the whole process."""
+    code = (
+        "import sys, numpy as np\n"
+        "from policy.tblogs import read_log_folder\n"
+        f"logs, _ = read_log_folder({str(ROOT / 'examples' / 'runs' / 'run-7')!r})\n"
+        "assert len(logs) == 40 and 'tensorflow' not in sys.modules\n"
+        "import keras\n"
+        "m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+        "m.compile('sgd', 'mse')\n"
+        f"m.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0, callbacks=[keras.callbacks.TensorBoard({str(tmp_path / 'tb')!r})])\n"
+        f"assert read_log_folder({str(tmp_path / 'tb')!r})[0] and True\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
