@@ -79,8 +79,8 @@ class Schedule:
     Segment i starts at the sum of the lengths before it, from ``lr0`` (the first) or the
     previous segment's target. After the last finite segment the learning rate stays at that
     segment's end value (for a cosine that is its target, which its last epoch only approaches).
-    ``lr0`` is set by :meth:`start` (the callback calls it at train begin); a schedule never
-    started takes the learning rate of its first call.
+    ``lr0`` is set by :meth:`start` (the callback passes the optimizer's rate as built, when
+    ``fit`` hands it the model); a schedule never started takes the learning rate of its first call.
     """
 
     def __init__(self, segments: tuple[Segment, ...] | list[Segment]) -> None:
@@ -90,7 +90,7 @@ class Schedule:
         self.lr0: float | None = None
 
     def start(self, lr0: float) -> None:
-        """Remember the learning rate at train begin: the first segment starts from it."""
+        """Remember the starting learning rate: the first segment starts from it."""
         self.lr0 = float(lr0)
 
     def __call__(self, epoch: int, lr: float) -> float:
