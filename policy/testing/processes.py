@@ -256,7 +256,10 @@ def _real(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int) -
 
 
 def _timing(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int) -> dict[str, Any]:
-    """Seconds of ``fit`` with the compiled policy and with the hand-written callbacks, alternated."""
+    """Seconds of ``fit`` with the compiled policy and with the hand-written callbacks, alternated.
+
+    With ``against``, the second side is that policy compiled instead of hand-written code.
+    """
     import keras
 
     from policy import compile_policy, parse_policy
@@ -270,6 +273,8 @@ def _timing(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int)
         return list(namespace["callbacks"])
 
     variants = {"policy": lambda: compile_policy(case["policy"]), "keras": hand_written}
+    if case.get("against"):  # the policy against another compiled policy instead of by hand
+        variants = {"policy": lambda: compile_policy(case["policy"]), "keras": lambda: compile_policy(case["against"])}
     model = real_model(int(case.get("units", 256)))
     initial = model.get_weights()
     data = real_data(index, count, size=int(case.get("size", 2048)))
