@@ -86,5 +86,6 @@ def versions(backend: str) -> str:
         "print(', '.join(out))"
     )
     done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
-    where = "this interpreter" if python == sys.executable else python
+    # Which interpreter, not where it lives: paths of this machine do not belong in the report.
+    where = "this interpreter" if python == sys.executable else "an interpreter of its own"
     return f"{backend}: {done.stdout.strip() or 'versions unreadable'} ({where})"
