@@ -284,7 +284,9 @@ def _timing(case: dict[str, Any], workdir: pathlib.Path, index: int, count: int)
         order = list(variants) if r % 2 == 0 else list(reversed(variants))
         for name in order:
             folder = workdir / case["name"] / f"{name}{r}"
-            folder.mkdir(parents=True, exist_ok=True)
+            # The hand-written side's ModelCheckpoint would race to create "ck/" (see _files): a
+            # process that loses raises FileExistsError while its peer waits in a collective.
+            (folder / "ck").mkdir(parents=True, exist_ok=True)
             callbacks = variants[name]()
             model.set_weights(initial)
             model.optimizer.learning_rate = 0.5
