@@ -271,6 +271,9 @@ FACTS: dict[str, Case] = {
     "f32-overflow": pinned("stop when val_loss not improving for 1", _vl(1.0, 3.5e38)),
     # Our own comparisons round it to inf on every backend, TensorFlow included (no error): inf > 1.
     "f32-overflow-ours": pinned("stop when val_loss > 1", _vl(0.5, 3.5e38, 0.5)),
+    # Keras's TensorBoard writes every epoch log through TensorFlow's summary ops on every
+    # backend: a value beyond float32 raises inside fit (found by a random differential run).
+    "f32-overflow-tensorboard": pinned('log to tensorboard "tb/"', _vl(0.5, 3.5e38, 0.5)),
     # Relative threshold: 1% of the best, computed in float64, compared in float32.
     "relative-delta": pinned("stop when val_loss not improving by 10% for 1", _vl(1.0, 0.9, 0.8)),
     # "is not finite" catches -inf too.

@@ -285,6 +285,15 @@ class SaveEachEpoch(EpochRule):
         return None
 
 
+class TensorBoardLog(EpochRule):
+    """``log to tensorboard``: keras.callbacks.TensorBoard decides nothing, but it raises on a value
+    it cannot write (:meth:`Semantics.summary_converts`), with the logs as they reach it."""
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        run.sem.summary_converts(logs)
+        return None
+
+
 class SaveEveryEpochs(EpochRule):
     """Our ``save every N epochs`` (N > 1): after epoch e when ``(e + 1) % N == 0``."""
 

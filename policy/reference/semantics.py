@@ -172,6 +172,18 @@ class Semantics:
                 "ValueError (\"out of range\") when it converts it to a tensor"
             )
 
+    def summary_converts(self, logs: Mapping[str, float]) -> None:
+        """Keras's TensorBoard writes each epoch log it sees as a scalar summary through TensorFlow's
+        summary ops, on every backend (the callback needs TensorFlow): a finite value too large
+        for float32 cannot be converted and ``fit`` raises ValueError, even under JAX and torch.
+        inf and NaN are written as they are."""
+        for name, x in logs.items():
+            if math.isfinite(x) and math.isinf(round_f32(x)):
+                raise KerasWouldRaise.because(
+                    f"{name} = {x!r} does not fit in float32; Keras's TensorBoard raises ValueError "
+                    "when it writes it as a summary (on every backend)"
+                )
+
     def monitor_improves(self, value: float, best: float | None, delta: float, direction: ast.Direction) -> bool:
         """``MonitorCallback._is_improvement`` (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau):
         :meth:`improves`, once both operands of the backend comparison have been converted."""

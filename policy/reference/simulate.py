@@ -279,8 +279,10 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
         elif isinstance(rule, ast.Schedule):
             uses_lr = True
             epoch_rules.append(r.ScheduleLR(rule, text))
-        # Logging, TensorBoard and backup rules decide nothing in one uninterrupted run (their
-        # callbacks never touch the logs dict or stop_training); backup's folder is not a save.
+        elif isinstance(rule, ast.LogTensorBoard):
+            epoch_rules.append(r.TensorBoardLog(rule, text))
+        # CSV logging and backup rules decide nothing in one uninterrupted run (their callbacks
+        # never touch the logs dict or stop_training); backup's folder is not a save.
     return _Plan(tuple(epoch_rules), tuple(batch_stops), tuple(checkpoints), uses_lr)
 
 
