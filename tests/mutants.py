@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from policy import ast
 from policy.reference.backends import BACKENDS, Backend
-from policy.reference.semantics import FLT_MIN_NORMAL, KerasWouldRaise, Semantics, round_f32
+from policy.reference.semantics import FLT_MIN_NORMAL, KerasWouldRaise, Semantics, beyond_f32, round_f32
 
 
 class Float64Comparisons(Semantics):
@@ -94,7 +94,7 @@ class OverflowRaisesEverywhere(Semantics):
     wrong_on = ("jax", "torch")
 
     def converts(self, x: float) -> None:
-        if math.isfinite(x) and math.isinf(round_f32(x)):
+        if beyond_f32(x):
             raise KerasWouldRaise.because(f"{x!r} does not fit in float32")
 
 
@@ -266,18 +266,8 @@ class StepSaveCarriesExcess(Semantics):
     name = "step-save-carries-excess"
     wrong_on = ("tensorflow", "jax")  # torch refuses steps_per_execution > 1
 
-    def step_save_seen(self, since: int, seen: Sequence[int], last: int, every: int) -> tuple[list[int], int]:
-        saves: list[int] = []
-        previous: int | None = None
-        for batch in seen:
-            if batch > last:
-                break
-            since += batch + 1 if previous is None else batch - previous
-            previous = batch
-            if since >= every:
-                since -= every
-                saves.append(batch)
-        return saves, since
+    def step_save_restart(self, since: int, every: int) -> int:
+        return since - every
 
 
 class StepBudgetOffByOne(Semantics):

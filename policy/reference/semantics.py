@@ -127,6 +127,12 @@ def round_f32(x: float) -> float:
     return rounded
 
 
+def beyond_f32(x: float) -> bool:
+    """A finite float that float32 cannot hold: its rounding overflows to +-inf (from FLT_MAX plus
+    half an ulp). TensorFlow refuses to convert such a value to a float32 tensor."""
+    return math.isfinite(x) and math.isinf(round_f32(x))
+
+
 def _better_f32(a: float, b: float, direction: ast.Direction) -> bool:
     return a < b if direction == "min" else a > b
 
@@ -166,7 +172,7 @@ class Semantics:
         """Keras's monitors hand Python floats to ``ops.less``/``ops.greater``: under TensorFlow a
         finite value too large for float32 cannot be converted and Keras raises ValueError, so we
         raise :class:`KerasWouldRaise`; JAX and torch round it to inf and go on."""
-        if self.facts.overflow_raises and math.isfinite(x) and math.isinf(round_f32(x)):
+        if self.facts.overflow_raises and beyond_f32(x):
             raise KerasWouldRaise.because(
                 f"the value {x!r} does not fit in float32; under TensorFlow Keras's comparison raises "
                 "ValueError (\"out of range\") when it converts it to a tensor"
@@ -178,7 +184,7 @@ class Semantics:
         for float32 cannot be converted and ``fit`` raises ValueError, even under JAX and torch.
         inf and NaN are written as they are."""
         for name, x in logs.items():
-            if math.isfinite(x) and math.isinf(round_f32(x)):
+            if beyond_f32(x):
                 raise KerasWouldRaise.because(
                     f"{name} = {x!r} does not fit in float32; Keras's TensorBoard raises ValueError "
                     "when it writes it as a summary (on every backend)"
@@ -409,8 +415,8 @@ class Semantics:
     def step_save_seen(self, since: int, seen: Sequence[int], last: int, every: int) -> tuple[list[int], int]:
         """ModelCheckpoint(save_freq=N)._should_save_on_batch under ``steps_per_execution``: each
         seen index adds the batches since the previous one (``index + 1`` at an epoch's first), and
-        once the sum since the last save reaches N it saves and restarts the sum from 0 (it does
-        not carry the excess). Returns the indices saved after (up to ``last``) and the new sum."""
+        once the sum since the last save reaches N it saves and restarts the sum
+        (:meth:`step_save_restart`). Returns the indices saved after (up to ``last``) and the new sum."""
         saves: list[int] = []
         previous: int | None = None
         for batch in seen:
@@ -419,9 +425,15 @@ class Semantics:
             since += batch + 1 if previous is None else batch - previous
             previous = batch
             if since >= every:
-                since = 0
+                since = self.step_save_restart(since, every)
                 saves.append(batch)
         return saves, since
+
+    def step_save_restart(self, since: int, every: int) -> int:
+        """The batch sum ModelCheckpoint(save_freq=N) restarts from after a save: 0, whatever the
+        sum was (the excess over N is not carried, which matters when one hook call covers
+        several batches)."""
+        return 0
 
     def budget_seconds(self, amount: float, unit: ast.TimeUnit) -> float:
         return amount * ast.SECONDS_PER_UNIT[unit]
