@@ -1,8 +1,9 @@
 """The strict check's judgement over a run's epoch logs, without any framework.
 
-``compile_policy(strict=True)`` puts :class:`policy.callbacks.MetricCheck` first in the list;
-``keras-policy simulate`` checks a recorded history the same way. Both feed epoch logs, in
-order, to one :class:`StrictCheck` and raise the problems it returns.
+``compile_policy(strict=True)`` puts :class:`policy.callbacks.MetricCheck` first in the list,
+which feeds epoch logs, in order, to one :class:`StrictCheck` and raises the problems it returns.
+(``keras-policy simulate`` still has a check of its own, ``policy.cli.check_metrics``, and the
+reference models the check independently in ``simulate(strict=True)``.)
 
 When each name is judged:
 
