@@ -19,19 +19,19 @@ import keras
 from policy import ast
 from policy.callbacks import (
     AtomicModelCheckpoint,
+    ConditionStopping,
     CreateFolder,
     FitStart,
+    LearningRateChain,
+    PeriodicCheckpoint,
     PolicyBackup,
-    SaveEveryEpochs,
-    SaveTop,
-    Schedule,
     ScheduledLearningRate,
     StopAfterEpochs,
     StopAfterSteps,
     StopAfterTime,
     StopRecord,
-    StopWhen,
     TerminateOnNaNRecorder,
+    TopKCheckpoint,
 )
 from policy.callbacks.baseline import BaselineEarlyStopping, keras_honours_baseline
 from policy.callbacks.metric_check import metric_check
@@ -169,7 +169,7 @@ def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
         ]
     if isinstance(rule, ast.SaveTop):
         mode = checkpoint_direction(rule.metric, rule.direction)
-        return [SaveTop(rule.path, rule.k, rule.metric.name, mode, rule.weights_only)]
+        return [TopKCheckpoint(rule.path, rule.k, rule.metric.name, mode, rule.weights_only)]
     if isinstance(rule, ast.SaveEvery):
         if rule.unit == "steps":
             return [
@@ -177,7 +177,7 @@ def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
             ]
         if rule.every == 1:
             return [AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
-        return [SaveEveryEpochs(rule.path, rule.every, rule.weights_only)]
+        return [PeriodicCheckpoint(rule.path, rule.every, rule.weights_only)]
     if isinstance(rule, ast.SaveLast):
         return [AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
     if isinstance(rule, ast.ReduceLR):
@@ -194,7 +194,7 @@ def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
             )
         ]
     if isinstance(rule, ast.Schedule):
-        return [ScheduledLearningRate(Schedule([segment_of(s) for s in rule.segments]))]
+        return [ScheduledLearningRate(LearningRateChain([segment_of(s) for s in rule.segments]))]
     if isinstance(rule, ast.LogCSV):
         logger = keras.callbacks.CSVLogger(rule.path, append=rule.append)
         folder = os.path.dirname(rule.path)
@@ -226,4 +226,4 @@ def _stop_when(rule: ast.StopWhen, text: str) -> list[Any]:
         ]
     if rule.baseline is not None:  # validate() only allows a baseline on EarlyStopping's form
         raise ValueError(f"baseline needs a single absolute plateau. Received: {condition_text(c)}")
-    return [StopWhen(c, text, restore_target(rule), rule.ignore_first)]
+    return [ConditionStopping(c, text, restore_target(rule), rule.ignore_first)]

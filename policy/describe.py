@@ -86,7 +86,7 @@ def describe_one(cb: Any) -> list[str]:
     if isinstance(cb, ours.MetricCheck | ours.TerminateOnNaNRecorder | ours.CreateFolder | ours.FitStart):
         # compile_policy's helpers: the strict-metrics check and TerminateOnNaN's stop record.
         return []
-    if isinstance(cb, ours.StopWhen):
+    if isinstance(cb, ours.ConditionStopping):
         return [_our_stop_when(cb)]
     if isinstance(cb, ours.StopAfterEpochs):
         return [f"stop after {number(cb.epochs)} epochs"]
@@ -94,9 +94,9 @@ def describe_one(cb: Any) -> list[str]:
         return [f"stop after {number(cb.steps)} steps"]
     if isinstance(cb, ours.StopAfterTime):
         return [_our_stop_after_time(cb)]
-    if isinstance(cb, ours.SaveTop):
+    if isinstance(cb, ours.TopKCheckpoint):
         return [_our_save_top(cb)]
-    if isinstance(cb, ours.SaveEveryEpochs):
+    if isinstance(cb, ours.PeriodicCheckpoint):
         weights = " weights" if cb.weights_only else ""
         return [f"save{weights} every {cb.every} epochs to {path(cb.path)}"]
     cbs = keras.callbacks
@@ -239,9 +239,9 @@ def _backup(cb: Any) -> str:
 
 
 def _schedule(cb: Any) -> str:
-    from policy.callbacks import Schedule
+    from policy.callbacks import LearningRateChain
 
-    if isinstance(cb.schedule, Schedule):
+    if isinstance(cb.schedule, LearningRateChain):
         return ", then ".join(seg.text(i == 0) for i, seg in enumerate(cb.schedule.segments))
     what = getattr(cb.schedule, "__name__", type(cb.schedule).__name__)
     raise NoEquivalent(f"schedule {what} is a Python function; only schedules built by a policy "

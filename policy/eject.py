@@ -59,13 +59,13 @@ class CallbackCall:
 
     def text(self) -> str:
         """The display form: ``EarlyStopping(monitor='val_loss', patience=3, mode='min')`` for Keras's
-        classes, ``policy.callbacks.StopWhen(...)`` for ours, so the two cannot be confused."""
+        classes, ``policy.callbacks.ConditionStopping(...)`` for ours, so the two cannot be confused."""
         parts = [_show(v) for v in self.positional] + [f"{k}={_show(v)}" for k, v in self.args]
         prefix = "" if self.module == KERAS else f"{self.module}."
         return f"{prefix}{self.name}({', '.join(parts)})"
 
     def source(self) -> str:
-        """Runnable Python: ``keras.callbacks.EarlyStopping(...)`` or ``StopWhen(...)`` (imported)."""
+        """Runnable Python: ``keras.callbacks.EarlyStopping(...)`` or ``ConditionStopping(...)`` (imported)."""
         parts = [_src(v) for v in self.positional] + [f"{k}={_src(v)}" for k, v in self.args + self.hidden]
         prefix = "keras.callbacks." if self.module == KERAS else ""
         return f"{prefix}{self.name}({', '.join(parts)})"
@@ -107,11 +107,11 @@ def callback_call(r: ast.Rule) -> CallbackCall:
                                          ("save_best_only", True)]
         return _keras("ModelCheckpoint", *args, *_weights(r.weights_only), positional=[path])
     if isinstance(r, ast.SaveTop):
-        return CallbackCall(OURS, "SaveTop", (("k", r.k), ("monitor", r.metric.name),
+        return CallbackCall(OURS, "TopKCheckpoint", (("k", r.k), ("monitor", r.metric.name),
                                               ("mode", checkpoint_direction(r.metric, r.direction)),
                                               *_weights(r.weights_only, "weights_only")), (r.path,))
     if isinstance(r, ast.SaveEvery) and r.unit == "epochs" and r.every > 1:
-        return CallbackCall(OURS, "SaveEveryEpochs", (("every", r.every), *_weights(r.weights_only, "weights_only")),
+        return CallbackCall(OURS, "PeriodicCheckpoint", (("every", r.every), *_weights(r.weights_only, "weights_only")),
                             (r.path,))
     if isinstance(r, ast.SaveEvery | ast.SaveLast):
         freq = [("save_freq", r.every)] if isinstance(r, ast.SaveEvery) and r.unit == "steps" else []
@@ -164,7 +164,7 @@ def _reduce_lr(r: ast.ReduceLR) -> CallbackCall:
 
 
 def _stop_when(r: ast.StopWhen) -> CallbackCall:
-    # Our StopWhen takes the condition's syntax tree; its repr is valid Python given the
+    # Our ConditionStopping takes the condition's syntax tree; its repr is valid Python given the
     # node classes (positions are left out of repr), so the source builds the same tree.
     names = sorted({type(n).__name__ for n in _nodes(r.condition)})
     condition = Code(repr(r.condition), repr(condition_text(r.condition)), tuple((AST, n) for n in names))
@@ -174,7 +174,7 @@ def _stop_when(r: ast.StopWhen) -> CallbackCall:
         args.append(("restore", target))
     if r.ignore_first:
         args.append(("ignore_first", r.ignore_first))
-    return CallbackCall(OURS, "StopWhen", tuple(args), hidden=(("rule", rule(r)),))
+    return CallbackCall(OURS, "ConditionStopping", tuple(args), hidden=(("rule", rule(r)),))
 
 
 def _nodes(c: ast.Condition) -> list[ast.Node]:
@@ -196,15 +196,15 @@ def _schedule(r: ast.Schedule) -> CallbackCall:
     parts, kinds = [], set()
     for s in r.segments:
         if isinstance(s, ast.Warmup):
-            kind, text = "WarmUp", f"WarmUp(target={s.target!r}, epochs={s.epochs!r})"
+            kind, text = "WarmupSegment", f"WarmupSegment(target={s.target!r}, epochs={s.epochs!r})"
         elif isinstance(s, ast.Cosine):
-            kind, text = "CosineTo", f"CosineTo(target={s.target!r}, epochs={s.epochs!r})"
+            kind, text = "CosineSegment", f"CosineSegment(target={s.target!r}, epochs={s.epochs!r})"
         else:
-            kind, text = "StepDecay", f"StepDecay(factor={s.factor!r}, every={s.every!r})"
+            kind, text = "DecaySegment", f"DecaySegment(factor={s.factor!r}, every={s.every!r})"
         kinds.add(kind)
         parts.append(text)
-    imports = tuple((OURS, n) for n in sorted({"Schedule", *kinds}))
-    schedule = Code(f"Schedule([{', '.join(parts)}])", f"Schedule({rule(r)!r})", imports)
+    imports = tuple((OURS, n) for n in sorted({"LearningRateChain", *kinds}))
+    schedule = Code(f"LearningRateChain([{', '.join(parts)}])", f"LearningRateChain({rule(r)!r})", imports)
     return CallbackCall(OURS, "ScheduledLearningRate", positional=(schedule,))
 
 

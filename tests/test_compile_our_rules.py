@@ -16,9 +16,9 @@ import pytest
 from keras.src.callbacks.callback_list import CallbackList
 
 from policy import PolicyError, compile_policy
-from policy.callbacks import Schedule, ScheduledLearningRate, StopAfterTime, StopWhen
+from policy.callbacks import ConditionStopping, LearningRateChain, ScheduledLearningRate, StopAfterTime
 from policy.callbacks.numeric import f32
-from policy.callbacks.schedules import CosineTo, StepDecay, WarmUp
+from policy.callbacks.schedules import CosineSegment, DecaySegment, WarmupSegment
 from policy.outcome import Stop
 from policy.testing import run_in_keras
 
@@ -241,7 +241,7 @@ def test_save_top_k_overwritten_foreign_file_is_ours_after_writing(tmp_path: pat
 
 
 def test_schedule_values_and_pickle_round_trip() -> None:
-    schedule = Schedule([WarmUp(0.001, 5), CosineTo(1e-5, 100), StepDecay(0.5, 2)])
+    schedule = LearningRateChain([WarmupSegment(0.001, 5), CosineSegment(1e-5, 100), DecaySegment(0.5, 2)])
     schedule.start(0.1)
     assert schedule(0, 0.1) == pytest.approx(0.0002)
     assert schedule(4, 0.1) == pytest.approx(0.001)
@@ -252,14 +252,14 @@ def test_schedule_values_and_pickle_round_trip() -> None:
     copy = pickle.loads(pickle.dumps(schedule))
     assert copy == schedule and [copy(e, 0.1) for e in range(120)] == [schedule(e, 0.1) for e in range(120)]
     assert repr(copy) == (
-        "Schedule('warm up lr to 0.001 over 5 epochs, then cosine to 1e-05 over 100 epochs, then decay by 0.5 every 2 epochs')"
+        "LearningRateChain('warm up lr to 0.001 over 5 epochs, then cosine to 1e-05 over 100 epochs, then decay by 0.5 every 2 epochs')"
     )
 
 
 def test_schedule_compiles_to_learning_rate_scheduler() -> None:
     (cb,) = compile_policy("decay lr by 0.5 every 2 epochs", strict=False)
     assert isinstance(cb, keras.callbacks.LearningRateScheduler) and isinstance(cb, ScheduledLearningRate)
-    assert repr(cb.schedule) == "Schedule('decay lr by 0.5 every 2 epochs')"
+    assert repr(cb.schedule) == "LearningRateChain('decay lr by 0.5 every 2 epochs')"
 
 
 def test_schedules_in_fit(tmp_path: pathlib.Path) -> None:
@@ -347,7 +347,7 @@ def test_batch_level_policies_do_look_at_batches(text: str, monkeypatch: pytest.
 
 
 def test_stop_when_callback_is_ours_only_for_what_keras_lacks() -> None:
-    assert isinstance(compile_policy("stop when val_loss not improving by 1% for 3", strict=False)[0], StopWhen)
+    assert isinstance(compile_policy("stop when val_loss not improving by 1% for 3", strict=False)[0], ConditionStopping)
     assert isinstance(
         compile_policy("stop when val_loss not improving for 3", strict=False)[0], keras.callbacks.EarlyStopping
     )

@@ -24,9 +24,9 @@ def call(text: str) -> str:
         ("stop when loss is not finite", "TerminateOnNaN()"),
         ("stop after 3 epochs", "policy.callbacks.StopAfterEpochs(epochs=3)"),
         ("stop when val_accuracy >= 0.9, ignore first 2 epochs",
-         "policy.callbacks.StopWhen(condition='val_accuracy >= 0.9', ignore_first=2)"),
+         "policy.callbacks.ConditionStopping(condition='val_accuracy >= 0.9', ignore_first=2)"),
         ("warm up lr to 0.1 over 2 epochs",
-         "policy.callbacks.ScheduledLearningRate(Schedule('warm up lr to 0.1 over 2 epochs'))"),
+         "policy.callbacks.ScheduledLearningRate(LearningRateChain('warm up lr to 0.1 over 2 epochs'))"),
         ("save best on val_loss", "ModelCheckpoint('checkpoints/best.keras', monitor='val_loss', mode='min', "
          "save_best_only=True)"),
         ("save best weights on auc to 'b.weights.h5'", "ModelCheckpoint('b.weights.h5', monitor='auc', mode='max', "
@@ -144,5 +144,5 @@ def test_ejected_code_builds_the_same_callbacks(text: str) -> None:
     for a, b in zip(ejected, compiled, strict=True):
         assert _state(a).keys() == _state(b).keys()
         for key, value in _state(a).items():
-            # Schedule objects and conditions compare by value; callables (clock) by identity.
+            # LearningRateChain objects and conditions compare by value; callables (clock) by identity.
             assert value == _state(b)[key], (type(a).__name__, key)

@@ -15,32 +15,38 @@ from policy.callbacks.atomic import AtomicModelCheckpoint
 from policy.callbacks.backup import PolicyBackup, Preempted
 from policy.callbacks.base import StopRecord
 from policy.callbacks.budget import StopAfterEpochs, StopAfterSteps, StopAfterTime
-from policy.callbacks.checkpoints import SaveEveryEpochs, SaveTop
-from policy.callbacks.condition import StopWhen
+from policy.callbacks.checkpoints import PeriodicCheckpoint, TopKCheckpoint
+from policy.callbacks.condition import ConditionStopping
 from policy.callbacks.fit_start import FitStart
 from policy.callbacks.folders import CreateFolder
 from policy.callbacks.metric_check import MetricCheck
 from policy.callbacks.recorder import TerminateOnNaNRecorder
-from policy.callbacks.schedules import CosineTo, Schedule, ScheduledLearningRate, StepDecay, WarmUp
+from policy.callbacks.schedules import (
+    CosineSegment,
+    DecaySegment,
+    LearningRateChain,
+    ScheduledLearningRate,
+    WarmupSegment,
+)
 
 __all__ = [
     "AtomicModelCheckpoint",
-    "CosineTo",
+    "ConditionStopping",
+    "CosineSegment",
     "CreateFolder",
+    "DecaySegment",
     "FitStart",
+    "LearningRateChain",
     "MetricCheck",
+    "PeriodicCheckpoint",
     "PolicyBackup",
     "Preempted",
-    "SaveEveryEpochs",
-    "SaveTop",
-    "Schedule",
     "ScheduledLearningRate",
-    "StepDecay",
     "StopAfterEpochs",
     "StopAfterSteps",
     "StopAfterTime",
     "StopRecord",
-    "StopWhen",
     "TerminateOnNaNRecorder",
-    "WarmUp",
+    "TopKCheckpoint",
+    "WarmupSegment",
 ]

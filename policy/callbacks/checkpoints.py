@@ -27,7 +27,7 @@ def format_path(template: str, epoch: int, logs: dict[str, Any]) -> str:
         raise KeyError(f'Failed to format this callback filepath: "{template}". Reason: {e}') from e
 
 
-class SaveEveryEpochs(keras.callbacks.Callback):  # type: ignore[misc]
+class PeriodicCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
     """``save [weights] every N epochs to P``: after epoch e when ``(e + 1) % N == 0``."""
 
     def __init__(self, path: str, every: int, weights_only: bool = False) -> None:
@@ -53,7 +53,7 @@ class Kept:
     path: str
 
 
-class SaveTop(keras.callbacks.Callback):  # type: ignore[misc]
+class TopKCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
     """``save top K [weights] on M to P``: the folder holds the files of the K best epochs.
 
     An epoch enters when fewer than K are kept or its value is strictly better (float32)

@@ -144,7 +144,7 @@ def _build(node: ast.Condition, plateaus: list[PlateauState]) -> _Atom:
     return _GroupAtom([_build(p, plateaus) for p in node.parts], every=isinstance(node, ast.AllOf))
 
 
-class StopWhen(keras.callbacks.Callback):  # type: ignore[misc]
+class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
     """Stop training at the end of an epoch where a condition holds.
 
     Args:

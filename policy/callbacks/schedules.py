@@ -1,7 +1,7 @@
 """Learning-rate schedules as named, picklable objects for ``LearningRateScheduler``.
 
 A lambda or closure would work inside one process but cannot be pickled (multiprocessing,
-``copy.deepcopy`` of callbacks) and prints as ``<function <lambda>>``; a :class:`Schedule`
+``copy.deepcopy`` of callbacks) and prints as ``<function <lambda>>``; a :class:`LearningRateChain`
 prints as the policy text it came from and survives a pickle round trip.
 """
 
@@ -19,7 +19,7 @@ from policy.printer import number
 
 
 @dataclass(frozen=True)
-class WarmUp:
+class WarmupSegment:
     """Linear warm-up: ``target * (t + 1) / epochs`` in the segment's epoch t."""
 
     target: float
@@ -33,7 +33,7 @@ class WarmUp:
 
 
 @dataclass(frozen=True)
-class CosineTo:
+class CosineSegment:
     """Half cosine from the segment's start value down (or up) to ``target``."""
 
     target: float
@@ -47,7 +47,7 @@ class CosineTo:
 
 
 @dataclass(frozen=True)
-class StepDecay:
+class DecaySegment:
     """``start * factor ** floor(t / every)``; open-ended, so always the last segment."""
 
     factor: float
@@ -61,19 +61,19 @@ class StepDecay:
         return f"decay{' lr' if first else ''} by {number(self.factor)} every {every}"
 
 
-Segment: TypeAlias = WarmUp | CosineTo | StepDecay
+Segment: TypeAlias = WarmupSegment | CosineSegment | DecaySegment
 
 
 def segment_of(node: ast.Segment) -> Segment:
     """The schedule segment for a parsed one."""
     if isinstance(node, ast.Warmup):
-        return WarmUp(node.target, node.epochs)
+        return WarmupSegment(node.target, node.epochs)
     if isinstance(node, ast.Cosine):
-        return CosineTo(node.target, node.epochs)
-    return StepDecay(node.factor, node.every)
+        return CosineSegment(node.target, node.epochs)
+    return DecaySegment(node.factor, node.every)
 
 
-class Schedule:
+class LearningRateChain:
     """Segments chained with ``then``: ``schedule(epoch, lr)`` gives the epoch's learning rate.
 
     Segment i starts at the sum of the lengths before it, from ``lr0`` (the first) or the
@@ -85,7 +85,7 @@ class Schedule:
 
     def __init__(self, segments: tuple[Segment, ...] | list[Segment]) -> None:
         if not segments:
-            raise ValueError("Schedule needs at least one segment. Received: segments=()")
+            raise ValueError("LearningRateChain needs at least one segment. Received: segments=()")
         self.segments: tuple[Segment, ...] = tuple(segments)
         self.lr0: float | None = None
 
@@ -98,7 +98,7 @@ class Schedule:
             self.lr0 = float(lr)
         begin, start = 0, self.lr0
         for seg in self.segments:
-            if isinstance(seg, StepDecay):
+            if isinstance(seg, DecaySegment):
                 return float(seg.value(epoch - begin, start))
             if epoch < begin + seg.epochs:
                 return float(seg.value(epoch - begin, start))
@@ -112,10 +112,10 @@ class Schedule:
         return ", then ".join(seg.text(i == 0) for i, seg in enumerate(self.segments))
 
     def __repr__(self) -> str:
-        return f"Schedule({self.text()!r})"
+        return f"LearningRateChain({self.text()!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schedule) and (self.segments, self.lr0) == (other.segments, other.lr0)
+        return isinstance(other, LearningRateChain) and (self.segments, self.lr0) == (other.segments, other.lr0)
 
     def __hash__(self) -> int:
         return hash(self.segments)
@@ -176,9 +176,9 @@ class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ign
     and the current learning rate, writing ``logs["learning_rate"]``) is Keras's own code.
     """
 
-    schedule: Schedule
+    schedule: LearningRateChain
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: LearningRateChain) -> None:
         super().__init__(schedule)
         self.rule = schedule.text()
 
