@@ -3,6 +3,8 @@
 Principle: a rule Keras already implements compiles to Keras's own callback class with
 exactly the arguments in docs/semantics.md, so it behaves identically to the hand-written
 callback. Only what Keras lacks gets a callback of ours (:mod:`policy.callbacks`).
+Which class, with which arguments and helpers, is the rule's plan (:mod:`policy.plan`, shared
+with ``compile --python`` and ``explain``); this module builds the objects and orders the list.
 
 The result is the plain list to pass to ``model.fit(callbacks=...)``. After ``fit``,
 :func:`why_stopped` says which rule stopped training.
@@ -10,43 +12,19 @@ The result is the plain list to pass to ``model.fit(callbacks=...)``. After ``fi
 
 from __future__ import annotations
 
-import os
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
 import keras
 
 from policy import ast
-from policy.callbacks import (
-    AtomicModelCheckpoint,
-    ConditionStopping,
-    CreateFolder,
-    FitStart,
-    LearningRateChain,
-    PeriodicCheckpoint,
-    PolicyBackup,
-    ScheduledLearningRate,
-    StopAfterEpochs,
-    StopAfterSteps,
-    StopAfterTime,
-    StopRecord,
-    TerminateOnNaNRecorder,
-    TopKCheckpoint,
-)
-from policy.callbacks.baseline import BaselineEarlyStopping, keras_honours_baseline
+from policy.callbacks import FitStart, PolicyBackup, StopRecord
+from policy.callbacks.baseline import keras_honours_baseline
 from policy.callbacks.metric_check import metric_check
-from policy.callbacks.schedules import segment_of
 from policy.outcome import Stop
-from policy.printer import condition as condition_text
+from policy.plan import KERAS, Call, Items, Value, plan_rule
 from policy.printer import rule as rule_text
-from policy.validate import (
-    checkpoint_direction,
-    default_best_path,
-    is_early_stopping,
-    is_terminate_on_nan,
-    plateau_direction,
-    restore_target,
-)
 
 
 def why_stopped(callbacks: Iterable[Any]) -> Stop | None:
@@ -106,30 +84,37 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
 
 
 def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
-    """The callbacks for one rule: one, or two (TerminateOnNaN and its recorder; a CSV log's
-    folder maker and Keras's CSVLogger; :class:`FitStart` and Keras's ModelCheckpoint,
-    BackupAndRestore or ReduceLROnPlateau)."""
-    text = text if text is not None else rule_text(rule)
-    out: list[Any] = []
-    for cb in _compile_rule(rule, text):
-        if isinstance(cb, _CARRY_STATE):
-            out.append(FitStart(cb, text))
-        out.append(_async_safe_if_epoch_only(cb))
-    return out
+    """The callbacks for one rule, built from its plan (:mod:`policy.plan`): one, or two
+    (TerminateOnNaN and its recorder; a CSV log's folder maker and Keras's CSVLogger;
+    :class:`FitStart` and Keras's ModelCheckpoint, BackupAndRestore or ReduceLROnPlateau)."""
+    plan = plan_rule(rule, text)
+    main = _async_safe_if_epoch_only(build(plan.callback))
+    fit_start = [FitStart(main, plan.text)] if plan.fit_start else []
+    return [*(build(c) for c in plan.before), *fit_start, main, *(build(c) for c in plan.after)]
 
 
-# Keras's own callbacks that need :class:`FitStart` before them: they keep state across fits
-# (a checkpoint's best and batch counters, a backup's batch counter), or, for ReduceLROnPlateau,
-# must refuse an optimizer whose rate is a LearningRateSchedule before the first batch.
-# Before Keras's CSVLogger and TensorBoard it puts the log of every process but the writer
-# in a private place (multi-process training writes one log).
-_CARRY_STATE = (
-    keras.callbacks.ModelCheckpoint,
-    keras.callbacks.BackupAndRestore,
-    keras.callbacks.ReduceLROnPlateau,
-    keras.callbacks.CSVLogger,
-    keras.callbacks.TensorBoard,
-)
+def build(call: Call) -> Any:
+    """The object a planned call makes (the subclass the plan names in ``built_as``, if any)."""
+    module, name = call.built_as or (call.module, call.name)
+    if (module, name) == (KERAS, "EarlyStopping") and _baseline_needs_our_class(call):
+        module, name = "policy.callbacks.baseline", "BaselineEarlyStopping"
+    cls = getattr(importlib.import_module(module), name)
+    positional = [_value(v) for v in call.positional]
+    return cls(*positional, **{k: _value(v) for k, v in call.args + call.hidden})
+
+
+def _baseline_needs_our_class(call: Call) -> bool:
+    # `baseline B` keeps Keras 3.15.1's meaning on a Keras whose EarlyStopping dropped it; which
+    # class that takes is known only with keras imported, so it is decided here, not in the plan.
+    return dict(call.args).get("baseline") is not None and not keras_honours_baseline()
+
+
+def _value(v: Value) -> Any:
+    if isinstance(v, Call):
+        return build(v)
+    if isinstance(v, Items):
+        return [_value(i) for i in v.items]
+    return v
 
 
 def _async_safe_if_epoch_only(cb: Any) -> Any:
@@ -146,84 +131,3 @@ def _async_safe_if_epoch_only(cb: Any) -> Any:
     if isinstance(cb, savers) and cb.save_freq == "epoch":
         cb.async_safe = True
     return cb
-
-
-def _compile_rule(rule: ast.Rule, text: str) -> list[Any]:
-    if isinstance(rule, ast.StopWhen):
-        return _stop_when(rule, text)
-    if isinstance(rule, ast.StopAfter):
-        if rule.unit == "epochs":
-            return [StopAfterEpochs(rule.amount, text)]
-        if rule.unit == "steps":
-            return [StopAfterSteps(rule.amount, text)]
-        return [StopAfterTime.of(rule.amount, rule.unit, text)]
-    if isinstance(rule, ast.SaveBest):
-        return [
-            AtomicModelCheckpoint(
-                rule.path if rule.path is not None else default_best_path(rule.weights_only),
-                monitor=rule.metric.name,
-                mode=checkpoint_direction(rule.metric, rule.direction),
-                save_best_only=True,
-                save_weights_only=rule.weights_only,
-            )
-        ]
-    if isinstance(rule, ast.SaveTop):
-        mode = checkpoint_direction(rule.metric, rule.direction)
-        return [TopKCheckpoint(rule.path, rule.k, rule.metric.name, mode, rule.weights_only)]
-    if isinstance(rule, ast.SaveEvery):
-        if rule.unit == "steps":
-            return [
-                AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq=rule.every)
-            ]
-        if rule.every == 1:
-            return [AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
-        return [PeriodicCheckpoint(rule.path, rule.every, rule.weights_only)]
-    if isinstance(rule, ast.SaveLast):
-        return [AtomicModelCheckpoint(rule.path, save_weights_only=rule.weights_only, save_freq="epoch")]
-    if isinstance(rule, ast.ReduceLR):
-        p = rule.when
-        return [
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=p.metric.name,
-                factor=rule.factor,
-                patience=p.patience,
-                min_delta=p.delta,
-                cooldown=rule.cooldown,
-                min_lr=rule.min_lr,
-                mode=plateau_direction(p),
-            )
-        ]
-    if isinstance(rule, ast.Schedule):
-        return [ScheduledLearningRate(LearningRateChain([segment_of(s) for s in rule.segments]))]
-    if isinstance(rule, ast.LogCSV):
-        logger = keras.callbacks.CSVLogger(rule.path, append=rule.append)
-        folder = os.path.dirname(rule.path)
-        return [CreateFolder(folder), logger] if folder else [logger]
-    if isinstance(rule, ast.LogTensorBoard):
-        return [keras.callbacks.TensorBoard(log_dir=rule.path)]
-    return [PolicyBackup(rule.path, save_freq="epoch" if rule.steps is None else rule.steps)]
-
-
-def _stop_when(rule: ast.StopWhen, text: str) -> list[Any]:
-    if is_terminate_on_nan(rule):
-        return [keras.callbacks.TerminateOnNaN(), TerminateOnNaNRecorder(text)]
-    c = rule.condition
-    if is_early_stopping(rule):
-        assert isinstance(c, ast.Plateau)
-        # `baseline B` keeps Keras 3.15.1's meaning on a Keras whose EarlyStopping dropped it.
-        keep_baseline = rule.baseline is not None and not keras_honours_baseline()
-        early_stopping = BaselineEarlyStopping if keep_baseline else keras.callbacks.EarlyStopping
-        return [
-            early_stopping(
-                monitor=c.metric.name,
-                min_delta=c.delta,
-                patience=c.patience,
-                mode=plateau_direction(c),
-                baseline=rule.baseline,
-                restore_best_weights=rule.restore_best,
-                start_from_epoch=rule.ignore_first,
-            )
-        ]
-    if rule.baseline is not None:  # validate() only allows a baseline on EarlyStopping's form
-        raise ValueError(f"baseline needs a single absolute plateau. Received: {condition_text(c)}")
-    return [ConditionStopping(c, text, restore_target(rule), rule.ignore_first)]

@@ -2,9 +2,9 @@
 
 ``explain(policy)`` is the text ``keras-policy explain`` prints: for every rule, its
 canonical form, one sentence, and the callback call it compiles to, e.g.
-``EarlyStopping(monitor='val_loss', patience=3, mode='min')``. The calls come from
-:mod:`policy.eject` (the same ones ``keras-policy compile --python`` prints), worked out
-from the syntax tree without importing keras, so explaining is instant.
+``EarlyStopping(monitor='val_loss', patience=3, mode='min')``. The calls come from each
+rule's plan (:mod:`policy.plan`, the same calls ``keras-policy compile --python`` prints and
+``compile_policy`` builds), worked out without importing keras, so explaining is instant.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy import ast
-from policy.eject import CallbackCall, callback_call
 from policy.metrics import trend_direction
+from policy.plan import Call, callback_call
 from policy.printer import number
 from policy.printer import rule as rule_text
 from policy.validate import (
@@ -28,7 +28,7 @@ from policy.validate import (
 class RuleExplanation:
     rule: str
     sentence: str
-    callback: CallbackCall
+    callback: Call
 
 
 def explain_rules(policy: ast.Policy) -> list[RuleExplanation]:

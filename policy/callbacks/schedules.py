@@ -13,7 +13,6 @@ from typing import Any, TypeAlias
 
 import keras
 
-from policy import ast
 from policy.errors import PolicyError
 from policy.printer import number
 
@@ -62,15 +61,6 @@ class DecaySegment:
 
 
 Segment: TypeAlias = WarmupSegment | CosineSegment | DecaySegment
-
-
-def segment_of(node: ast.Segment) -> Segment:
-    """The schedule segment for a parsed one."""
-    if isinstance(node, ast.Warmup):
-        return WarmupSegment(node.target, node.epochs)
-    if isinstance(node, ast.Cosine):
-        return CosineSegment(node.target, node.epochs)
-    return DecaySegment(node.factor, node.every)
 
 
 class LearningRateChain:
