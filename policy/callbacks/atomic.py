@@ -157,7 +157,14 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):  # type: ignore[mi
     Only ``_save_model`` (the step that ends in ``model.save``/``save_weights``) is wrapped;
     it runs Keras's own code with the model swapped for :class:`_AtomicSaves` for its
     duration. The constructor, arguments and attributes are Keras's, so ``policy.describe``
-    and the equality tests see a ModelCheckpoint with the same arguments.
+    and the equality tests see a ModelCheckpoint with the same arguments. A partial file
+    left by a killed run is swept away at train begin.
+
+    Args:
+        filepath: where to save, as for Keras's ModelCheckpoint (``{epoch}`` and log
+            placeholders are filled in).
+        **kwargs: ModelCheckpoint's other arguments (``monitor``, ``mode``,
+            ``save_best_only``, ``save_weights_only``, ``save_freq``, ...), unchanged.
     """
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:

@@ -107,9 +107,17 @@ def _join_arrays(state: dict[str, Any], arrays: Any) -> dict[str, Any]:
 class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
     """Keras's BackupAndRestore, saving and restoring every rule's state as one atomic unit.
 
+    Keras's own backup keeps the model, the optimizer and the epoch; this one also keeps the
+    state of every other callback of the policy (counters, bests, kept checkpoints, budgets),
+    so a killed run resumes every rule exactly where it was. ``compile_policy`` puts it last
+    and tells it the other callbacks (``attach``). On SIGTERM it saves at the next batch end
+    and ends ``fit`` with :class:`Preempted`.
+
     Args:
-        backup_dir: the folder (used only by this callback, as Keras requires).
-        save_freq: ``"epoch"`` or a number of training batches, as for Keras.
+        backup_dir: the folder to keep the backup in, used by this callback alone (as Keras
+            requires); it is deleted when training finishes.
+        save_freq: ``"epoch"`` to save at every epoch end, or a number of training batches
+            between saves, as for Keras's BackupAndRestore. Defaults to ``"epoch"``.
     """
 
     def __init__(self, backup_dir: str, save_freq: str | int = "epoch") -> None:

@@ -46,6 +46,10 @@ class BaselineEarlyStopping(keras.callbacks.EarlyStopping):  # type: ignore[misc
     one; a value that improves on the best (``min_delta`` counted) becomes the best, and resets
     ``wait`` only if it also improves on the baseline; an improving epoch never stops training;
     otherwise training stops once ``wait >= patience`` (and ``epoch > 0``).
+
+    Args:
+        **kwargs: Keras's EarlyStopping arguments (``monitor``, ``min_delta``, ``patience``,
+            ``mode``, ``baseline``, ``restore_best_weights``, ``start_from_epoch``), unchanged.
     """
 
     # EarlyStopping's state, declared for the type checker (keras ships no annotations).

@@ -13,7 +13,6 @@ from typing import Any
 
 import keras
 
-from policy.ast import SECONDS_PER_UNIT
 from policy.callbacks.base import StopRecord, record_state
 from policy.callbacks.processes import agree_max, agreement_due, process_count
 from policy.outcome import Stop
@@ -21,7 +20,17 @@ from policy.printer import number
 
 
 class StopAfterEpochs(keras.callbacks.Callback):  # type: ignore[misc]
-    """Stop at the end of epoch ``e`` when ``e + 1 >= epochs`` (absolute, like ``fit(epochs=N)``)."""
+    """Stop training once a number of epochs has run (``stop after N epochs``).
+
+    The count is absolute, as ``fit(epochs=N)``'s is: training stops at the end of the
+    0-based epoch ``e`` for which ``e + 1 >= epochs``, so a ``fit(initial_epoch=...)`` that
+    resumes a run does not get a fresh budget. Only epoch ends are looked at.
+
+    Args:
+        epochs: the last epoch to run, counting from 1.
+        rule: the rule's canonical text, named in the stop record (see
+            ``policy.why_stopped``); written from ``epochs`` when empty.
+    """
 
     def __init__(self, epochs: float, rule: str = "") -> None:
         super().__init__()
@@ -73,12 +82,20 @@ class _BatchBudget(keras.callbacks.Callback):  # type: ignore[misc]
 
 
 class StopAfterSteps(_BatchBudget):
-    """Stop after the first training batch end seen at which the count since train begin is ``steps``.
+    """Stop training after a number of training batches (``stop after N steps``).
 
-    The count comes from the batch index Keras passes, never from the number of calls: with
-    ``compile(steps_per_execution=k)`` Keras calls the batch hooks once per k batches, with the
-    index of the chunk's last batch (``begin + k - 1``, even when the epoch's last chunk is
-    shorter: that index is clamped to the epoch's batches, ``params["steps"]``, when known).
+    Training stops after the first training batch end at which the batches run since train
+    begin reach ``steps``; the epoch is cut short there, as Keras does for any stop inside an
+    epoch (its validation still runs). The count comes from the batch index Keras passes,
+    never from the number of calls: with ``compile(steps_per_execution=k)`` Keras calls the
+    batch hooks once per k batches, with the index of the chunk's last batch (``begin + k - 1``,
+    even when the epoch's last chunk is shorter: that index is clamped to the epoch's batches,
+    ``params["steps"]``, when known). A backup carries the count across a restart.
+
+    Args:
+        steps: how many training batches to run in all.
+        rule: the rule's canonical text, named in the stop record; written from ``steps``
+            when empty.
     """
 
     def __init__(self, steps: float, rule: str = "") -> None:
@@ -114,15 +131,20 @@ class StopAfterSteps(_BatchBudget):
 
 
 class StopAfterTime(_BatchBudget):
-    """Stop after the first training batch that ends ``seconds`` or more after train begin.
+    """Stop training after an amount of wall-clock time (``stop after T s|min|h``).
 
-    With several processes, the longest elapsed time of any process is agreed after every
-    ``AGREE_EVERY``-th batch and the last batch of each epoch, and only there can it stop.
+    Training stops after the first training batch that ends ``seconds`` or more after train
+    begin. With several processes, the longest elapsed time of any process is agreed after
+    every ``AGREE_EVERY``-th batch and the last batch of each epoch, and only there can it
+    stop, so all processes stop at the same batch. A backup carries the elapsed training time
+    across a restart (the time the run spent dead is not counted).
 
     Args:
-        seconds: the budget.
-        rule: the rule's canonical text.
-        clock: where time comes from; tests replace it to script time.
+        seconds: the budget, in seconds (``stop after 2h`` passes 7200).
+        rule: the rule's canonical text, named in the stop record; written from ``seconds``
+            when empty.
+        clock: a function returning the current time in seconds; tests replace it to script
+            time. Defaults to ``time.monotonic``.
     """
 
     def __init__(self, seconds: float, rule: str = "", clock: Callable[[], float] = time.monotonic) -> None:
@@ -133,11 +155,6 @@ class StopAfterTime(_BatchBudget):
         self._start = 0.0
         self._processes = 1
         self._batches = 0
-
-    @classmethod
-    def of(cls, amount: float, unit: str, rule: str = "") -> StopAfterTime:
-        """A budget written as ``amount`` of ``unit`` (``s``, ``min`` or ``h``)."""
-        return cls(amount * SECONDS_PER_UNIT[unit], rule)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._start = self.clock()

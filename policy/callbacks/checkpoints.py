@@ -28,7 +28,20 @@ def format_path(template: str, epoch: int, logs: dict[str, Any]) -> str:
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
-    """``save [weights] every N epochs to P``: after epoch e when ``(e + 1) % N == 0``."""
+    """Save the model every N epochs (``save [weights] every N epochs to P``, N > 1).
+
+    After the 0-based epoch ``e`` for which ``(e + 1) % every == 0``, the model (or its
+    weights) is saved to ``path`` formatted as Keras's ModelCheckpoint formats it (``{epoch}``
+    counts from 1, other placeholders come from the epoch's logs). Every file appears at its
+    name only once complete. Saving every epoch needs no callback of ours: it is Keras's
+    ModelCheckpoint.
+
+    Args:
+        path: where to save; may hold ``{epoch}`` and log placeholders.
+        every: the number of epochs between saves.
+        weights_only: save only the weights (``model.save_weights``) instead of the whole
+            model (``model.save``). Defaults to False.
+    """
 
     def __init__(self, path: str, every: int, weights_only: bool = False) -> None:
         super().__init__()
@@ -54,11 +67,20 @@ class Kept:
 
 
 class TopKCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
-    """``save top K [weights] on M to P``: the folder holds the files of the K best epochs.
+    """Keep the checkpoints of the K best epochs (``save top K [weights] on M to P``).
 
-    An epoch enters when fewer than K are kept or its value is strictly better (float32)
-    than the worst kept; ties keep the earlier epoch. Only files this callback wrote in
-    this run are ever deleted, so a file from an earlier run or another tool is safe.
+    At each epoch end where ``monitor`` is logged (and not NaN), the epoch enters when fewer
+    than K are kept or its value is strictly better (compared in float32) than the worst
+    kept; ties keep the earlier epoch. An epoch that enters is saved to ``path`` formatted as
+    ModelCheckpoint formats it, and the file of the epoch it pushes out is deleted. Only files this callback wrote in this run are ever deleted, so a file from an
+    earlier run or another tool is safe. ``path`` should name each epoch apart (``{epoch}``).
+
+    Args:
+        path: where to save; ``{epoch}`` (counting from 1) and log placeholders are filled in.
+        k: how many checkpoints to keep.
+        monitor: the metric that ranks epochs, as it appears in the logs (``"val_loss"``).
+        mode: ``"min"`` if lower is better, ``"max"`` if higher is.
+        weights_only: save only the weights instead of the whole model. Defaults to False.
     """
 
     def __init__(self, path: str, k: int, monitor: str, mode: ast.Direction, weights_only: bool = False) -> None:

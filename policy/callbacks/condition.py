@@ -145,14 +145,22 @@ def _build(node: ast.Condition, plateaus: list[PlateauState]) -> _Atom:
 
 
 class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
-    """Stop training at the end of an epoch where a condition holds.
+    """Stop training at the end of the first epoch where a condition holds (``stop when ...``).
+
+    The condition is any mix of thresholds (``val_accuracy >= 0.9``), plateaus (absolute or
+    relative), ``is not finite`` / ``is nan`` checks and ``and``/``or`` groups; every part is
+    updated at every epoch looked at, so ``A or B`` decides as two separate rules would. A
+    metric missing from an epoch's logs makes the parts that read it not hold.
 
     Args:
-        condition: the parsed condition.
-        rule: the rule's canonical text, for the stop record.
-        restore: ``(metric, direction)`` whose best epoch's weights are put back at train
-            end, or None (see :func:`policy.validate.restore_target`).
-        ignore_first: epochs before this one are not looked at (no state changes at all).
+        condition: the parsed condition (a node of :mod:`policy.ast`).
+        rule: the rule's canonical text, named in the stop record (see
+            ``policy.why_stopped``); written from ``condition`` when empty.
+        restore: ``(metric, direction)``: at train end, put back the weights of the epoch
+            where ``metric`` was best in that direction. None (the default) keeps the last
+            weights.
+        ignore_first: the number of epochs at the start that are not looked at (no state
+            changes at all), as EarlyStopping's ``start_from_epoch``. Defaults to 0.
     """
 
     def __init__(

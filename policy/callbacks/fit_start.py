@@ -35,7 +35,19 @@ _CARRIED = ("best", "_batches_seen_since_last_saving", "_last_batch_seen", "_cur
 
 
 class FitStart(keras.callbacks.Callback):  # type: ignore[misc]
-    """Resets ``target``'s cross-fit state at train begin; checks the optimizer for an lr rule."""
+    """Get one of Keras's own callbacks ready for each ``fit`` (placed right before it).
+
+    At train begin it puts back the fields ``target`` keeps across fits (a checkpoint's best
+    and batch counters, a backup's batch counter) to their values when it was built; before a
+    ReduceLROnPlateau it refuses an optimizer whose learning rate is a ``LearningRateSchedule``;
+    before a CSVLogger or TensorBoard it sends the log of every process but the writer to a
+    private temporary place, removed at train end (see the module docstring).
+
+    Args:
+        target: the Keras callback this one serves (ModelCheckpoint, BackupAndRestore,
+            ReduceLROnPlateau, CSVLogger or TensorBoard).
+        rule: the canonical text of the rule ``target`` came from, for error messages.
+    """
 
     def __init__(self, target: Any, rule: str = "") -> None:
         super().__init__()

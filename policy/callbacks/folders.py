@@ -17,7 +17,11 @@ import keras
 
 
 class CreateFolder(keras.callbacks.Callback):  # type: ignore[misc]
-    """Creates ``folder`` (and its parents) at train begin if it does not exist."""
+    """Create a folder (and its parents) at train begin if it does not exist.
+
+    Args:
+        folder: the folder to create; an existing one is left as it is.
+    """
 
     def __init__(self, folder: str) -> None:
         super().__init__()

@@ -27,7 +27,17 @@ def metric_check(policy: ast.Policy) -> MetricCheck:
 
 
 class MetricCheck(keras.callbacks.Callback):  # type: ignore[misc]
-    """Raise :class:`PolicyError` as soon as a watched metric or path placeholder is known missing."""
+    """Fail ``fit`` as soon as a metric or path placeholder the policy uses is known missing.
+
+    Placed first in the list ``compile_policy`` returns (unless ``strict=False``). Training
+    metrics and path placeholders are judged at the first epoch end, ``val_*`` metrics at the
+    first epoch that validated (:mod:`policy.strictness`); a missing one raises
+    :class:`PolicyError` pointing at it in the policy text, with a suggestion when a logged
+    name is close.
+
+    Args:
+        policy: the validated policy whose watched metrics and paths are checked.
+    """
 
     def __init__(self, policy: ast.Policy) -> None:
         super().__init__()
@@ -60,7 +70,14 @@ class MetricCheck(keras.callbacks.Callback):  # type: ignore[misc]
 
 
 class MetricCheckWithBatches(MetricCheck):
-    """:class:`MetricCheck` that also judges step checkpoint paths at the first training batch end."""
+    """:class:`MetricCheck` that also judges step checkpoint paths at the first training batch end.
+
+    Only a policy with a ``save every N steps`` path holding a metric placeholder gets this
+    one (:func:`metric_check` chooses): a batch hook turns off Keras's async batch dispatch.
+
+    Args:
+        policy: the validated policy whose watched metrics and paths are checked.
+    """
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         problems = self._check.batch_end(logs or {})

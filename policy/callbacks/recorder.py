@@ -18,7 +18,15 @@ from policy.outcome import Stop
 
 
 class TerminateOnNaNRecorder(keras.callbacks.Callback):  # type: ignore[misc]
-    """Records the batch at which the TerminateOnNaN just before it stopped training."""
+    """Record the batch at which the TerminateOnNaN right before it stopped training.
+
+    It watches the same running training loss TerminateOnNaN watches, after every training
+    batch, and keeps the first non-finite one as its ``stop_record`` (what
+    ``policy.why_stopped`` reports). It never stops training itself.
+
+    Args:
+        rule: the canonical text of the ``stop when loss is not finite`` rule.
+    """
 
     def __init__(self, rule: str) -> None:
         super().__init__()

@@ -19,7 +19,12 @@ from policy.printer import number
 
 @dataclass(frozen=True)
 class WarmupSegment:
-    """Linear warm-up: ``target * (t + 1) / epochs`` in the segment's epoch t."""
+    """A linear warm-up: the rate is ``target * (t + 1) / epochs`` in the segment's epoch t.
+
+    Args:
+        target: the learning rate at the segment's last epoch.
+        epochs: how many epochs the segment lasts.
+    """
 
     target: float
     epochs: int
@@ -33,7 +38,13 @@ class WarmupSegment:
 
 @dataclass(frozen=True)
 class CosineSegment:
-    """Half cosine from the segment's start value down (or up) to ``target``."""
+    """Half a cosine from the segment's start value down (or up) to ``target``.
+
+    Args:
+        target: the learning rate the curve heads for; its last epoch is still above (or
+            below) it, and whatever comes next starts from it.
+        epochs: how many epochs the segment lasts.
+    """
 
     target: float
     epochs: int
@@ -47,7 +58,14 @@ class CosineSegment:
 
 @dataclass(frozen=True)
 class DecaySegment:
-    """``start * factor ** floor(t / every)``; open-ended, so always the last segment."""
+    """Step decay: ``start * factor ** floor(t / every)`` in the segment's epoch t.
+
+    It never ends, so it is always the last segment.
+
+    Args:
+        factor: what the rate is multiplied by at each step.
+        every: the number of epochs between steps.
+    """
 
     factor: float
     every: int
@@ -71,6 +89,10 @@ class LearningRateChain:
     segment's end value (for a cosine that is its target, which its last epoch only approaches).
     ``lr0`` is set by :meth:`start` (the callback passes the optimizer's rate as built, when
     ``fit`` hands it the model); a schedule never started takes the learning rate of its first call.
+
+    Args:
+        segments: the segments in order, at least one. A :class:`DecaySegment` never
+            ends, so nothing after one is ever reached.
     """
 
     def __init__(self, segments: tuple[Segment, ...] | list[Segment]) -> None:
@@ -164,6 +186,10 @@ class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ign
 
     Everything else (calling the schedule at each epoch begin with the absolute 0-based epoch
     and the current learning rate, writing ``logs["learning_rate"]``) is Keras's own code.
+    An optimizer whose rate is a ``LearningRateSchedule`` is refused at train begin.
+
+    Args:
+        schedule: the learning rate of each epoch.
     """
 
     schedule: LearningRateChain
