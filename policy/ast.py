@@ -51,6 +51,17 @@ class Metric(Node):
     name: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Path(Node):
+    """A file or folder path as the user quoted it, escapes resolved (``"ckpt/{epoch:03d}.keras"``).
+
+    A node of its own, not a plain string, so that a problem with the path (a wrong suffix, a
+    bad placeholder) points at the quote itself.
+    """
+
+    value: str
+
+
 # --------------------------------------------------------------------------- conditions
 
 
@@ -157,7 +168,7 @@ class SaveBest(Node):
 
     metric: Metric
     direction: Direction | None = None
-    path: str | None = None
+    path: Path | None = None
     weights_only: bool = False
 
 
@@ -168,7 +179,7 @@ class SaveTop(Node):
     k: int
     metric: Metric
     direction: Direction | None = None
-    path: str
+    path: Path
     weights_only: bool = False
 
 
@@ -178,7 +189,7 @@ class SaveEvery(Node):
 
     every: int = 1
     unit: SaveUnit = "epochs"
-    path: str
+    path: Path
     weights_only: bool = False
 
 
@@ -186,7 +197,7 @@ class SaveEvery(Node):
 class SaveLast(Node):
     """``save last [weights] to PATH``: one file, overwritten after every epoch."""
 
-    path: str
+    path: Path
     weights_only: bool = False
 
 
@@ -238,7 +249,7 @@ class Schedule(Node):
 class LogCSV(Node):
     """``log to "train.csv" [, append]``."""
 
-    path: str
+    path: Path
     append: bool = False
 
 
@@ -246,14 +257,14 @@ class LogCSV(Node):
 class LogTensorBoard(Node):
     """``log to tensorboard "logs/"``."""
 
-    path: str
+    path: Path
 
 
 @dataclass(frozen=True, kw_only=True)
 class Backup(Node):
     """``backup to "dir/" [every epoch|every N steps]``; ``steps`` None means every epoch."""
 
-    path: str
+    path: Path
     steps: int | None = None
 
 

@@ -98,7 +98,7 @@ def describe_one(cb: Any) -> list[str]:
         return [_our_save_top(cb)]
     if isinstance(cb, ours.PeriodicCheckpoint):
         weights = " weights" if cb.weights_only else ""
-        return [f"save{weights} every {cb.every} epochs to {path(cb.path)}"]
+        return [f"save{weights} every {cb.every} epochs to {path(ast.Path(value=cb.path))}"]
     cbs = keras.callbacks
     # The Keras class it is or extends: the policy's own ModelCheckpoint and BackupAndRestore
     # are Keras's with only the way files reach the disk changed (policy.callbacks.atomic, .backup).
@@ -116,10 +116,10 @@ def describe_one(cb: Any) -> list[str]:
     if kind is cbs.CSVLogger:
         if cb.sep != ",":
             raise NoEquivalent(f"separator={cb.sep!r} has no equivalent; a policy's CSV log uses ','")
-        return [f"log to {path(cb.filename)}" + (", append" if cb.append else "")]
+        return [f"log to {path(ast.Path(value=cb.filename))}" + (", append" if cb.append else "")]
     if kind is cbs.TensorBoard:
         _check_tensorboard(cb)
-        return [f"log to tensorboard {path(cb.log_dir)}"]
+        return [f"log to tensorboard {path(ast.Path(value=cb.log_dir))}"]
     if kind is cbs.BackupAndRestore:
         return [_backup(cb)]
     if isinstance(cb, cbs.LearningRateScheduler):  # ours (ScheduledLearningRate) extends it
@@ -209,15 +209,15 @@ def _checkpoint(cb: Any) -> str:
             direction = "" if cb.mode == named else f" {cb.mode}"
         from policy.validate import default_best_path
 
-        to = "" if cb.filepath == default_best_path(cb.save_weights_only) else f" to {path(cb.filepath)}"
+        to = "" if cb.filepath == default_best_path(cb.save_weights_only) else f" to {path(ast.Path(value=cb.filepath))}"
         return f"save best{weights} on {cb.monitor}{direction}{to}"
     if cb.save_freq == "epoch":
         # Both forms compile to the same ModelCheckpoint; pick the one that reads true.
         if "{" in cb.filepath:
-            return f"save{weights} every epoch to {path(cb.filepath)}"
-        return f"save last{weights} to {path(cb.filepath)}"
+            return f"save{weights} every epoch to {path(ast.Path(value=cb.filepath))}"
+        return f"save last{weights} to {path(ast.Path(value=cb.filepath))}"
     if isinstance(cb.save_freq, int) and not isinstance(cb.save_freq, bool) and cb.save_freq > 0:
-        return f"save{weights} every {cb.save_freq} steps to {path(cb.filepath)}"
+        return f"save{weights} every {cb.save_freq} steps to {path(ast.Path(value=cb.filepath))}"
     raise NoEquivalent(f"save_freq={cb.save_freq!r} has no equivalent")
 
 
@@ -232,9 +232,9 @@ def _backup(cb: Any) -> str:
     if cb.double_checkpoint or not cb.delete_checkpoint:
         raise NoEquivalent("double_checkpoint=True / delete_checkpoint=False have no equivalent")
     if cb.save_freq == "epoch":
-        return f"backup to {path(str(cb.backup_dir))}"
+        return f"backup to {path(ast.Path(value=str(cb.backup_dir)))}"
     if isinstance(cb.save_freq, int) and not isinstance(cb.save_freq, bool) and cb.save_freq > 0:
-        return f"backup to {path(str(cb.backup_dir))} every {cb.save_freq} steps"
+        return f"backup to {path(ast.Path(value=str(cb.backup_dir)))} every {cb.save_freq} steps"
     raise NoEquivalent(f"save_freq={cb.save_freq!r} has no equivalent")
 
 
@@ -293,4 +293,4 @@ def _our_stop_after_time(cb: Any) -> str:
 def _our_save_top(cb: Any) -> str:
     weights = " weights" if cb.weights_only else ""
     direction = "" if name_direction(cb.monitor) == cb.mode else f" {cb.mode}"
-    return f"save top {cb.k}{weights} on {cb.monitor}{direction} to {path(cb.path)}"
+    return f"save top {cb.k}{weights} on {cb.monitor}{direction} to {path(ast.Path(value=cb.path))}"

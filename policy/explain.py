@@ -108,22 +108,22 @@ def sentence(r: ast.Rule) -> str:
     if isinstance(r, ast.SaveBest):
         direction = checkpoint_direction(r.metric, r.direction)
         best = "lowest" if direction == "min" else "highest"
-        path = r.path if r.path is not None else default_best_path(r.weights_only)
+        path = r.path.value if r.path is not None else default_best_path(r.weights_only)
         return (f"Save {_what(r.weights_only)} to {path!r} at the end of every epoch where "
                 f"{r.metric.name} reaches a new {best} value.")
     if isinstance(r, ast.SaveTop):
         direction = checkpoint_direction(r.metric, r.direction)
         best = "lowest" if direction == "min" else "highest"
         return (f"Keep the {r.k} checkpoints ({_what(r.weights_only)}) with the {best} {r.metric.name} as files "
-                f"named {r.path!r}, deleting the one that drops out of the top {r.k}.")
+                f"named {r.path.value!r}, deleting the one that drops out of the top {r.k}.")
     if isinstance(r, ast.SaveEvery):
         if r.unit == "steps":
             when = f"every {r.every} training batches (counted across epochs)"
         else:
             when = "at the end of every epoch" if r.every == 1 else f"at the end of every {_ordinal(r.every)} epoch"
-        return f"Save {_what(r.weights_only)} to {r.path!r} {when}."
+        return f"Save {_what(r.weights_only)} to {r.path.value!r} {when}."
     if isinstance(r, ast.SaveLast):
-        return (f"Save {_what(r.weights_only)} to {r.path!r} at the end of every epoch, overwriting it, "
+        return (f"Save {_what(r.weights_only)} to {r.path.value!r} at the end of every epoch, overwriting it, "
                 "so it always holds the latest epoch.")
     if isinstance(r, ast.ReduceLR):
         out = f"Multiply the learning rate by {number(r.factor)} whenever {condition_phrase(r.when)}"
@@ -144,12 +144,12 @@ def sentence(r: ast.Rule) -> str:
         return text + "; the epoch after, set it to the end value, then leave it alone."
     if isinstance(r, ast.LogCSV):
         mode = "appending to the file if it exists" if r.append else "replacing any existing file"
-        folder = " (creating its folder at train begin if missing)" if "/" in r.path.rstrip("/") else ""
-        return f"Write one row of logs per epoch to the CSV file {r.path!r}{folder}, {mode}."
+        folder = " (creating its folder at train begin if missing)" if "/" in r.path.value.rstrip("/") else ""
+        return f"Write one row of logs per epoch to the CSV file {r.path.value!r}{folder}, {mode}."
     if isinstance(r, ast.LogTensorBoard):
-        return f"Write TensorBoard logs (losses and metrics per epoch) to {r.path!r}."
+        return f"Write TensorBoard logs (losses and metrics per epoch) to {r.path.value!r}."
     every = "every epoch" if r.steps is None else f"every {r.steps} training batches"
-    return (f"Back up the model and the epoch counter to {r.path!r} {every}, so a fit that was killed resumes "
+    return (f"Back up the model and the epoch counter to {r.path.value!r} {every}, so a fit that was killed resumes "
             "where it stopped; the folder is deleted when training finishes.")
 
 

@@ -358,7 +358,7 @@ class _ToAst(Transformer[Token, Any]):
             )
         return int(value)
 
-    def _path(self, token: Token) -> str:
+    def _path(self, token: Token) -> ast.Path:
         body = str(token)[1:-1]
         out, i = [], 0
         while i < len(body):
@@ -366,7 +366,7 @@ class _ToAst(Transformer[Token, Any]):
                 i += 1
             out.append(body[i])
             i += 1
-        return "".join(out)
+        return ast.Path(value="".join(out), pos=_tpos(token))
 
     # top level ---------------------------------------------------------------
     def start(self, meta: Meta, children: list[Any]) -> list[ast.Rule]:
@@ -513,7 +513,7 @@ class _ToAst(Transformer[Token, Any]):
     def direction(self, meta: Meta, children: list[Token]) -> str:
         return str(children[0])
 
-    def to(self, meta: Meta, children: list[Token]) -> str:
+    def to(self, meta: Meta, children: list[Token]) -> ast.Path:
         return self._path(children[0])
 
     # learning rate ---------------------------------------------------------------

@@ -142,9 +142,9 @@ def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
     call = callback_call(r, text)
     before: tuple[Call, ...] = ()
     after: tuple[Call, ...] = ()
-    if isinstance(r, ast.LogCSV) and os.path.dirname(r.path):
+    if isinstance(r, ast.LogCSV) and os.path.dirname(r.path.value):
         # Keras's CSVLogger does not create its folder (policy/callbacks/folders.py).
-        before = (Call(OURS, "CreateFolder", (os.path.dirname(r.path),)),)
+        before = (Call(OURS, "CreateFolder", (os.path.dirname(r.path.value),)),)
     if call.name == "TerminateOnNaN":
         after = (Call(OURS, "TerminateOnNaNRecorder", (text,)),)
     fit_start = call.module == KERAS and call.name in _FIT_START
@@ -163,31 +163,31 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
     if isinstance(r, ast.StopAfter):
         return _stop_after(r, text)
     if isinstance(r, ast.SaveBest):
-        path = r.path if r.path is not None else default_best_path(r.weights_only)
+        path = r.path.value if r.path is not None else default_best_path(r.weights_only)
         mode = checkpoint_direction(r.metric, r.direction)
         return _keras("ModelCheckpoint", ("monitor", r.metric.name), ("mode", mode), ("save_best_only", True),
                       *_flag("save_weights_only", r.weights_only), positional=(path,))
     if isinstance(r, ast.SaveTop):
         mode = checkpoint_direction(r.metric, r.direction)
-        return Call(OURS, "TopKCheckpoint", (r.path,), (("k", r.k), ("monitor", r.metric.name), ("mode", mode),
+        return Call(OURS, "TopKCheckpoint", (r.path.value,), (("k", r.k), ("monitor", r.metric.name), ("mode", mode),
                                                         *_flag("weights_only", r.weights_only)))
     if isinstance(r, ast.SaveEvery) and r.unit == "epochs" and r.every > 1:
-        return Call(OURS, "PeriodicCheckpoint", (r.path,), (("every", r.every), *_flag("weights_only", r.weights_only)))
+        return Call(OURS, "PeriodicCheckpoint", (r.path.value,), (("every", r.every), *_flag("weights_only", r.weights_only)))
     if isinstance(r, ast.SaveEvery | ast.SaveLast):
         freq: tuple[tuple[str, Value], ...] = ()
         if isinstance(r, ast.SaveEvery) and r.unit == "steps":
             freq = (("save_freq", r.every),)
-        return _keras("ModelCheckpoint", *freq, *_flag("save_weights_only", r.weights_only), positional=(r.path,))
+        return _keras("ModelCheckpoint", *freq, *_flag("save_weights_only", r.weights_only), positional=(r.path.value,))
     if isinstance(r, ast.ReduceLR):
         return _reduce_lr(r)
     if isinstance(r, ast.Schedule):
         return _schedule(r, text)
     if isinstance(r, ast.LogCSV):
-        return _keras("CSVLogger", *_flag("append", r.append), positional=(r.path,))
+        return _keras("CSVLogger", *_flag("append", r.append), positional=(r.path.value,))
     if isinstance(r, ast.LogTensorBoard):
-        return _keras("TensorBoard", ("log_dir", r.path))
+        return _keras("TensorBoard", ("log_dir", r.path.value))
     steps: tuple[tuple[str, Value], ...] = () if r.steps is None else (("save_freq", r.steps),)
-    return _keras("BackupAndRestore", ("backup_dir", r.path), *steps)
+    return _keras("BackupAndRestore", ("backup_dir", r.path.value), *steps)
 
 
 def _keras(name: str, *args: tuple[str, Value], positional: tuple[Value, ...] = ()) -> Call:

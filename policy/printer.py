@@ -18,7 +18,9 @@ def number(value: float) -> str:
     return repr(float(value))
 
 
-def path(text: str) -> str:
+def path(node: ast.Path) -> str:
+    """The path quoted, backslashes and double quotes escaped (the parser reads it back)."""
+    text = node.value
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

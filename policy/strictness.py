@@ -50,16 +50,16 @@ def epoch_end_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
     """The checkpoint paths Keras (or our callbacks) format at an epoch end, with their rules."""
     for rule in policy.rules:
         if isinstance(rule, ast.SaveBest):
-            yield rule, rule.path if rule.path is not None else default_best_path(rule.weights_only)
+            yield rule, rule.path.value if rule.path is not None else default_best_path(rule.weights_only)
         elif isinstance(rule, ast.SaveTop | ast.SaveLast) or (isinstance(rule, ast.SaveEvery) and rule.unit == "epochs"):
-            yield rule, rule.path
+            yield rule, rule.path.value
 
 
 def step_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
     """The checkpoint paths Keras formats after training batches (``save every N steps``)."""
     for rule in policy.rules:
         if isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
-            yield rule, rule.path
+            yield rule, rule.path.value
 
 
 def has_step_placeholders(policy: ast.Policy) -> bool:

@@ -151,8 +151,8 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                     f"cannot tell whether {rule.metric.name!r} should go up or down",
                     _typo_hint(rule.metric.name, f'add "min" or "max" after {rule.metric.name}'),
                 )
-            path = rule.path if rule.path is not None else default_best_path(rule.weights_only)
-            yield from _check_model_path(_path_node(src, rule), path, rule.weights_only, at)
+            path = rule.path.value if rule.path is not None else default_best_path(rule.weights_only)
+            yield from _check_model_path(rule.path or rule, path, rule.weights_only, at)
             if isinstance(rule, ast.SaveTop) and "{epoch" not in path:
                 yield at(
                     rule,
@@ -160,10 +160,10 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                     f'e.g. "{_with_epoch(path)}"',
                 )
         elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
-            yield from _check_model_path(_path_node(src, rule), rule.path, rule.weights_only, at)
+            yield from _check_model_path(rule.path, rule.path.value, rule.weights_only, at)
         elif isinstance(rule, ast.Schedule):
             yield from _check_schedule(rule, at)
-        elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup) and not rule.path.strip():
+        elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup) and not rule.path.value.strip():
             yield at(rule, "the path is empty", "write a file or folder name")
     yield from _check_conflicts(policy, at)
 
@@ -379,9 +379,9 @@ def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]
 
 def _written_path(rule: ast.Rule) -> str | None:
     if isinstance(rule, ast.SaveBest):
-        return rule.path if rule.path is not None else default_best_path(rule.weights_only)
+        return rule.path.value if rule.path is not None else default_best_path(rule.weights_only)
     if isinstance(rule, ast.SaveTop | ast.SaveEvery | ast.SaveLast | ast.LogCSV | ast.LogTensorBoard | ast.Backup):
-        return rule.path.rstrip("/") or rule.path
+        return rule.path.value.rstrip("/") or rule.path.value
     return None
 
 
@@ -389,25 +389,6 @@ def _typo_hint(name: str, otherwise: str) -> str:
     """A name with no direction is often a misspelled common one (``val_los``): say so first."""
     guess = closest(name, COMMON_METRICS, cutoff=0.75)
     return f"did you mean {guess!r}? If not, {otherwise}" if guess else otherwise
-
-
-def _path_node(source: str, rule: ast.Node) -> ast.Node:
-    """Where a rule's quoted path starts, so a caret can point at the path itself.
-
-    The AST keeps paths as plain strings; the quote is the first one in the rule's span
-    (metric names and keywords cannot contain quotes). Without one (a default path) the
-    rule itself is the place.
-    """
-    lines = source.splitlines()
-    line = rule.pos.line
-    if 0 < line <= len(lines):
-        text = lines[line - 1]
-        start = rule.pos.column - 1
-        end = rule.pos.end_column - 1 if rule.pos.end_line == line else len(text)
-        for i in range(start, min(end, len(text))):
-            if text[i] in "\"'":
-                return ast.Node(pos=ast.Pos(line, i + 1, line, end + 1))
-    return rule
 
 
 def _swap_suffix(path: str, suffix: str) -> str:

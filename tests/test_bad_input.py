@@ -256,7 +256,7 @@ def test_describe_a_single_callback_says_to_wrap_it() -> None:
          "policy.rules[0].condition.op must be one of '>=', '>', '<=', '<'; got str '=='"),
         (ast.Policy(rules=(ast.StopAfter(amount=10**400, unit="steps"),)), PolicyError,
          "policy.rules[0].amount must be a finite number, got an integer of 1329 bits"),
-        (ast.Policy(rules=(ast.SaveTop(k=-2, metric=ast.Metric(name="loss"), path="{epoch}.keras"),)), PolicyError,
+        (ast.Policy(rules=(ast.SaveTop(k=-2, metric=ast.Metric(name="loss"), path=ast.Path(value="{epoch}.keras")),)), PolicyError,
          "policy.rules[0].k must be a whole number from 0 to 1000000000, got -2"),
     ],
 )

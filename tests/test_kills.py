@@ -31,7 +31,7 @@ KINDS = [k for k in RULE_KINDS if k not in ("backup", "tensorboard")]
 
 
 def _with_backup(policy: ast.Policy) -> ast.Policy:
-    rules = (*policy.rules, ast.Backup(path=BACKUP_DIR, steps=None))
+    rules = (*policy.rules, ast.Backup(path=ast.Path(value=BACKUP_DIR), steps=None))
     return ast.Policy(rules=rules, source=format_policy(ast.Policy(rules=rules)))
 
 

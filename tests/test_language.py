@@ -53,24 +53,24 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ("save best on val_loss min", A.SaveBest(metric=M("val_loss"), direction="min")),
     (
         'save best on val_loss min to "ckpt/best-{epoch:03d}.keras"',
-        A.SaveBest(metric=M("val_loss"), direction="min", path="ckpt/best-{epoch:03d}.keras"),
+        A.SaveBest(metric=M("val_loss"), direction="min", path=A.Path(value="ckpt/best-{epoch:03d}.keras")),
     ),
-    ('save best on val_loss to "b.keras"', A.SaveBest(metric=M("val_loss"), path="b.keras")),
+    ('save best on val_loss to "b.keras"', A.SaveBest(metric=M("val_loss"), path=A.Path(value="b.keras"))),
     (
         'save best weights on val_loss min to "w-{epoch:03d}.weights.h5"',
-        A.SaveBest(metric=M("val_loss"), direction="min", path="w-{epoch:03d}.weights.h5", weights_only=True),
+        A.SaveBest(metric=M("val_loss"), direction="min", path=A.Path(value="w-{epoch:03d}.weights.h5"), weights_only=True),
     ),
-    ('save every epoch to "ckpt/e{epoch:03d}.keras"', A.SaveEvery(path="ckpt/e{epoch:03d}.keras")),
+    ('save every epoch to "ckpt/e{epoch:03d}.keras"', A.SaveEvery(path=A.Path(value="ckpt/e{epoch:03d}.keras"))),
     (
         'save every 500 steps to "ckpt/e{epoch}-b{batch}.keras"',
-        A.SaveEvery(every=500, unit="steps", path="ckpt/e{epoch}-b{batch}.keras"),
+        A.SaveEvery(every=500, unit="steps", path=A.Path(value="ckpt/e{epoch}-b{batch}.keras")),
     ),
-    ('save every 3 epochs to "ckpt/{epoch:03d}.keras"', A.SaveEvery(every=3, path="ckpt/{epoch:03d}.keras")),
+    ('save every 3 epochs to "ckpt/{epoch:03d}.keras"', A.SaveEvery(every=3, path=A.Path(value="ckpt/{epoch:03d}.keras"))),
     (
         'save top 2 on val_loss min to "ckpt/{epoch:03d}.keras"',
-        A.SaveTop(k=2, metric=M("val_loss"), direction="min", path="ckpt/{epoch:03d}.keras"),
+        A.SaveTop(k=2, metric=M("val_loss"), direction="min", path=A.Path(value="ckpt/{epoch:03d}.keras")),
     ),
-    ('save last to "ckpt/last.keras"', A.SaveLast(path="ckpt/last.keras")),
+    ('save last to "ckpt/last.keras"', A.SaveLast(path=A.Path(value="ckpt/last.keras"))),
     (
         "multiply lr by 0.5 when val_loss not improving for 2",
         A.ReduceLR(factor=0.5, when=A.Plateau(metric=M("val_loss"), patience=2)),
@@ -79,11 +79,11 @@ PHRASES: list[tuple[str, A.Rule]] = [
         "multiply lr by 0.1 when val_loss not improving by 0.01 for 1, cooldown 2, min lr 0.001",
         A.ReduceLR(factor=0.1, when=A.Plateau(metric=M("val_loss"), delta=0.01, patience=1), cooldown=2, min_lr=0.001),
     ),
-    ('log to "train.csv"', A.LogCSV(path="train.csv")),
-    ('log to "train.csv", append', A.LogCSV(path="train.csv", append=True)),
-    ('log to tensorboard "logs/"', A.LogTensorBoard(path="logs/")),
-    ('backup to "backup/"', A.Backup(path="backup/")),
-    ('backup to "backup/" every 100 steps', A.Backup(path="backup/", steps=100)),
+    ('log to "train.csv"', A.LogCSV(path=A.Path(value="train.csv"))),
+    ('log to "train.csv", append', A.LogCSV(path=A.Path(value="train.csv"), append=True)),
+    ('log to tensorboard "logs/"', A.LogTensorBoard(path=A.Path(value="logs/"))),
+    ('backup to "backup/"', A.Backup(path=A.Path(value="backup/"))),
+    ('backup to "backup/" every 100 steps', A.Backup(path=A.Path(value="backup/"), steps=100)),
     ("stop when val_accuracy >= 0.9", A.StopWhen(condition=A.Threshold(metric=M("val_accuracy"), op=">=", value=0.9))),
     ("stop when val_loss > 1.05", A.StopWhen(condition=A.Threshold(metric=M("val_loss"), op=">", value=1.05))),
     (
@@ -149,6 +149,13 @@ def test_nodes_carry_positions_that_do_not_affect_equality() -> None:
     assert (stop.condition.metric.pos.line, stop.condition.metric.pos.column) == (2, 15)
     assert stop == A.StopWhen(condition=A.Plateau(metric=M("val_loss"), patience=3))
     assert hash(stop) == hash(A.StopWhen(condition=A.Plateau(metric=M("val_loss"), patience=3)))
+
+
+def test_a_path_is_a_node_spanning_its_quotes() -> None:
+    log = parse_policy("stop when loss > 1\n  log to 'a \\'b.csv', append").rules[1]
+    assert isinstance(log, A.LogCSV)
+    assert log.path == A.Path(value="a 'b.csv")
+    assert (log.path.pos.line, log.path.pos.column, log.path.pos.end_column) == (2, 10, 21)
 
 
 def test_and_binds_tighter_than_or_and_groups_flatten() -> None:

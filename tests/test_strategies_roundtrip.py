@@ -65,10 +65,10 @@ def test_cases_fit_together(case: Case) -> None:
         assert set(watched) <= seen, (watched, seen)
         for logs, validated in zip(case.history, validates, strict=True):
             assert validated or not any(k.startswith("val_") for k in logs)
-        if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.path:
+        if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.path is not None:
             # A metric formatted into a checkpoint path is logged in every epoch (that validated).
             for name in ("val_loss", "loss"):
-                if "{" + name + ":" in rule.path:
+                if "{" + name + ":" in rule.path.value:
                     assert all(name in logs for logs, v in zip(case.history, validates, strict=True) if v or name == "loss")
     assert 1 <= len(case.history) <= 8
     assert 1 <= len(case.policy.rules) <= 4

@@ -252,7 +252,7 @@ class SaveBestCheckpoint(EpochRule):
         super().__init__(rule, text)
         self.metric = rule.metric.name
         self.direction = validate.checkpoint_direction(rule.metric, rule.direction)
-        self.path = rule.path if rule.path is not None else validate.default_best_path(rule.weights_only)
+        self.path = rule.path.value if rule.path is not None else validate.default_best_path(rule.weights_only)
         self.best: float | None = None  # initial_value_threshold is never set by a policy
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
@@ -278,7 +278,7 @@ class SaveEachEpoch(EpochRule):
 
     def __init__(self, rule: ast.SaveEvery | ast.SaveLast, text: str) -> None:
         super().__init__(rule, text)
-        self.path = rule.path
+        self.path = rule.path.value
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         run.write(epoch, run.sem.format_path(self.path, epoch, None, logs))
@@ -299,7 +299,7 @@ class SaveEveryEpochs(EpochRule):
 
     def __init__(self, rule: ast.SaveEvery, text: str) -> None:
         super().__init__(rule, text)
-        self.path = rule.path
+        self.path = rule.path.value
         self.every = rule.every
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
@@ -315,7 +315,7 @@ class SaveTopK(EpochRule):
         super().__init__(rule, text)
         self.metric = rule.metric.name
         self.direction = validate.checkpoint_direction(rule.metric, rule.direction)
-        self.path = rule.path
+        self.path = rule.path.value
         self.k = rule.k
         self.kept: list[tuple[int, float]] = []
         self.paths: list[str] = []  # the file of each kept epoch, parallel to ``kept``

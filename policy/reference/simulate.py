@@ -160,9 +160,9 @@ def _epoch_end_paths(policy: ast.Policy) -> list[str]:
     paths = []
     for rule in policy.rules:
         if isinstance(rule, ast.SaveBest):
-            paths.append(rule.path if rule.path is not None else default_best_path(rule.weights_only))
+            paths.append(rule.path.value if rule.path is not None else default_best_path(rule.weights_only))
         elif isinstance(rule, ast.SaveTop | ast.SaveLast) or (isinstance(rule, ast.SaveEvery) and rule.unit == "epochs"):
-            paths.append(rule.path)
+            paths.append(rule.path.value)
     return paths
 
 
@@ -174,7 +174,7 @@ def _check_first_batch(policy: ast.Policy, data: RunInput, sem: Semantics) -> No
         n
         for rule in policy.rules
         if isinstance(rule, ast.SaveEvery) and rule.unit == "steps"
-        for n in placeholder_names(rule.path)
+        for n in placeholder_names(rule.path.value)
     } - {"epoch", "batch"}
     if not fields:
         return
@@ -267,8 +267,8 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
         elif isinstance(rule, ast.SaveTop):
             epoch_rules.append(r.SaveTopK(rule, text))
         elif isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
-            fields = frozenset(placeholder_names(rule.path)) - {"epoch", "batch"}
-            checkpoints.append(_StepCheckpoint(order, rule.path, rule.every, fields))
+            fields = frozenset(placeholder_names(rule.path.value)) - {"epoch", "batch"}
+            checkpoints.append(_StepCheckpoint(order, rule.path.value, rule.every, fields))
         elif isinstance(rule, ast.SaveEvery) and rule.every > 1:
             epoch_rules.append(r.SaveEveryEpochs(rule, text))
         elif isinstance(rule, ast.SaveEvery | ast.SaveLast):

@@ -492,7 +492,7 @@ def _suffix(weights_only: bool) -> str:
 
 
 @st.composite
-def _epoch_path(draw: st.DrawFn, budget: _Budget, stem: str, weights_only: bool, need_epoch: bool) -> str:
+def _epoch_path(draw: st.DrawFn, budget: _Budget, stem: str, weights_only: bool, need_epoch: bool) -> ast.Path:
     """A checkpoint path in a subfolder, with {epoch} / metric placeholders as Keras formats them."""
     name = budget.name(stem)
     options = ["{epoch}", "{epoch:03d}", "e{epoch:02d}-{val_loss:.4f}"]
@@ -504,7 +504,7 @@ def _epoch_path(draw: st.DrawFn, budget: _Budget, stem: str, weights_only: bool,
     if "{loss" in template:
         budget.placeholders.add("loss")
     sep = "-" if template else ""
-    return f"ckpt/{name}{sep}{template}{_suffix(weights_only)}"
+    return ast.Path(value=f"ckpt/{name}{sep}{template}{_suffix(weights_only)}")
 
 
 @st.composite
@@ -514,7 +514,7 @@ def _save_rule(draw: st.DrawFn, metrics: Sequence[str], budget: _Budget, steps_p
     direction = draw(st.sampled_from(_DIRECTIONS))
     if kind == "best":
         metric = draw(_metric(metrics))
-        path: str | None
+        path: ast.Path | None
         if weights_only not in budget.has_default_best and draw(st.booleans()):
             budget.has_default_best.add(weights_only)
             path = None  # checkpoints/best.keras or checkpoints/best.weights.h5
@@ -547,10 +547,10 @@ def _save_rule(draw: st.DrawFn, metrics: Sequence[str], budget: _Budget, steps_p
         return ast.SaveEvery(
             every=draw(st.integers(1, 2 * steps_per_epoch + 1)),
             unit="steps",
-            path=f"ckpt/{name}{template}{_suffix(weights_only)}",
+            path=ast.Path(value=f"ckpt/{name}{template}{_suffix(weights_only)}"),
             weights_only=weights_only,
         )
-    return ast.SaveLast(path=f"ckpt/{budget.name('last')}{_suffix(weights_only)}", weights_only=weights_only)
+    return ast.SaveLast(path=ast.Path(value=f"ckpt/{budget.name('last')}{_suffix(weights_only)}"), weights_only=weights_only)
 
 
 @st.composite
@@ -619,11 +619,11 @@ def _rule(
         # Sometimes in a folder that does not exist yet: the compiled rule must create it
         # (Keras's CSVLogger alone would raise FileNotFoundError at train begin).
         folder = draw(st.sampled_from(("", "", "logs/", "runs/csv/")))
-        return ast.LogCSV(path=f"{folder}{budget.name('train')}.csv", append=draw(st.booleans()))
+        return ast.LogCSV(path=ast.Path(value=f"{folder}{budget.name('train')}.csv"), append=draw(st.booleans()))
     if kind == "tensorboard":
-        return ast.LogTensorBoard(path=f"logs/{budget.name('tb')}")
+        return ast.LogTensorBoard(path=ast.Path(value=f"logs/{budget.name('tb')}"))
     steps = draw(st.sampled_from((None, None, 1, 2, 5)))
-    return ast.Backup(path=f"backup/{budget.name('b')}", steps=steps)
+    return ast.Backup(path=ast.Path(value=f"backup/{budget.name('b')}"), steps=steps)
 
 
 # How often each kind of rule is drawn: the decision-making rules dominate; logging and
