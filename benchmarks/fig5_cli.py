@@ -171,7 +171,7 @@ def run(quick: bool) -> Figure:
     )
     if unneeded:
         fig.details.append(
-            "`check` needs neither `policy.describe` nor `policy.explain` (nor `policy.eject`, which explain "
+            "`check` needs neither `policy.describe` nor `policy.explain` (nor `policy.plan`, which explain "
             "imports), yet they are imported by `import policy` itself (`policy/__init__.py` imports `describe` "
             "and `explain` at module level): "
             + ", ".join(f"{name} {ms:.0f} ms cumulative" for ms, name in unneeded)
