@@ -26,7 +26,7 @@ from typing import Any
 from policy import ast
 from policy.errors import PolicyError, Problem
 from policy.metrics import name_direction
-from policy.printer import number, path
+from policy.printer import number, path, rule
 
 # TensorBoard arguments a policy cannot set, with the Keras default each must have.
 _TENSORBOARD_DEFAULTS: dict[str, Any] = {
@@ -242,7 +242,7 @@ def _schedule(cb: Any) -> str:
     from policy.callbacks import LearningRateChain
 
     if isinstance(cb.schedule, LearningRateChain):
-        return ", then ".join(seg.text(i == 0) for i, seg in enumerate(cb.schedule.segments))
+        return rule(cb.schedule.node())
     what = getattr(cb.schedule, "__name__", type(cb.schedule).__name__)
     raise NoEquivalent(f"schedule {what} is a Python function; only schedules built by a policy "
                        "(warm up / cosine / decay) can be written as one")
@@ -263,8 +263,6 @@ def _our_stop_when(cb: Any) -> str:
     if not isinstance(parsed, ast.StopWhen) or (parsed.condition, parsed.ignore_first) != (cb.condition,
                                                                                            cb.ignore_first):
         raise NoEquivalent(f"its rule text {cb.rule!r} does not match its condition; build it with compile_policy")
-    from policy.printer import rule
-
     return rule(parsed)
 
 
@@ -280,9 +278,7 @@ def _our_stop_after_time(cb: Any) -> str:
         parsed = None
     if isinstance(parsed, ast.StopAfter) and parsed.unit in ast.SECONDS_PER_UNIT and (
             parsed.amount * ast.SECONDS_PER_UNIT[parsed.unit] == seconds):
-        from policy.printer import rule
-
-        return rule(parsed)
+            return rule(parsed)
     for unit in ("h", "min"):
         size = ast.SECONDS_PER_UNIT[unit]
         if seconds >= size and (seconds / size).is_integer():

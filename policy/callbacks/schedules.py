@@ -13,8 +13,9 @@ from typing import Any, TypeAlias
 
 import keras
 
+from policy import ast
 from policy.errors import PolicyError
-from policy.printer import number
+from policy.printer import rule as rule_text
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,9 @@ class WarmupSegment:
     def value(self, t: int, start: float) -> float:
         return self.target * (t + 1) / self.epochs
 
-    def text(self, first: bool = False) -> str:
-        return f"warm up{' lr' if first else ''} to {number(self.target)} over {self.epochs} epochs"
+    def node(self) -> ast.Warmup:
+        """The segment as the policy says it."""
+        return ast.Warmup(target=self.target, epochs=self.epochs)
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ class CosineSegment:
     def value(self, t: int, start: float) -> float:
         return self.target + (start - self.target) * (1 + math.cos(math.pi * t / self.epochs)) / 2
 
-    def text(self, first: bool = False) -> str:
-        return f"cosine{' lr' if first else ''} to {number(self.target)} over {self.epochs} epochs"
+    def node(self) -> ast.Cosine:
+        """The segment as the policy says it."""
+        return ast.Cosine(target=self.target, epochs=self.epochs)
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ class DecaySegment:
     def value(self, t: int, start: float) -> float:
         return start * self.factor ** (t // self.every)
 
-    def text(self, first: bool = False) -> str:
-        every = "epoch" if self.every == 1 else f"{self.every} epochs"
-        return f"decay{' lr' if first else ''} by {number(self.factor)} every {every}"
+    def node(self) -> ast.Decay:
+        """The segment as the policy says it."""
+        return ast.Decay(factor=self.factor, every=self.every)
 
 
 Segment: TypeAlias = WarmupSegment | CosineSegment | DecaySegment
@@ -119,9 +122,13 @@ class LearningRateChain:
         # returning the current lr leaves it to `multiply lr ... when`, if the policy has one.
         return float(start) if epoch == begin else float(lr)
 
+    def node(self) -> ast.Schedule:
+        """The schedule as the policy says it."""
+        return ast.Schedule(segments=tuple(seg.node() for seg in self.segments))
+
     def text(self) -> str:
-        """The schedule as policy text."""
-        return ", then ".join(seg.text(i == 0) for i, seg in enumerate(self.segments))
+        """The schedule as policy text (written by the printer, as every policy text is)."""
+        return rule_text(self.node())
 
     def __repr__(self) -> str:
         return f"LearningRateChain({self.text()!r})"
