@@ -145,7 +145,8 @@ def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
     if isinstance(r, ast.LogCSV) and os.path.dirname(r.path.value):
         # Keras's CSVLogger does not create its folder (policy/callbacks/folders.py).
         before = (Call(OURS, "CreateFolder", (os.path.dirname(r.path.value),)),)
-    if call.name == "TerminateOnNaN":
+    if isinstance(r, ast.StopWhen) and is_terminate_on_nan(r):
+        # TerminateOnNaN keeps no record of stopping; why_stopped reads the recorder's.
         after = (Call(OURS, "TerminateOnNaNRecorder", (text,)),)
     fit_start = call.module == KERAS and call.name in _FIT_START
     return RulePlan(text, call, before, after, fit_start)
