@@ -11,9 +11,9 @@ Nothing here knows about Lark or Keras.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, TypeVar
 
 
 @dataclass(frozen=True)
@@ -295,15 +295,36 @@ class Policy(Node):
     source: str = field(default="", compare=False, repr=False)
 
 
+# --------------------------------------------------------------------------- walking conditions
+
+Atom: TypeAlias = Plateau | Threshold | NotFinite
+Group: TypeAlias = AnyOf | AllOf
+_T = TypeVar("_T")
+
+
+def fold(condition: Condition, atom: Callable[[Atom], _T], group: Callable[[Group, list[_T]], _T]) -> _T:
+    """The one walk over a condition: ``atom`` on every leaf, in source order, and ``group`` on
+    every and/or group with the results of its parts.
+
+    The parts' results come as a list, every part walked whatever the others gave: a condition
+    has no short-circuit, each part updates its state at every epoch. The walk recurses once per
+    level of nesting, which the parser and validator bound (:data:`MAX_CONDITION_DEPTH`).
+    """
+    if isinstance(condition, AnyOf | AllOf):
+        return group(condition, [fold(part, atom, group) for part in condition.parts])
+    return atom(condition)
+
+
+def atoms(condition: Condition) -> tuple[Atom, ...]:
+    """The leaves of a condition, in source order."""
+    return fold(condition, lambda leaf: (leaf,), lambda _, parts: tuple(leaf for part in parts for leaf in part))
+
+
 def metrics_of(condition: Condition) -> tuple[Metric, ...]:
     """Every metric a condition reads, in source order (repeats kept)."""
-    if isinstance(condition, AnyOf | AllOf):
-        return tuple(m for part in condition.parts for m in metrics_of(part))
-    return (condition.metric,)
+    return tuple(leaf.metric for leaf in atoms(condition))
 
 
 def plateaus_of(condition: Condition) -> tuple[Plateau, ...]:
     """Every plateau inside a condition, in source order."""
-    if isinstance(condition, AnyOf | AllOf):
-        return tuple(p for part in condition.parts for p in plateaus_of(part))
-    return (condition,) if isinstance(condition, Plateau) else ()
+    return tuple(leaf for leaf in atoms(condition) if isinstance(leaf, Plateau))

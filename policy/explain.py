@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from policy import ast
 from policy.metrics import trend_direction
 from policy.plan import Call, callback_call
-from policy.printer import number
+from policy.printer import group, number
 from policy.printer import rule as rule_text
 from policy.validate import (
     checkpoint_direction,
@@ -66,6 +66,11 @@ def _epochs(n: int) -> str:
 
 def condition_phrase(c: ast.Condition) -> str:
     """A condition as a clause: ``val_loss has not gone down for 3 epochs in a row``."""
+    # Nested groups keep their brackets so "A and (B or C)" cannot be misread.
+    return ast.fold(c, _atom_phrase, group)
+
+
+def _atom_phrase(c: ast.Atom) -> str:
     if isinstance(c, ast.Plateau):
         direction = _direction(c.metric.name, c.trend)
         by = ""
@@ -78,13 +83,7 @@ def condition_phrase(c: ast.Condition) -> str:
     if isinstance(c, ast.Threshold):
         words = {">=": "is at least", ">": "is above", "<=": "is at most", "<": "is below"}[c.op]
         return f"{c.metric.name} {words} {number(c.value)}"
-    if isinstance(c, ast.NotFinite):
-        return f"{c.metric.name} is NaN" if c.nan_only else f"{c.metric.name} is NaN or infinite"
-    joiner = " or " if isinstance(c, ast.AnyOf) else " and "
-    # Nested groups keep their brackets so "A and (B or C)" cannot be misread.
-    return joiner.join(
-        f"({condition_phrase(p)})" if isinstance(p, ast.AnyOf | ast.AllOf) else condition_phrase(p) for p in c.parts
-    )
+    return f"{c.metric.name} is NaN" if c.nan_only else f"{c.metric.name} is NaN or infinite"
 
 
 def _what(weights_only: bool) -> str:

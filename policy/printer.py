@@ -24,7 +24,11 @@ def path(node: ast.Path) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def condition(c: ast.Condition, nested: bool = False) -> str:
+def condition(c: ast.Condition) -> str:
+    return ast.fold(c, _atom, group)
+
+
+def _atom(c: ast.Atom) -> str:
     if isinstance(c, ast.Plateau):
         out = f"{c.metric.name} not {c.trend}"
         if c.relative:
@@ -34,13 +38,16 @@ def condition(c: ast.Condition, nested: bool = False) -> str:
         return out + f" for {c.patience}"
     if isinstance(c, ast.Threshold):
         return f"{c.metric.name} {c.op} {number(c.value)}"
-    if isinstance(c, ast.NotFinite):
-        return f"{c.metric.name} is nan" if c.nan_only else f"{c.metric.name} is not finite"
-    joiner = " or " if isinstance(c, ast.AnyOf) else " and "
+    return f"{c.metric.name} is nan" if c.nan_only else f"{c.metric.name} is not finite"
+
+
+def group(g: ast.Group, parts: list[str]) -> str:
+    """An and/or group from its parts' texts (the printer's, or explain's plain-English clauses)."""
+    joiner = " or " if isinstance(g, ast.AnyOf) else " and "
     # "and" binds tighter than "or", so only an "or" inside an "and" needs parentheses;
     # we bracket every nested group anyway, which reads better and parses the same.
-    text = joiner.join(condition(p, nested=True) for p in c.parts)
-    return f"({text})" if nested else text
+    return joiner.join(f"({text})" if isinstance(part, ast.AnyOf | ast.AllOf) else text
+                       for part, text in zip(g.parts, parts, strict=True))
 
 
 def segment(s: ast.Segment, first: bool) -> str:

@@ -133,15 +133,18 @@ class _GroupAtom(_Atom):
 
 
 def _build(node: ast.Condition, plateaus: list[PlateauState]) -> _Atom:
-    if isinstance(node, ast.Plateau):
-        atom = _PlateauAtom(node)
-        plateaus.append(atom.state)
-        return atom
-    if isinstance(node, ast.Threshold):
-        return _ThresholdAtom(node)
-    if isinstance(node, ast.NotFinite):
-        return _NotFiniteAtom(node)
-    return _GroupAtom([_build(p, plateaus) for p in node.parts], every=isinstance(node, ast.AllOf))
+    """The evaluator of a condition; its plateaus' states are appended to ``plateaus`` in source order."""
+
+    def atom(leaf: ast.Atom) -> _Atom:
+        if isinstance(leaf, ast.Plateau):
+            built = _PlateauAtom(leaf)
+            plateaus.append(built.state)
+            return built
+        if isinstance(leaf, ast.Threshold):
+            return _ThresholdAtom(leaf)
+        return _NotFiniteAtom(leaf)
+
+    return ast.fold(node, atom, lambda group, parts: _GroupAtom(parts, every=isinstance(group, ast.AllOf)))
 
 
 class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]

@@ -167,7 +167,7 @@ class StopCondition(EpochRule):
         super().__init__(rule, text)
         self.condition = rule.condition
         self.start = rule.ignore_first
-        self.atoms: list[ast.Condition] = list(_atoms(rule.condition))
+        self.atoms: list[ast.Condition] = list(ast.atoms(rule.condition))
         self.plateaus: dict[int, _PlateauAtom] = {
             i: _PlateauAtom(a) for i, a in enumerate(self.atoms) if isinstance(a, ast.Plateau)
         }
@@ -213,19 +213,10 @@ class StopCondition(EpochRule):
         return None
 
 
-def _atoms(c: ast.Condition) -> list[ast.Condition]:
-    """The leaves of a condition in source order (each evaluated every epoch: no short-circuit)."""
-    if isinstance(c, ast.AnyOf | ast.AllOf):
-        return [leaf for part in c.parts for leaf in _atoms(part)]
-    return [c]
-
-
 def _combine(c: ast.Condition, results: Iterator[bool]) -> bool:
     """Fold the leaves' results (consumed in source order) through ``and``/``or``."""
-    if isinstance(c, ast.AnyOf | ast.AllOf):
-        parts = [_combine(p, results) for p in c.parts]  # a list: consume every leaf
-        return any(parts) if isinstance(c, ast.AnyOf) else all(parts)
-    return next(results)
+    # fold walks every part (a list, no short-circuit), so every leaf's result is consumed.
+    return ast.fold(c, lambda _: next(results), lambda g, parts: any(parts) if isinstance(g, ast.AnyOf) else all(parts))
 
 
 class EpochBudget(EpochRule):

@@ -834,7 +834,7 @@ def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict
 
     for rule in policy.rules:
         if isinstance(rule, ast.StopWhen):
-            for atom in _atoms(rule.condition):
+            for atom in ast.atoms(rule.condition):
                 if isinstance(atom, ast.Plateau):
                     plateau(atom)
                     if rule.baseline is not None:
@@ -858,12 +858,6 @@ def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict
         )
         for m in metrics
     }
-
-
-def _atoms(condition: ast.Condition) -> tuple[ast.Plateau | ast.Threshold | ast.NotFinite, ...]:
-    if isinstance(condition, ast.AnyOf | ast.AllOf):
-        return tuple(a for part in condition.parts for a in _atoms(part))
-    return (condition,)
 
 
 @st.composite
