@@ -33,6 +33,10 @@ Trend: TypeAlias = Literal["improving", "decreasing", "increasing"]
 Comparison: TypeAlias = Literal[">=", ">", "<=", "<"]
 TimeUnit: TypeAlias = Literal["epochs", "steps", "s", "min", "h"]
 SaveUnit: TypeAlias = Literal["epochs", "steps"]
+Side: TypeAlias = Literal["below", "above"]
+
+# The direction each side of a ``save best`` threshold implies.
+SIDE_DIRECTION: Final[Mapping[str, Direction]] = {"below": "min", "above": "max"}
 
 # Seconds in each clock unit of ``stop after`` (epochs and steps are counts, not clock units):
 # a fact of the language, read by the callbacks, the reference, describe and eject alike.
@@ -163,13 +167,23 @@ class StopAfter(Node):
 
 
 @dataclass(frozen=True, kw_only=True)
+class BestThreshold(Node):
+    """``below X`` / ``above X`` after ``save best on METRIC``: the first save needs a value
+    strictly below (min) or above (max) X (Keras's ``initial_value_threshold``)."""
+
+    side: Side
+    value: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class SaveBest(Node):
-    """``save best [weights] on METRIC [min|max] [to PATH]``."""
+    """``save best [weights] on METRIC [min|max] [below|above X] [to PATH]``."""
 
     metric: Metric
     direction: Direction | None = None
     path: Path | None = None
     weights_only: bool = False
+    threshold: BestThreshold | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -199,18 +199,23 @@ def _checkpoint(cb: Any) -> str:
         if cb.save_freq != "epoch":
             raise NoEquivalent(f"save_best_only=True with save_freq={cb.save_freq!r} has no equivalent "
                                "(and fails inside Keras 3.15.1)")
-        if cb.best is not None:
-            raise NoEquivalent(f"initial_value_threshold={cb.best!r} has no equivalent")
         named = name_direction(cb.monitor)
         if cb.mode == "auto":
             _trend(cb.monitor, "auto")  # raises when the name does not tell
             direction = "" if named is not None else " min"  # only "loss" gets here with named None
         else:
             direction = "" if cb.mode == named else f" {cb.mode}"
+        threshold = ""
+        if cb.best is not None:  # initial_value_threshold: the starting best
+            value = float(cb.best)
+            if not math.isfinite(value):
+                raise NoEquivalent(f"initial_value_threshold={cb.best!r} has no equivalent (a threshold is a finite number)")
+            mode = cb.mode if cb.mode != "auto" else (named or "min")
+            threshold = f" {'below' if mode == 'min' else 'above'} {number(value)}"
         from policy.validate import default_best_path
 
         to = "" if cb.filepath == default_best_path(cb.save_weights_only) else f" to {path(ast.Path(value=cb.filepath))}"
-        return f"save best{weights} on {cb.monitor}{direction}{to}"
+        return f"save best{weights} on {cb.monitor}{direction}{threshold}{to}"
     if cb.save_freq == "epoch":
         # Both forms compile to the same ModelCheckpoint; pick the one that reads true.
         if "{" in cb.filepath:

@@ -105,11 +105,15 @@ def sentence(r: ast.Rule) -> str:
         return (f"Stop training once {number(r.amount)} {unit} of wall-clock time have passed since fit began "
                 "(checked after every batch).")
     if isinstance(r, ast.SaveBest):
-        direction = checkpoint_direction(r.metric, r.direction)
+        direction = checkpoint_direction(r.metric, r.direction, r.threshold)
         best = "lowest" if direction == "min" else "highest"
         path = r.path.value if r.path is not None else default_best_path(r.weights_only)
-        return (f"Save {_what(r.weights_only)} to {path!r} at the end of every epoch where "
-                f"{r.metric.name} reaches a new {best} value.")
+        out = (f"Save {_what(r.weights_only)} to {path!r} at the end of every epoch where "
+               f"{r.metric.name} reaches a new {best} value")
+        if r.threshold is None:
+            return out + "."
+        return out + (f", counting only values strictly {r.threshold.side} {number(r.threshold.value)} "
+                      "(compared in float32): nothing is saved before one is reached.")
     if isinstance(r, ast.SaveTop):
         direction = checkpoint_direction(r.metric, r.direction)
         best = "lowest" if direction == "min" else "highest"

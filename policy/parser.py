@@ -477,10 +477,22 @@ class _ToAst(Transformer[Token, Any]):
 
     # checkpoints ---------------------------------------------------------------
     def save_best(self, meta: Meta, children: list[Any]) -> ast.SaveBest:
-        weights, metric, direction, path = children
+        weights, metric, direction, threshold, path = children
         return ast.SaveBest(
-            metric=metric, direction=direction, path=path, weights_only=weights is not None, pos=_pos(meta)
+            metric=metric,
+            direction=direction,
+            path=path,
+            weights_only=weights is not None,
+            threshold=threshold,
+            pos=_pos(meta),
         )
+
+    def best_threshold(self, meta: Meta, children: list[Any]) -> ast.BestThreshold:
+        side, value = children
+        return ast.BestThreshold(side=side, value=self._float(value), pos=_pos(meta))
+
+    def side(self, meta: Meta, children: list[Token]) -> str:
+        return str(children[0])
 
     def save_top(self, meta: Meta, children: list[Any]) -> ast.SaveTop:
         k, weights, metric, direction, path = children

@@ -168,9 +168,13 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
         return _stop_after(r, text)
     if isinstance(r, ast.SaveBest):
         path = r.path.value if r.path is not None else default_best_path(r.weights_only)
-        mode = checkpoint_direction(r.metric, r.direction)
+        mode = checkpoint_direction(r.metric, r.direction, r.threshold)
+        # `below X` / `above X` is Keras's initial_value_threshold (the checkpoint's starting best).
+        threshold: tuple[tuple[str, Value], ...] = (
+            () if r.threshold is None else (("initial_value_threshold", r.threshold.value),)
+        )
         return _keras("ModelCheckpoint", ("monitor", r.metric.name), ("mode", mode), ("save_best_only", True),
-                      *_flag("save_weights_only", r.weights_only), positional=(path,))
+                      *_flag("save_weights_only", r.weights_only), *threshold, positional=(path,))
     if isinstance(r, ast.SaveTop):
         mode = checkpoint_direction(r.metric, r.direction)
         return Call(OURS, "TopKCheckpoint", (r.path.value,), (("k", r.k), ("monitor", r.metric.name), ("mode", mode),

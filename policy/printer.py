@@ -80,6 +80,7 @@ def rule(r: ast.Rule) -> str:
     if isinstance(r, ast.SaveBest):
         out = f"save best{_weights(r.weights_only)} on {r.metric.name}"
         out += f" {r.direction}" if r.direction else ""
+        out += f" {r.threshold.side} {number(r.threshold.value)}" if r.threshold is not None else ""
         return out + (f" to {path(r.path)}" if r.path is not None else "")
     if isinstance(r, ast.SaveTop):
         out = f"save top {r.k}{_weights(r.weights_only)} on {r.metric.name}"

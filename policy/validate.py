@@ -8,6 +8,7 @@ in one pass. It never touches the file system.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Protocol
 from policy import ast
 from policy.errors import PolicyError, Problem, closest, problem_at
 from policy.metrics import COMMON_METRICS, name_direction, trend_direction
+from policy.printer import number
 
 
 class _At(Protocol):
@@ -77,8 +79,14 @@ def restore_target(rule: ast.StopWhen) -> tuple[str, ast.Direction] | None:
     return plateaus[0].metric.name, plateau_direction(plateaus[0])
 
 
-def checkpoint_direction(metric: ast.Metric, direction: ast.Direction | None) -> ast.Direction:
+def checkpoint_direction(
+    metric: ast.Metric, direction: ast.Direction | None, threshold: ast.BestThreshold | None = None
+) -> ast.Direction:
+    """The direction a (validated) checkpoint watches: as written, else from the metric's name,
+    else from the side of ``save best``'s threshold (``below`` is min, ``above`` max)."""
     found = direction or name_direction(metric.name)
+    if found is None and threshold is not None:
+        found = ast.SIDE_DIRECTION[threshold.side]
     assert found is not None, "validate() rejects checkpoints with no direction"
     return found
 
@@ -145,7 +153,10 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                     "write an absolute threshold, e.g. by 0.01",
                 )
         elif isinstance(rule, ast.SaveBest | ast.SaveTop):
-            if rule.direction is None and name_direction(rule.metric.name) is None:
+            threshold = rule.threshold if isinstance(rule, ast.SaveBest) else None
+            if threshold is not None:
+                yield from _check_best_threshold(rule.metric, rule.direction, threshold, at)
+            elif rule.direction is None and name_direction(rule.metric.name) is None:
                 yield at(
                     rule.metric,
                     f"cannot tell whether {rule.metric.name!r} should go up or down",
@@ -166,6 +177,30 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
         elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup) and not rule.path.value.strip():
             yield at(rule, "the path is empty", "write a file or folder name")
     yield from _check_conflicts(policy, at)
+
+
+def _check_best_threshold(
+    metric: ast.Metric, direction: ast.Direction | None, threshold: ast.BestThreshold, at: _At
+) -> Iterator[Problem]:
+    """``below`` needs a metric minimised, ``above`` one maximised; the value must fit in float32
+    (Keras compares it as a float32 tensor, and TensorFlow refuses a value beyond the range)."""
+    wanted = ast.SIDE_DIRECTION[threshold.side]
+    found = direction or name_direction(metric.name)
+    if found is not None and found != wanted:
+        other = "above" if threshold.side == "below" else "below"
+        why = f"'{found}' is written" if direction is not None else f"{metric.name!r} is {found}imised by its name"
+        yield at(
+            threshold,
+            f"'{threshold.side}' needs a metric that should go {'down' if wanted == 'min' else 'up'}, "
+            f"but {why}",
+            f"write {other} {number(threshold.value)}",
+        )
+    if math.isfinite(threshold.value) and abs(threshold.value) >= _FLT_MAX_ROUNDING:
+        yield at(threshold, f"the threshold {number(threshold.value)} does not fit in float32", "write a smaller number")
+
+
+# Python floats at or above this round to inf in float32 (FLT_MAX plus half an ulp).
+_FLT_MAX_ROUNDING = 3.4028235677973366e38
 
 
 def _check_condition(condition: ast.Condition, at: _At) -> Iterator[Problem]:

@@ -239,6 +239,16 @@ class SaveBestSkipsMissing(Semantics):
         return False
 
 
+class SaveBestIgnoresThreshold(Semantics):
+    """``save best on M below X`` forgets X (ModelCheckpoint's ``initial_value_threshold``): the
+    first value is saved whatever it is."""
+
+    name = "save-best-ignores-threshold"
+
+    def checkpoint_initial_best(self, threshold: float | None) -> float | None:
+        return None
+
+
 class StepSaveCounterPerEpoch(Semantics):
     """Integer ``save_freq`` counted from 0 again in every epoch (Keras counts across epochs)."""
 
@@ -425,6 +435,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
     LrNotRounded,
     ZeroBasedEpochInPath,
     SaveBestSkipsMissing,
+    SaveBestIgnoresThreshold,
     StepSaveCounterPerEpoch,
     StepBudgetOffByOne,
     EpochBudgetOffByOne,

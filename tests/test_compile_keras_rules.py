@@ -144,6 +144,27 @@ PHRASEBOOK: list[tuple[str, Factory, type, dict[str, Any]]] = [
         {"filepath": "w-{epoch:03d}.weights.h5", "save_best_only": True, "save_weights_only": True},
     ),
     (
+        "save best on val_loss below 0.1",
+        lambda: [
+            keras.callbacks.ModelCheckpoint(
+                "checkpoints/best.keras", monitor="val_loss", mode="min", save_best_only=True,
+                initial_value_threshold=0.1,
+            )
+        ],
+        keras.callbacks.ModelCheckpoint,
+        {"best": 0.1, "save_best_only": True},
+    ),
+    (
+        'save best on val_accuracy above 0.5 to "b.keras"',
+        lambda: [
+            keras.callbacks.ModelCheckpoint(
+                "b.keras", monitor="val_accuracy", mode="max", save_best_only=True, initial_value_threshold=0.5
+            )
+        ],
+        keras.callbacks.ModelCheckpoint,
+        {"best": 0.5, "mode": "max"},
+    ),
+    (
         'save every epoch to "ckpt/e{epoch:03d}.keras"',
         lambda: [keras.callbacks.ModelCheckpoint("ckpt/e{epoch:03d}.keras", save_freq="epoch")],
         keras.callbacks.ModelCheckpoint,

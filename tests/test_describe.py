@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -57,6 +58,10 @@ needs_compiler = pytest.mark.skipif(not _has_compiler(), reason="policy.compiler
         (cbs.ModelCheckpoint("b.weights.h5", monitor="val_accuracy", mode="min", save_best_only=True,
                              save_weights_only=True),
          'save best weights on val_accuracy min to "b.weights.h5"'),
+        (cbs.ModelCheckpoint("best.keras", save_best_only=True, initial_value_threshold=0.5),
+         'save best on val_loss below 0.5 to "best.keras"'),
+        (cbs.ModelCheckpoint("best.keras", monitor="val_accuracy", save_best_only=True, initial_value_threshold=0.8),
+         'save best on val_accuracy above 0.8 to "best.keras"'),
         (cbs.ModelCheckpoint("e{epoch:02d}.keras"), 'save every epoch to "e{epoch:02d}.keras"'),
         (cbs.ModelCheckpoint("last.keras"), 'save last to "last.keras"'),
         (cbs.ModelCheckpoint("s.weights.h5", save_freq=100, save_weights_only=True),
@@ -81,7 +86,7 @@ def test_everything_without_an_equivalent_is_named_at_once() -> None:
             cbs.TensorBoard("tb", histogram_freq=1),
             cbs.EarlyStopping(monitor="foo"),
             cbs.ModelCheckpoint("m.h5"),
-            cbs.ModelCheckpoint("m.keras", save_best_only=True, initial_value_threshold=0.5),
+            cbs.ModelCheckpoint("m.keras", save_best_only=True, initial_value_threshold=math.nan),
             cbs.TerminateOnNaN(raise_error=True),
             cbs.LambdaCallback(),
         ])
@@ -92,7 +97,7 @@ def test_everything_without_an_equivalent_is_named_at_once() -> None:
         "callback 3 (EarlyStopping): mode='auto' on 'foo': cannot tell from the name whether it should go up or "
         "down; pass mode='min' or mode='max'",
         "callback 4 (ModelCheckpoint): filepath='m.h5': a policy saves models in the .keras format only",
-        "callback 5 (ModelCheckpoint): initial_value_threshold=0.5 has no equivalent",
+        "callback 5 (ModelCheckpoint): initial_value_threshold=nan has no equivalent (a threshold is a finite number)",
         "callback 6 (TerminateOnNaN): raise_error=True has no equivalent; stop when loss is not finite stops "
         "gracefully",
         "callback 7 (LambdaCallback): no policy rule does what this callback does",

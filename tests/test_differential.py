@@ -216,6 +216,11 @@ FACTS: dict[str, Case] = {
         'save best weights on val_accuracy to "ckpt/b{epoch}.weights.h5"',
         [{"loss": 1.0}, {"loss": 1.0, "val_accuracy": 0.5}, {"loss": 1.0, "val_accuracy": 0.5}],
     ),
+    # save best ... below X (initial_value_threshold) is the starting best, compared in float32:
+    # 0.1 - 1e-10 is below 0.1 in float64 but equal in float32 (no save); 0.7 is above (no save).
+    "save-best-threshold-f32": pinned(
+        'save best on val_loss below 0.1 to "ckpt/b{epoch}.keras"', _vl(0.7, 0.1 - 1e-10, 0.05, 0.06)
+    ),
     # integer save_freq counts batches across epoch boundaries.
     "save-freq-across-epochs": pinned(
         'save weights every 2 steps to "ckpt/s{epoch}-{batch}.weights.h5"',

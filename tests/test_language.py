@@ -57,6 +57,20 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ),
     ('save best on val_loss to "b.keras"', A.SaveBest(metric=M("val_loss"), path=A.Path(value="b.keras"))),
     (
+        "save best on val_loss below 0.5",
+        A.SaveBest(metric=M("val_loss"), threshold=A.BestThreshold(side="below", value=0.5)),
+    ),
+    (
+        'save best weights on val_f1 max above 0.8 to "b.weights.h5"',
+        A.SaveBest(
+            metric=M("val_f1"),
+            direction="max",
+            path=A.Path(value="b.weights.h5"),
+            weights_only=True,
+            threshold=A.BestThreshold(side="above", value=0.8),
+        ),
+    ),
+    (
         'save best weights on val_loss min to "w-{epoch:03d}.weights.h5"',
         A.SaveBest(metric=M("val_loss"), direction="min", path=A.Path(value="w-{epoch:03d}.weights.h5"), weights_only=True),
     ),
@@ -245,6 +259,10 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("stop when val_loss not improving for 3,, restore best", "unexpected ','"),
         ('save best on val_loss to "model.h5"', "must end in .keras"),
         ('save top 0 on val_loss to "m{epoch}.keras"', "at least 1"),
+        ("save best on val_accuracy below 0.5", "'below' needs a metric that should go down"),
+        ("save best on val_loss max below 0.5", "'below' needs a metric that should go down, but 'max' is written"),
+        ("save best on val_loss above 0.5", "'above' needs a metric that should go up"),
+        ("save best on val_loss below 4e38", "does not fit in float32"),
         ('save top 2 on val_loss to "m.keras"', "needs {epoch}"),
         ('save every epoch to "a.keras"; save last to "a.keras"', "two rules write"),
         ("decay lr by 0.5 every 2 epochs; cosine lr to 0 over 3 epochs", "two learning-rate schedules"),

@@ -239,12 +239,13 @@ class EpochBudget(EpochRule):
 class SaveBestCheckpoint(EpochRule):
     """``save best``: ModelCheckpoint(save_best_only=True, save_freq="epoch"), no min_delta."""
 
-    def __init__(self, rule: ast.SaveBest, text: str) -> None:
+    def __init__(self, rule: ast.SaveBest, text: str, sem: Semantics) -> None:
         super().__init__(rule, text)
         self.metric = rule.metric.name
-        self.direction = validate.checkpoint_direction(rule.metric, rule.direction)
+        self.direction = validate.checkpoint_direction(rule.metric, rule.direction, rule.threshold)
         self.path = rule.path.value if rule.path is not None else validate.default_best_path(rule.weights_only)
-        self.best: float | None = None  # initial_value_threshold is never set by a policy
+        # ``below X`` / ``above X`` is ModelCheckpoint's initial_value_threshold: the starting best.
+        self.best = sem.checkpoint_initial_best(None if rule.threshold is None else rule.threshold.value)
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         sem = run.sem

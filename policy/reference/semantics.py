@@ -38,6 +38,7 @@ logs["learning_rate"] written after the reduction              :meth:`Semantics.
 0-based ``{epoch}`` / ``{batch}`` in checkpoint paths          :meth:`Semantics.format_path`
 ``save every N epochs`` at ``e % N == 0``                      :meth:`Semantics.every_epochs_due`
 save-best skips an epoch whose metric is missing               :meth:`Semantics.save_best_when_missing`
+save best's ``below X`` ignored (the first value saves)        :meth:`Semantics.checkpoint_initial_best`
 integer save_freq counter reset at every epoch                 :meth:`Semantics.step_save_batches`
 step budget off by one                                         :meth:`Semantics.step_budget_batch`
 steps counted as callback calls (steps_per_execution)          :meth:`Semantics.steps_counted`
@@ -347,6 +348,12 @@ class Semantics:
     def every_epochs_due(self, epoch: int, every: int) -> bool:
         """Our ``save every N epochs``: after 0-based epoch e when ``(e + 1) % N == 0``."""
         return (epoch + 1) % every == 0
+
+    def checkpoint_initial_best(self, threshold: float | None) -> float | None:
+        """ModelCheckpoint's ``best`` at train begin: ``initial_value_threshold`` itself (None without
+        ``below``/``above``), so the first save needs a value strictly beyond it, compared like any
+        other best (float32, :meth:`monitor_improves`)."""
+        return threshold
 
     def save_best_when_missing(self) -> bool:
         """ModelCheckpoint(save_best_only=True) warns and saves anyway when its metric is missing."""

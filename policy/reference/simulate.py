@@ -263,7 +263,7 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
             else:
                 batch_stops.append(_BatchStop(order, text, "time", sem.budget_seconds(rule.amount, rule.unit)))
         elif isinstance(rule, ast.SaveBest):
-            epoch_rules.append(r.SaveBestCheckpoint(rule, text))
+            epoch_rules.append(r.SaveBestCheckpoint(rule, text, sem))
         elif isinstance(rule, ast.SaveTop):
             epoch_rules.append(r.SaveTopK(rule, text))
         elif isinstance(rule, ast.SaveEvery) and rule.unit == "steps":

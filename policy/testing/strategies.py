@@ -508,7 +508,9 @@ def _epoch_path(draw: st.DrawFn, budget: _Budget, stem: str, weights_only: bool,
 
 
 @st.composite
-def _save_rule(draw: st.DrawFn, metrics: Sequence[str], budget: _Budget, steps_per_epoch: int) -> ast.Rule:
+def _save_rule(
+    draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, budget: _Budget, steps_per_epoch: int
+) -> ast.Rule:
     kind = draw(st.sampled_from(("best", "top", "best", "top", "every", "every_n", "steps", "last")))
     weights_only = draw(st.booleans())
     direction = draw(st.sampled_from(_DIRECTIONS))
@@ -520,7 +522,14 @@ def _save_rule(draw: st.DrawFn, metrics: Sequence[str], budget: _Budget, steps_p
             path = None  # checkpoints/best.keras or checkpoints/best.weights.h5
         else:
             path = draw(_epoch_path(budget, "best", weights_only, need_epoch=False))
-        return ast.SaveBest(metric=metric, direction=direction, path=path, weights_only=weights_only)
+        threshold: ast.BestThreshold | None = None
+        if draw(st.booleans()):
+            # ModelCheckpoint's initial_value_threshold: the side the metric's direction allows.
+            side: ast.Side = "below" if (direction or name_direction(metric.name) or "min") == "min" else "above"
+            threshold = ast.BestThreshold(side=side, value=draw(_numbers(palette.values)))
+        return ast.SaveBest(
+            metric=metric, direction=direction, path=path, weights_only=weights_only, threshold=threshold
+        )
     if kind == "top":
         return ast.SaveTop(
             k=draw(st.sampled_from((2, 1, 3, 2))),
@@ -608,7 +617,7 @@ def _rule(
     if kind == "stop_after":
         return draw(_stop_after(steps_per_epoch))
     if kind == "save":
-        return draw(_save_rule(metrics, budget, steps_per_epoch))
+        return draw(_save_rule(metrics, palette, budget, steps_per_epoch))
     if kind == "reduce_lr":
         budget.has_lr_rule = True
         return draw(_reduce_lr(metrics, palette, initial_lr))
@@ -845,8 +854,11 @@ def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict
                     nonfinite.add(atom.metric.name)
         elif isinstance(rule, ast.ReduceLR):
             plateau(rule.when)
-        elif isinstance(rule, ast.SaveBest | ast.SaveTop) and rule.direction is not None:
-            direction.setdefault(rule.metric.name, rule.direction)
+        elif isinstance(rule, ast.SaveBest | ast.SaveTop):
+            if rule.direction is not None:
+                direction.setdefault(rule.metric.name, rule.direction)
+            if isinstance(rule, ast.SaveBest) and rule.threshold is not None:
+                targets.setdefault(rule.metric.name, set()).add(rule.threshold.value)
     return {
         m: Aims(
             deltas=tuple(sorted(deltas.get(m, set()) | set(palette.deltas))),
