@@ -42,12 +42,28 @@ __all__ = [
     "explain",
     "format_policy",
     "load",
+    "lr_schedule",
     "parse_policy",
     "replay",
     "simulate",
     "why_stopped",
 ]
 __version__ = "0.1.0"
+
+
+def lr_schedule(
+    text: str,
+    *,
+    initial_lr: float | None = None,
+    steps_per_epoch: int | None = None,
+    total_steps: int | None = None,
+) -> Any:
+    """A ``keras.optimizers.schedules.LearningRateSchedule`` from one schedule rule, evaluated per
+    optimizer step (see :func:`policy.callbacks.step_schedule.lr_schedule`); it saves with the model
+    and prints as its policy text."""
+    from policy.callbacks.step_schedule import lr_schedule as build
+
+    return build(text, initial_lr=initial_lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
 
 def parse_policy(text: str | Policy) -> Policy:

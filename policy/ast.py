@@ -225,31 +225,101 @@ class ReduceLR(Node):
     min_lr: float = 0.0
 
 
+SpanUnit: TypeAlias = Literal["epochs", "steps", "percent"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """How long a schedule segment lasts: ``N epochs``, ``N steps`` or ``P% of training``.
+
+    ``count`` is a whole number for epochs and steps; for ``percent`` it is P as written (a
+    fraction is allowed), resolved at train begin to ceil(P x total steps / 100) steps.
+    """
+
+    count: float
+    unit: SpanUnit = "epochs"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Warmup(Node):
-    """``warm up lr to TARGET over N epochs``: linear, lr in epoch e is TARGET*(e+1)/N."""
+    """``warm up lr to TARGET over SPAN``: linear, lr in the segment's unit t is TARGET*(t+1)/N."""
 
     target: float
-    epochs: int
+    over: Span
+
+    @property
+    def epochs(self) -> int:
+        """The length in epochs (only meaningful when ``over.unit == "epochs"``)."""
+        return int(self.over.count)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Cosine(Node):
-    """``cosine lr to TARGET over N epochs``: half cosine from the current lr to TARGET."""
+    """``cosine lr to TARGET over SPAN [, restart every SPAN]``: half cosine from the current lr to
+    TARGET; with a restart period, the half cosine starts again every period (SGDR)."""
 
     target: float
-    epochs: int
+    over: Span
+    restart: Span | None = None
+
+    @property
+    def epochs(self) -> int:
+        """The length in epochs (only meaningful when ``over.unit == "epochs"``)."""
+        return int(self.over.count)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Linear(Node):
+    """``linear lr to TARGET over SPAN``: a straight line from the current lr to TARGET."""
+
+    target: float
+    over: Span
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hold(Node):
+    """``hold lr for SPAN``: the current lr, unchanged (warm-up, hold, decay: WSD)."""
+
+    over: Span
 
 
 @dataclass(frozen=True, kw_only=True)
 class Decay(Node):
-    """``decay lr by F every N epochs``: step decay, open-ended."""
+    """``decay lr by F every N epochs|steps``: step decay, open-ended."""
 
     factor: float
     every: int
+    unit: Literal["epochs", "steps"] = "epochs"
 
 
-Segment: TypeAlias = Warmup | Cosine | Decay
+@dataclass(frozen=True, kw_only=True)
+class Milestones(Node):
+    """``multiply lr by F at epochs A, B, C`` (or ``at steps``): open-ended; F once more at each
+    milestone, counted from the segment's start."""
+
+    factor: float
+    at: tuple[int, ...]
+    unit: Literal["epochs", "steps"] = "epochs"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InverseSqrt(Node):
+    """``inverse sqrt lr``: open-ended; v * sqrt(s / (s + t)) after a segment that ended at s."""
+
+
+Segment: TypeAlias = Warmup | Cosine | Linear | Hold | Decay | Milestones | InverseSqrt
+OPEN_ENDED = (Decay, Milestones, InverseSqrt)
+
+
+def counts_steps(schedule: Schedule) -> bool:
+    """Whether the schedule runs per optimizer step (some length in steps or a percentage)."""
+    for seg in schedule.segments:
+        spans = [getattr(seg, "over", None), getattr(seg, "restart", None)]
+        if any(s is not None and s.unit != "epochs" for s in spans):
+            return True
+        if isinstance(seg, Decay | Milestones) and seg.unit == "steps":
+            return True
+    return False
 
 
 @dataclass(frozen=True, kw_only=True)

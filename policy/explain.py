@@ -138,10 +138,14 @@ def sentence(r: ast.Rule) -> str:
         if r.min_lr:
             out += f"; never go below {number(r.min_lr)}"
         return out + "."
+    if isinstance(r, ast.Schedule) and ast.counts_steps(r):
+        text = "Set the learning rate of every optimizer step, inside the train step: " + ", then ".join(
+            _segment_phrase(s) for s in r.segments)
+        return text + ("." if isinstance(r.segments[-1], ast.OPEN_ENDED) else "; after that, keep the end value.")
     if isinstance(r, ast.Schedule):
         text = "Set the learning rate at the start of every epoch: " + ", then ".join(
             _segment_phrase(s) for s in r.segments)
-        if any(isinstance(s, ast.Decay) for s in r.segments):
+        if isinstance(r.segments[-1], ast.OPEN_ENDED):
             return text + "."
         # A finite schedule sets its end value once, then hands over (docs/semantics.md).
         return text + "; the epoch after, set it to the end value, then leave it alone."
@@ -175,12 +179,29 @@ def _stop_sentence(r: ast.StopWhen) -> str:
     return out
 
 
+def _span(s: ast.Span) -> str:
+    if s.unit == "percent":
+        return f"{number(s.count)}% of the training steps (rounded up)"
+    if s.unit == "epochs":
+        return _epochs(int(s.count))
+    return f"{int(s.count)} step{'s' if s.count != 1 else ''}"
+
+
 def _segment_phrase(s: ast.Segment) -> str:
     if isinstance(s, ast.Warmup):
-        return f"rise linearly to {number(s.target)} over {_epochs(s.epochs)}"
+        return f"rise linearly to {number(s.target)} over {_span(s.over)}"
     if isinstance(s, ast.Cosine):
-        return f"follow a half cosine to {number(s.target)} over {_epochs(s.epochs)}"
-    every = "epoch" if s.every == 1 else _epochs(s.every)
+        out = f"follow a half cosine to {number(s.target)} over {_span(s.over)}"
+        return out + (f", starting the cosine again every {_span(s.restart)}" if s.restart is not None else "")
+    if isinstance(s, ast.Linear):
+        return f"go in a straight line to {number(s.target)} over {_span(s.over)}"
+    if isinstance(s, ast.Hold):
+        return f"hold it for {_span(s.over)}"
+    if isinstance(s, ast.Milestones):
+        return f"multiply it by {number(s.factor)} at {s.unit} " + ", ".join(str(m) for m in s.at) + " (counted from here)"
+    if isinstance(s, ast.InverseSqrt):
+        return "decay it as 1/sqrt of the position, from where the warm-up ended"
+    every = s.unit[:-1] if s.every == 1 else _span(ast.Span(float(s.every), s.unit))
     return f"multiply it by {number(s.factor)} every {every}"
 
 

@@ -26,6 +26,9 @@ class Outcome:
 
     - ``epochs_run``: how many epochs ran (``len(history.epoch)`` in Keras).
     - ``learning_rates``: the learning rate in effect during each epoch run (float32 values as floats).
+    - ``step_learning_rates``: the learning rate each optimizer step ran with, in order (float32
+      values as floats); empty unless the steps per epoch are known. Not part of ``==`` (the
+      general harness measures rates per epoch; the step-schedule tests compare these directly).
     - ``saves``: every checkpoint write, in order, as ``(epoch, path)`` with a 0-based epoch and the
       path formatted as Keras formats it.
     - ``files``: the checkpoint files that exist at the end because of the policy's save rules,
@@ -40,6 +43,7 @@ class Outcome:
 
     epochs_run: int
     learning_rates: tuple[float, ...] = ()
+    step_learning_rates: tuple[float, ...] = field(default=(), compare=False)
     saves: tuple[tuple[int, str], ...] = ()
     files: tuple[str, ...] = ()
     restored_epoch: int | None = None
@@ -48,6 +52,9 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["learning_rates"] = list(self.learning_rates)
+        out["step_learning_rates"] = list(self.step_learning_rates)
+        if not self.step_learning_rates:  # only runs with known steps per epoch have them
+            del out["step_learning_rates"]
         out["saves"] = [list(s) for s in self.saves]
         out["files"] = list(self.files)
         return out

@@ -9,6 +9,7 @@ exception leaves this module.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import math
 import os
@@ -516,6 +517,9 @@ class _ToAst(Transformer[Token, Any]):
     def every_epoch(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
         return 1, "epochs"
 
+    def every_step(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
+        return 1, "steps"
+
     def every_epochs(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
         return self._count(children[0], "the number of epochs"), "epochs"
 
@@ -551,28 +555,72 @@ class _ToAst(Transformer[Token, Any]):
     def min_lr(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
         return ("min_lr", self._float(children[0]), _pos(meta))
 
-    def schedule(self, meta: Meta, children: list[ast.Segment]) -> ast.Schedule:
-        return ast.Schedule(segments=tuple(children), pos=_pos(meta))
+    def schedule(self, meta: Meta, children: list[Any]) -> ast.Schedule:
+        # Links after a comma: a segment ("then ..."), a restart period for the cosine before
+        # it, or one more milestone for the list before it.
+        segments: list[ast.Segment] = []
+        for child in children:
+            if isinstance(child, tuple) and child[0] == "restart":
+                _, span, pos = child
+                last = segments[-1]
+                if not isinstance(last, ast.Cosine) or last.restart is not None:
+                    raise error_at(self.text, pos, "only a cosine can restart, once", 'write "cosine lr to X over N steps, restart every M steps"')
+                segments[-1] = dataclasses.replace(last, restart=span)
+            elif isinstance(child, Token):
+                last = segments[-1]
+                if not isinstance(last, ast.Milestones):
+                    raise error_at(self.text, _tpos(child), "a number here continues a milestone list", 'write "multiply lr by F at epochs A, B, C"')
+                at = self._count(child, "a milestone", 1)
+                segments[-1] = dataclasses.replace(last, at=(*last.at, at))
+            else:
+                segments.append(child)
+        return ast.Schedule(segments=tuple(segments), pos=_pos(meta))
 
-    def warmup(self, meta: Meta, children: list[Token]) -> ast.Warmup:
-        return ast.Warmup(
-            target=self._float(children[0]),
-            epochs=self._count(children[1], "the number of warm-up epochs"),
-            pos=_pos(meta),
-        )
+    def more_milestone(self, meta: Meta, children: list[Token]) -> Token:
+        return children[0]
 
-    def cosine(self, meta: Meta, children: list[Token]) -> ast.Cosine:
-        return ast.Cosine(
-            target=self._float(children[0]),
-            epochs=self._count(children[1], "the number of cosine epochs"),
-            pos=_pos(meta),
-        )
+    def restart(self, meta: Meta, children: list[ast.Span]) -> tuple[str, ast.Span, ast.Pos]:
+        return ("restart", children[0], _pos(meta))
+
+    def span_epochs(self, meta: Meta, children: list[Token]) -> ast.Span:
+        return ast.Span(float(self._count(children[0], "the number of epochs")), "epochs")
+
+    def span_steps(self, meta: Meta, children: list[Token]) -> ast.Span:
+        return ast.Span(float(self._count(children[0], "the number of steps")), "steps")
+
+    def span_percent(self, meta: Meta, children: list[Token]) -> ast.Span:
+        value = self._float(children[0])
+        if not 0 < value <= 100:
+            raise error_at(self.text, _tpos(children[0]), f"a share of training must be above 0% and at most 100%, got {children[0]}%", "e.g. 10% of training")
+        return ast.Span(value, "percent")
+
+    def warmup(self, meta: Meta, children: list[Any]) -> ast.Warmup:
+        return ast.Warmup(target=self._float(children[0]), over=children[1], pos=_pos(meta))
+
+    def cosine(self, meta: Meta, children: list[Any]) -> ast.Cosine:
+        return ast.Cosine(target=self._float(children[0]), over=children[1], pos=_pos(meta))
+
+    def linear(self, meta: Meta, children: list[Any]) -> ast.Linear:
+        return ast.Linear(target=self._float(children[0]), over=children[1], pos=_pos(meta))
+
+    def hold(self, meta: Meta, children: list[Any]) -> ast.Hold:
+        return ast.Hold(over=children[0], pos=_pos(meta))
 
     def decay(self, meta: Meta, children: list[Any]) -> ast.Decay:
-        return ast.Decay(factor=self._float(children[0]), every=children[1], pos=_pos(meta))
+        every, unit = children[1]
+        return ast.Decay(factor=self._float(children[0]), every=every, unit=unit, pos=_pos(meta))
 
-    def decay_interval(self, meta: Meta, children: list[Token]) -> int:
-        return self._count(children[0], "the number of epochs") if children else 1
+    def milestones(self, meta: Meta, children: list[Any]) -> ast.Milestones:
+        factor, unit, first = children
+        return ast.Milestones(
+            factor=self._float(factor), at=(self._count(first, "a milestone", 1),), unit=unit, pos=_pos(meta)
+        )
+
+    def at_unit(self, meta: Meta, children: list[Token]) -> str:
+        return "steps" if str(children[0]).startswith("step") else "epochs"
+
+    def inverse_sqrt(self, meta: Meta, children: list[Token]) -> ast.InverseSqrt:
+        return ast.InverseSqrt(pos=_pos(meta))
 
     # logging and backup ---------------------------------------------------------------
     def log_csv(self, meta: Meta, children: list[Any]) -> ast.LogCSV:

@@ -256,16 +256,30 @@ def _stop_after(r: ast.StopAfter, text: str) -> Call:
 
 
 def _schedule(r: ast.Schedule, text: str) -> Call:
+    if ast.counts_steps(r):
+        # Counted in optimizer steps: a LearningRateSchedule installed at train begin, evaluated
+        # inside the train step (no batch hook); it needs fit's steps per epoch, so it is built then.
+        return Call(OURS, "StepLearningRate", (text,))
     segments = Items(tuple(_segment(s) for s in r.segments))
     chain = Call(OURS, "LearningRateChain", (segments,), display=f"LearningRateChain({text!r})")
     return Call(OURS, "ScheduledLearningRate", (chain,))
 
 
 def _segment(s: ast.Segment) -> Call:
+    """The epoch-counted segment (every length in epochs: ``counts_steps`` is false)."""
     if isinstance(s, ast.Warmup):
         return Call(OURS, "WarmupSegment", args=(("target", s.target), ("epochs", s.epochs)))
     if isinstance(s, ast.Cosine):
-        return Call(OURS, "CosineSegment", args=(("target", s.target), ("epochs", s.epochs)))
+        restart: tuple[tuple[str, Value], ...] = (("restart", int(s.restart.count)),) if s.restart else ()
+        return Call(OURS, "CosineSegment", args=(("target", s.target), ("epochs", s.epochs), *restart))
+    if isinstance(s, ast.Linear):
+        return Call(OURS, "LinearSegment", args=(("target", s.target), ("epochs", int(s.over.count))))
+    if isinstance(s, ast.Hold):
+        return Call(OURS, "HoldSegment", args=(("epochs", int(s.over.count)),))
+    if isinstance(s, ast.Milestones):
+        return Call(OURS, "MilestoneSegment", args=(("factor", s.factor), ("at", Items(s.at))))
+    if isinstance(s, ast.InverseSqrt):
+        return Call(OURS, "InverseSqrtSegment")
     return Call(OURS, "DecaySegment", args=(("factor", s.factor), ("every", s.every)))
 
 

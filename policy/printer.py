@@ -50,13 +50,28 @@ def group(g: ast.Group, parts: list[str]) -> str:
                        for part, text in zip(g.parts, parts, strict=True))
 
 
+def span(s: ast.Span) -> str:
+    if s.unit == "percent":
+        return f"{number(s.count)}% of training"
+    return f"{int(s.count)} {s.unit}"
+
+
 def segment(s: ast.Segment, first: bool) -> str:
     lr = " lr" if first else ""
     if isinstance(s, ast.Warmup):
-        return f"warm up{lr} to {number(s.target)} over {s.epochs} epochs"
+        return f"warm up{lr} to {number(s.target)} over {span(s.over)}"
     if isinstance(s, ast.Cosine):
-        return f"cosine{lr} to {number(s.target)} over {s.epochs} epochs"
-    every = "epoch" if s.every == 1 else f"{s.every} epochs"
+        out = f"cosine{lr} to {number(s.target)} over {span(s.over)}"
+        return out + (f", restart every {span(s.restart)}" if s.restart is not None else "")
+    if isinstance(s, ast.Linear):
+        return f"linear{lr} to {number(s.target)} over {span(s.over)}"
+    if isinstance(s, ast.Hold):
+        return f"hold{lr} for {span(s.over)}"
+    if isinstance(s, ast.Milestones):
+        return f"multiply lr by {number(s.factor)} at {s.unit} " + ", ".join(str(m) for m in s.at)
+    if isinstance(s, ast.InverseSqrt):
+        return f"inverse sqrt{lr}"
+    every = s.unit[:-1] if s.every == 1 else f"{s.every} {s.unit}"
     return f"decay{lr} by {number(s.factor)} every {every}"
 
 

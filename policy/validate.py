@@ -336,12 +336,28 @@ def _check_template(rule: ast.Node, path: str, at: _At) -> Iterator[Problem]:
 
 
 def _check_schedule(rule: ast.Schedule, at: _At) -> Iterator[Problem]:
+    last = len(rule.segments) - 1
     for i, seg in enumerate(rule.segments):
+        if isinstance(seg, ast.OPEN_ENDED) and i != last:
+            word = {ast.Decay: "decay", ast.Milestones: "multiply lr ... at", ast.InverseSqrt: "inverse sqrt"}[type(seg)]
+            yield at(seg, f"'{word}' never ends, so nothing can follow it with 'then'", "put it last")
         if isinstance(seg, ast.Decay):
             if not 0.0 < seg.factor < 1.0:
                 yield at(seg, f"a decay factor must be between 0 and 1 (exclusive), got {seg.factor:g}")
-            if i != len(rule.segments) - 1:
-                yield at(seg, "decay never ends, so nothing can follow it with 'then'", "put decay last")
+        elif isinstance(seg, ast.Milestones):
+            if seg.factor <= 0:
+                yield at(seg, f"a milestone factor must be positive, got {seg.factor:g}")
+            if any(b <= a for a, b in zip(seg.at, seg.at[1:], strict=False)):
+                yield at(seg, "milestones must be in increasing order, each once", "e.g. at epochs 30, 60, 90")
+        elif isinstance(seg, ast.InverseSqrt):
+            if i == 0:
+                yield at(
+                    seg,
+                    "'inverse sqrt' decays from where the segment before it ended, and there is none",
+                    'put a warm-up before it: "warm up lr to 0.001 over 4000 steps, then inverse sqrt"',
+                )
+        elif isinstance(seg, ast.Hold):
+            pass
         elif seg.target < 0 or (isinstance(seg, ast.Warmup) and seg.target == 0):
             yield at(seg, f"a learning-rate target must be positive, got {seg.target:g}")
 
@@ -372,8 +388,18 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
         )
     # A finite schedule hands the learning rate over when it ends, so `multiply lr ... when` can
     # follow a warm-up; a decay never ends, so the two would fight over it every epoch.
-    endless = [r for r in schedules if any(isinstance(s, ast.Decay) for s in r.segments)]
-    if endless and plateaus:
+    stepped = [r for r in schedules if ast.counts_steps(r)]
+    if stepped and plateaus:
+        # A step schedule lives inside the optimizer (a LearningRateSchedule), and Keras's
+        # ReduceLROnPlateau cannot change such a rate (it raises TypeError at its first reduction).
+        yield at(
+            plateaus[0],
+            "a schedule counted in steps (or in % of training) drives the learning rate inside the train step, "
+            "so 'multiply lr ... when' cannot change it",
+            "count the schedule in epochs to hand the learning rate over, or drop one of the rules",
+        )
+    endless = [r for r in schedules if isinstance(r.segments[-1], ast.OPEN_ENDED)]
+    if endless and plateaus and not stepped:
         yield at(
             plateaus[0],
             "'decay lr' never ends, so it and 'multiply lr ... when' would both set the learning rate",

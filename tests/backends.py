@@ -49,6 +49,7 @@ BACKEND_TESTS = (
     "test_fit_directly.py",
     "test_fit_arguments.py",
     "test_schedule_handoff.py",
+    "test_step_schedules.py",
     "test_demo.py",
     "test_resume.py",
     "test_next_keras.py",

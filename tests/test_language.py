@@ -121,11 +121,11 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ("stop after 90s", A.StopAfter(amount=90, unit="s")),
     ("stop after 2h", A.StopAfter(amount=2, unit="h")),
     ("decay lr by 0.5 every 2 epochs", A.Schedule(segments=(A.Decay(factor=0.5, every=2),))),
-    ("warm up lr to 0.001 over 5 epochs", A.Schedule(segments=(A.Warmup(target=0.001, epochs=5),))),
-    ("cosine lr to 1e-5 over 100 epochs", A.Schedule(segments=(A.Cosine(target=1e-5, epochs=100),))),
+    ("warm up lr to 0.001 over 5 epochs", A.Schedule(segments=(A.Warmup(target=0.001, over=A.Span(5.0)),))),
+    ("cosine lr to 1e-5 over 100 epochs", A.Schedule(segments=(A.Cosine(target=1e-5, over=A.Span(100.0)),))),
     (
         "warm up lr to 0.001 over 5 epochs, then cosine to 1e-5 over 95 epochs",
-        A.Schedule(segments=(A.Warmup(target=0.001, epochs=5), A.Cosine(target=1e-5, epochs=95))),
+        A.Schedule(segments=(A.Warmup(target=0.001, over=A.Span(5.0)), A.Cosine(target=1e-5, over=A.Span(95.0)))),
     ),
 ]
 
@@ -193,8 +193,8 @@ def test_misspelled_keyword_error_is_exact() -> None:
         "1:1: unexpected word 'stopp'\n"
         "    stopp when val_loss not improving for 3\n"
         "    ^\n"
-        'hint: did you mean \'stop\'? (expected "backup", "cosine", "decay", "log", "multiply", '
-        '"save", "stop", "warm", end of policy or end of rule)'
+        'hint: did you mean \'stop\'? (expected "backup", "cosine", "decay", "hold", "inverse", "linear", '
+        '"log", "multiply", "save", "stop", "warm", end of policy or end of rule)'
     )
 
 

@@ -24,10 +24,15 @@ from policy.callbacks.recorder import TerminateOnNaNRecorder
 from policy.callbacks.schedules import (
     CosineSegment,
     DecaySegment,
+    HoldSegment,
+    InverseSqrtSegment,
     LearningRateChain,
+    LinearSegment,
+    MilestoneSegment,
     ScheduledLearningRate,
     WarmupSegment,
 )
+from policy.callbacks.step_schedule import PolicyLearningRateSchedule, StepLearningRate
 
 __all__ = [
     "AtomicModelCheckpoint",
@@ -36,12 +41,18 @@ __all__ = [
     "CreateFolder",
     "DecaySegment",
     "FitStart",
+    "HoldSegment",
+    "InverseSqrtSegment",
     "LearningRateChain",
+    "LinearSegment",
     "MetricCheck",
+    "MilestoneSegment",
     "PeriodicCheckpoint",
     "PolicyBackup",
+    "PolicyLearningRateSchedule",
     "Preempted",
     "ScheduledLearningRate",
+    "StepLearningRate",
     "StopAfterEpochs",
     "StopAfterSteps",
     "StopAfterTime",

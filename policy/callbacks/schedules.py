@@ -30,12 +30,15 @@ class WarmupSegment:
     target: float
     epochs: int
 
-    def value(self, t: int, start: float) -> float:
+    def value(self, t: int, start: float, begin: int = 0) -> float:
         return self.target * (t + 1) / self.epochs
+
+    def end(self, start: float) -> float:
+        return self.target
 
     def node(self) -> ast.Warmup:
         """The segment as the policy says it."""
-        return ast.Warmup(target=self.target, epochs=self.epochs)
+        return ast.Warmup(target=self.target, over=ast.Span(float(self.epochs)))
 
 
 @dataclass(frozen=True)
@@ -46,17 +49,69 @@ class CosineSegment:
         target: the learning rate the curve heads for; its last epoch is still above (or
             below) it, and whatever comes next starts from it.
         epochs: how many epochs the segment lasts.
+        restart: with a period, the half cosine starts again from the start value every
+            ``restart`` epochs (cosine with warm restarts); None for one half cosine.
+    """
+
+    target: float
+    epochs: int
+    restart: int | None = None
+
+    def value(self, t: int, start: float, begin: int = 0) -> float:
+        period = self.restart or self.epochs
+        return self.target + (start - self.target) * (1 + math.cos(math.pi * (t % period) / period)) / 2
+
+    def end(self, start: float) -> float:
+        return self.target
+
+    def node(self) -> ast.Cosine:
+        """The segment as the policy says it."""
+        restart = ast.Span(float(self.restart)) if self.restart else None
+        return ast.Cosine(target=self.target, over=ast.Span(float(self.epochs)), restart=restart)
+
+
+@dataclass(frozen=True)
+class LinearSegment:
+    """A straight line: ``start + (target - start) * t / epochs`` in the segment's epoch t.
+
+    Args:
+        target: the learning rate the line heads for (reached the epoch after the segment).
+        epochs: how many epochs the segment lasts.
     """
 
     target: float
     epochs: int
 
-    def value(self, t: int, start: float) -> float:
-        return self.target + (start - self.target) * (1 + math.cos(math.pi * t / self.epochs)) / 2
+    def value(self, t: int, start: float, begin: int = 0) -> float:
+        return start + (self.target - start) * t / self.epochs
 
-    def node(self) -> ast.Cosine:
+    def end(self, start: float) -> float:
+        return self.target
+
+    def node(self) -> ast.Linear:
         """The segment as the policy says it."""
-        return ast.Cosine(target=self.target, epochs=self.epochs)
+        return ast.Linear(target=self.target, over=ast.Span(float(self.epochs)))
+
+
+@dataclass(frozen=True)
+class HoldSegment:
+    """The segment's start value, unchanged.
+
+    Args:
+        epochs: how many epochs the segment lasts.
+    """
+
+    epochs: int
+
+    def value(self, t: int, start: float, begin: int = 0) -> float:
+        return start
+
+    def end(self, start: float) -> float:
+        return start
+
+    def node(self) -> ast.Hold:
+        """The segment as the policy says it."""
+        return ast.Hold(over=ast.Span(float(self.epochs)))
 
 
 @dataclass(frozen=True)
@@ -73,7 +128,7 @@ class DecaySegment:
     factor: float
     every: int
 
-    def value(self, t: int, start: float) -> float:
+    def value(self, t: int, start: float, begin: int = 0) -> float:
         return start * self.factor ** (t // self.every)
 
     def node(self) -> ast.Decay:
@@ -81,7 +136,47 @@ class DecaySegment:
         return ast.Decay(factor=self.factor, every=self.every)
 
 
-Segment: TypeAlias = WarmupSegment | CosineSegment | DecaySegment
+@dataclass(frozen=True)
+class MilestoneSegment:
+    """Milestones: ``start * factor ** (milestones m with m <= t)`` in the segment's epoch t.
+
+    It never ends, so it is always the last segment.
+
+    Args:
+        factor: what the rate is multiplied by at each milestone.
+        at: the milestones, increasing, in epochs from the segment's start.
+    """
+
+    factor: float
+    at: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", tuple(self.at))  # written as a list in compile --python
+
+    def value(self, t: int, start: float, begin: int = 0) -> float:
+        return start * self.factor ** sum(1 for m in self.at if m <= t)
+
+    def node(self) -> ast.Milestones:
+        """The segment as the policy says it."""
+        return ast.Milestones(factor=self.factor, at=self.at)
+
+
+@dataclass(frozen=True)
+class InverseSqrtSegment:
+    """The transformer decay: ``start * sqrt(begin / (begin + t))`` after the segments before it,
+    which ended at epoch ``begin`` (never first). It never ends, so it is always the last segment.
+    """
+
+    def value(self, t: int, start: float, begin: int = 0) -> float:
+        return start * math.sqrt(begin / (begin + t))
+
+    def node(self) -> ast.InverseSqrt:
+        """The segment as the policy says it."""
+        return ast.InverseSqrt()
+
+
+FiniteSegment: TypeAlias = WarmupSegment | CosineSegment | LinearSegment | HoldSegment
+Segment: TypeAlias = FiniteSegment | DecaySegment | MilestoneSegment | InverseSqrtSegment
 
 
 class LearningRateChain:
@@ -94,8 +189,9 @@ class LearningRateChain:
     ``fit`` hands it the model); a schedule never started takes the learning rate of its first call.
 
     Args:
-        segments: the segments in order, at least one. A :class:`DecaySegment` never
-            ends, so nothing after one is ever reached.
+        segments: the segments in order, at least one. A :class:`DecaySegment`,
+            :class:`MilestoneSegment` or :class:`InverseSqrtSegment` never ends, so nothing
+            after one is ever reached.
     """
 
     def __init__(self, segments: tuple[Segment, ...] | list[Segment]) -> None:
@@ -113,11 +209,11 @@ class LearningRateChain:
             self.lr0 = float(lr)
         begin, start = 0, self.lr0
         for seg in self.segments:
-            if isinstance(seg, DecaySegment):
-                return float(seg.value(epoch - begin, start))
+            if isinstance(seg, DecaySegment | MilestoneSegment | InverseSqrtSegment):
+                return float(seg.value(epoch - begin, start, begin))
             if epoch < begin + seg.epochs:
-                return float(seg.value(epoch - begin, start))
-            begin, start = begin + seg.epochs, seg.target
+                return float(seg.value(epoch - begin, start, begin))
+            begin, start = begin + seg.epochs, seg.end(start)
         # One epoch at the end value (a cosine's last epoch is still above it), then hand off:
         # returning the current lr leaves it to `multiply lr ... when`, if the policy has one.
         return float(start) if epoch == begin else float(lr)

@@ -28,6 +28,11 @@ class RunState:
     sem: Semantics
     lr0: float | None
     lr: float | None
+    iterations: int = 0
+    """Optimizer steps run so far (``optimizer.iterations``)."""
+    steps_per_epoch: int | None = None
+    total_steps: int | None = None
+    """``fit``'s epochs x steps per epoch: what "P% of training" is a share of."""
     saves: list[tuple[int, str]] = field(default_factory=list)
     files: dict[str, None] = field(default_factory=dict)
 
@@ -388,5 +393,28 @@ class ScheduleLR(EpochRule):
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         assert run.lr is not None
+        logs["learning_rate"] = run.lr
+        return None
+
+
+class StepScheduleLR(EpochRule):
+    """A schedule counted in steps: a LearningRateSchedule of ``optimizer.iterations`` inside the
+    train step. At epoch begin the optimizer reads the rate of the epoch's first step; at epoch
+    end the rule logs the rate of the next step (what ``optimizer.learning_rate`` reads then)."""
+
+    def __init__(self, rule: ast.Schedule, text: str) -> None:
+        super().__init__(rule, text)
+        self.schedule = rule
+
+    def rate(self, run: RunState, step: int) -> float:
+        assert run.lr0 is not None and run.steps_per_epoch is not None and run.total_steps is not None
+        value = run.sem.step_schedule_lr(self.schedule, step, run.lr0, run.steps_per_epoch, run.total_steps)
+        return run.sem.step_rates_f32(value)
+
+    def on_epoch_begin(self, run: RunState, epoch: int) -> None:
+        run.lr = self.rate(run, run.iterations)
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        run.lr = self.rate(run, run.iterations)
         logs["learning_rate"] = run.lr
         return None

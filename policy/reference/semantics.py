@@ -82,10 +82,12 @@ backend follows it):
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import string
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from fractions import Fraction
 from itertools import accumulate
 from typing import Final
 
@@ -301,28 +303,50 @@ class Semantics:
 
     # ------------------------------------------------------------------ schedules
     def schedule_lr(self, schedule: ast.Schedule, epoch: int, lr0: float, current: float) -> float:
-        """The value our schedule object returns for ``epoch`` (before float32 storage).
+        """The value our schedule object returns for ``epoch`` (before float32 storage), for a
+        schedule counted in epochs.
 
         ``lr0`` is the optimizer's lr at train begin (float32 value); ``current`` the lr now. At the
         first epoch after the last finite segment the schedule sets that segment's end value, then
         returns ``current`` (leaves the lr alone). Arithmetic follows docs/semantics.md literally,
         left to right, in float64.
         """
-        start_epoch = 0
-        start_value = lr0
-        for seg in schedule.segments:
-            t = epoch - start_epoch
-            if isinstance(seg, ast.Decay):
-                return start_value * seg.factor ** math.floor(t / seg.every)
-            if t < seg.epochs:
-                if isinstance(seg, ast.Warmup):
-                    return seg.target * (t + 1) / seg.epochs
-                return seg.target + (start_value - seg.target) * (1 + math.cos(math.pi * t / seg.epochs)) / 2
-            start_epoch += seg.epochs
-            start_value = seg.target
+        spans = [(seg, None if isinstance(seg, ast.OPEN_ENDED) else int(_over(seg).count)) for seg in schedule.segments]
+        value, ended_at = _chain_value(spans, epoch, lr0, lambda seg: _restart_epochs(seg))
         # The first epoch after the last segment gets its end value once; after that the schedule
         # leaves the lr alone (so it stays there unless ``multiply lr ... when`` changes it).
-        return start_value if epoch == start_epoch else current
+        if ended_at is None or epoch == ended_at:
+            return value
+        return current
+
+    def step_schedule_lr(self, schedule: ast.Schedule, step: int, lr0: float, steps_per_epoch: int, total: int) -> float:
+        """The rate (before float32 storage) of optimizer step ``step`` (``optimizer.iterations``)
+        for a schedule counted in steps: every length converted to steps (N epochs is N x
+        ``steps_per_epoch``; P% of training is ceil(P x ``total`` / 100)). After the last finite
+        segment the rate stays at that segment's end value."""
+
+        def steps(span: ast.Span) -> int:
+            if span.unit == "percent":
+                return math.ceil(Fraction(repr(span.count)) * total / 100)
+            return int(span.count) * (steps_per_epoch if span.unit == "epochs" else 1)
+
+        spans: list[tuple[ast.Segment, int | None]] = []
+        for seg in schedule.segments:
+            if isinstance(seg, ast.Decay):
+                seg = dataclasses.replace(seg, every=seg.every * (steps_per_epoch if seg.unit == "epochs" else 1))
+            elif isinstance(seg, ast.Milestones):
+                k = steps_per_epoch if seg.unit == "epochs" else 1
+                seg = dataclasses.replace(seg, at=tuple(m * k for m in seg.at))
+            spans.append((seg, None if isinstance(seg, ast.OPEN_ENDED) else steps(_over(seg))))
+
+        def restart(seg: ast.Segment) -> int | None:
+            return steps(seg.restart) if isinstance(seg, ast.Cosine) and seg.restart is not None else None
+
+        return _chain_value(spans, step, lr0, restart)[0]
+
+    def step_rates_f32(self, value: float) -> float:
+        """The rate an optimizer step uses: the schedule's value held in float32."""
+        return round_f32(value)
 
     # ------------------------------------------------------------------ checkpoints
     def format_path(self, path: str, epoch: int, batch: int | None, logs: Mapping[str, float]) -> str:
@@ -486,3 +510,50 @@ def placeholder_names(path: str) -> list[str]:
         if field is not None:
             names.append(field.split(".", 1)[0].split("[", 1)[0])
     return names
+
+
+def _over(seg: ast.Segment) -> ast.Span:
+    span = getattr(seg, "over", None)
+    assert isinstance(span, ast.Span), seg
+    return span
+
+
+def _restart_epochs(seg: ast.Segment) -> int | None:
+    return int(seg.restart.count) if isinstance(seg, ast.Cosine) and seg.restart is not None else None
+
+
+def _chain_value(
+    spans: Sequence[tuple[ast.Segment, int | None]],
+    t_abs: int,
+    lr0: float,
+    restart: Callable[[ast.Segment], int | None],
+) -> tuple[float, int | None]:
+    """The chain's value at ``t_abs`` (epochs or steps, whichever the lengths count), and the
+    position where the last finite segment ended if ``t_abs`` is past it (else None).
+
+    Segment i starts at the sum of the lengths before it (``begin``) from the previous segment's
+    end value (``lr0`` for the first); ``t = t_abs - begin``; formulas from docs/semantics.md.
+    """
+    begin, start = 0, lr0
+    for seg, n in spans:
+        t = t_abs - begin
+        if isinstance(seg, ast.Decay):
+            return start * seg.factor ** math.floor(t / seg.every), None
+        if isinstance(seg, ast.Milestones):
+            return start * seg.factor ** sum(1 for m in seg.at if m <= t), None
+        if isinstance(seg, ast.InverseSqrt):
+            return start * math.sqrt(begin / (begin + t)), None
+        assert n is not None
+        if t < n:
+            if isinstance(seg, ast.Warmup):
+                return seg.target * (t + 1) / n, None
+            if isinstance(seg, ast.Cosine):
+                period = restart(seg) or n
+                return seg.target + (start - seg.target) * (1 + math.cos(math.pi * (t % period) / period)) / 2, None
+            if isinstance(seg, ast.Linear):
+                return start + (seg.target - start) * t / n, None
+            return start, None  # hold
+        begin += n
+        if not isinstance(seg, ast.Hold):
+            start = seg.target
+    return start, begin

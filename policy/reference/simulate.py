@@ -278,7 +278,8 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
             epoch_rules.append(r.PlateauLR(rule, text))
         elif isinstance(rule, ast.Schedule):
             uses_lr = True
-            epoch_rules.append(r.ScheduleLR(rule, text))
+            stepped = ast.counts_steps(rule)
+            epoch_rules.append(r.StepScheduleLR(rule, text) if stepped else r.ScheduleLR(rule, text))
         elif isinstance(rule, ast.LogTensorBoard):
             epoch_rules.append(r.TensorBoardLog(rule, text))
         # CSV logging and backup rules decide nothing in one uninterrupted run (their callbacks
@@ -294,7 +295,8 @@ def _check_inputs(plan: _Plan, data: RunInput) -> None:
             "pass initial_lr (the optimizer's learning rate at train begin)",
         )
     kinds = {stop.kind for stop in plan.batch_stops}
-    if data.steps is None and ({"steps", "time"} & kinds or plan.step_checkpoints):
+    stepped = any(isinstance(rule, r.StepScheduleLR) for rule in plan.epoch_rules)
+    if data.steps is None and ({"steps", "time"} & kinds or plan.step_checkpoints or stepped):
         raise PolicyError.plain(
             "the policy counts training steps, so the simulation needs the number of batches per epoch",
             "pass steps_per_epoch (or batch_losses)",
@@ -329,7 +331,13 @@ class _Clock:
 def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
     lr0 = sem.lr_round(data.initial_lr) if data.initial_lr is not None else None
     run = r.RunState(sem=sem, lr0=lr0, lr=lr0)
+    if data.steps is not None:
+        # Keras's params["steps"]: the steps of one epoch, the same for every epoch of a fit.
+        run.steps_per_epoch = data.steps[0]
+        run.total_steps = (data.initial_epoch + data.epochs) * data.steps[0]
+    step_rule = next((rule for rule in plan.epoch_rules if isinstance(rule, r.StepScheduleLR)), None)
     learning_rates: list[float] = []
+    step_learning_rates: list[float] = []
     clock = _Clock()
     stop: Stop | None = None
     epochs_run = 0
@@ -343,8 +351,15 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
             rule.on_epoch_begin(run, epoch)
         if run.lr is not None:
             learning_rates.append(run.lr)
+        before = clock.steps_before
         if batch_level:
             stop = _batch_phase(plan, data, sem, run, clock, epoch, index)
+        elif data.steps is not None:
+            clock.steps_before += data.steps[index]
+        if data.steps is not None and run.lr is not None:
+            for step in range(run.iterations, run.iterations + clock.steps_before - before):
+                step_learning_rates.append(step_rule.rate(run, step) if step_rule is not None else run.lr)
+        run.iterations += clock.steps_before - before
         logs = dict(data.logs[index])  # one dict, handed to every rule in order
         for rule in plan.epoch_rules:
             reason = rule.on_epoch_end(run, epoch, logs)
@@ -360,6 +375,7 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
     return Outcome(
         epochs_run=epochs_run,
         learning_rates=tuple(learning_rates),
+        step_learning_rates=tuple(step_learning_rates),
         saves=tuple(run.saves),
         files=tuple(sorted(run.files)),
         restored_epoch=restored,

@@ -584,11 +584,21 @@ def _schedule(draw: st.DrawFn) -> ast.Schedule:
     targets = st.sampled_from((0.01, 0.001, 0.1, 0.005, 0.002))
     segments: list[ast.Segment] = []
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(("warmup", "cosine", "decay")))
+        kind = draw(st.sampled_from(("warmup", "cosine", "decay", "linear", "hold", "milestones")))
+        over = ast.Span(float(draw(st.integers(1, 4))))
         if kind == "warmup":
-            segments.append(ast.Warmup(target=draw(targets), epochs=draw(st.integers(1, 4))))
+            segments.append(ast.Warmup(target=draw(targets), over=over))
         elif kind == "cosine":
-            segments.append(ast.Cosine(target=draw(targets), epochs=draw(st.integers(1, 4))))
+            restart = draw(st.none() | st.integers(1, 3).map(lambda n: ast.Span(float(n))))
+            segments.append(ast.Cosine(target=draw(targets), over=over, restart=restart))
+        elif kind == "linear":
+            segments.append(ast.Linear(target=draw(targets), over=over))
+        elif kind == "hold":
+            segments.append(ast.Hold(over=over))
+        elif kind == "milestones":
+            at = sorted(draw(st.sets(st.integers(1, 5), min_size=1, max_size=3)))
+            segments.append(ast.Milestones(factor=draw(st.sampled_from((0.5, 0.1))), at=tuple(at)))
+            break
         else:
             # Decay never ends: it closes the chain.
             factor = draw(st.sampled_from((0.5, 0.1, 0.9, 0.3)))

@@ -1,0 +1,136 @@
+"""Schedules counted in optimizer steps: the rate of every step in real ``fit`` == ``simulate``.
+
+The probe model makes each step's rate observable exactly: one-hot inputs (batch size 1, no
+shuffle), a kernel without bias, the loss is the output, and plain SGD, so step j of an epoch
+moves kernel row j by exactly ``-lr``. The kernel is zeroed at each epoch begin and read at each
+epoch end (epoch hooks only, so async dispatch and ``steps_per_execution`` stay as they are).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+import policy
+from policy import compile_policy, simulate
+from policy.errors import PolicyError
+
+STEPS, EPOCHS = 5, 3
+MULTI_STEP = keras.backend.backend() != "torch"  # torch: steps_per_execution must be 1
+
+POLICIES = [
+    "warm up lr to 0.4 over 4 steps, then cosine to 0.001 over 50% of training",
+    "warm up lr to 1 over 3 steps, then inverse sqrt",
+    "cosine lr to 0 over 12 steps, restart every 5 steps",
+    "linear lr to 0.01 over 1 epoch, then multiply lr by 0.5 at steps 2, 4",
+    "warm up lr to 0.3 over 10% of training, then hold for 1 epoch, then linear to 0 over 40% of training",
+    "decay lr by 0.5 every 4 steps",
+    "hold lr for 2 steps, then decay by 0.9 every step",
+]
+
+
+def _probe(lr0: float, spe: int) -> Any:
+    model = keras.Sequential([keras.Input((STEPS,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr0), loss=lambda yt, yp: keras.ops.mean(yp), steps_per_execution=spe
+    )
+    return model
+
+
+def fit_rates(text: str, lr0: float = 0.1, spe: int = 1, epochs: int = EPOCHS) -> tuple[list[float], list[float], Any]:
+    """Per-step rates and per-epoch logged ``learning_rate`` of a real fit."""
+    model = _probe(lr0, spe)
+    rates: list[float] = []
+    logged: list[float] = []
+
+    class Read(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.model.layers[0].kernel.assign(np.zeros((STEPS, 1), "float32"))
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            kernel = keras.ops.convert_to_numpy(self.model.layers[0].kernel)[:, 0]
+            rates.extend(float(-v) for v in kernel)
+            logged.append(logs["learning_rate"])
+
+    x = np.eye(STEPS, dtype="float32")
+    model.fit(x, x[:, :1], batch_size=1, epochs=epochs, shuffle=False, verbose=0, callbacks=[*compile_policy(text), Read()])
+    return rates, logged, model
+
+
+@pytest.mark.parametrize("text", POLICIES)
+@pytest.mark.parametrize("spe", [1, 2] if MULTI_STEP else [1])
+def test_every_step_rate_matches_the_reference(text: str, spe: int) -> None:
+    got, logged, _ = fit_rates(text, spe=spe)
+    want = simulate(text, {"loss": [1.0] * EPOCHS}, initial_lr=0.1, steps_per_epoch=STEPS)
+    assert got == list(want.step_learning_rates)
+    assert len(got) == STEPS * EPOCHS
+    # logs["learning_rate"] at epoch end: the rate of the next step, as the reference logs it.
+    ref = [want.step_learning_rates[(e + 1) * STEPS] if (e + 1) * STEPS < len(got) else None for e in range(EPOCHS)]
+    assert logged[:-1] == ref[:-1]
+
+
+def test_epoch_counted_chain_keeps_its_per_epoch_meaning() -> None:
+    text = "warm up lr to 0.4 over 2 epochs, then linear to 0 over 1 epoch"
+    got, _, _ = fit_rates(text)
+    want = simulate(text, {"loss": [1.0] * EPOCHS}, initial_lr=0.1, steps_per_epoch=STEPS)
+    assert got == list(want.step_learning_rates)
+    assert got[:STEPS] == [float(np.float32(0.2))] * STEPS  # one rate per epoch
+
+
+def test_no_batch_hook() -> None:
+    from keras.src import utils
+
+    callbacks = compile_policy("warm up lr to 1e-3 over 500 steps, then cosine to 1e-5 over 20000 steps")
+    for cb in callbacks:
+        for hook in ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end"):
+            assert utils.is_default(getattr(cb, hook)), (cb, hook)
+
+
+def test_without_steps_per_epoch_is_a_policy_error() -> None:
+    model = _probe(0.1, 1)
+
+    def batches() -> Any:  # a generator without a length: fit does not know params["steps"]
+        for _ in range(STEPS):
+            yield np.eye(STEPS, dtype="float32")[:1], np.zeros((1, 1), "float32")
+
+    with pytest.raises(PolicyError, match="steps per epoch"):
+        model.fit(batches(), epochs=1, verbose=0, callbacks=compile_policy("warm up lr to 0.1 over 10 steps"))
+
+
+def test_optimizer_with_its_own_schedule_is_refused() -> None:
+    model = _probe(0.1, 1)
+    model.optimizer = keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9))
+    model.compile(optimizer=model.optimizer, loss=lambda yt, yp: keras.ops.mean(yp))
+    x = np.eye(STEPS, dtype="float32")
+    with pytest.raises(PolicyError, match="LearningRateSchedule"):
+        model.fit(x, x[:, :1], batch_size=1, epochs=1, verbose=0, callbacks=compile_policy("warm up lr to 0.1 over 3 steps"))
+
+
+def test_lr_schedule_on_its_own_saves_with_the_model(tmp_path: pathlib.Path) -> None:
+    text = "warm up lr to 0.001 over 500 steps, then cosine to 1e-05 over 20000 steps"
+    schedule = policy.lr_schedule(text)
+    assert str(schedule) == text
+    assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+    model = _probe(0.1, 1)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    x = np.eye(STEPS, dtype="float32")
+    model.fit(x, x[:, :1], batch_size=1, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    again = loaded.optimizer._learning_rate
+    assert str(again) == text
+    steps = [0, 1, 499, 500, 10000, 20499, 20500, 30000]
+    assert [float(again(t)) for t in steps] == [float(schedule(t)) for t in steps]
+    assert float(schedule(0)) == float(np.float32(0.001 / 500))
+
+
+def test_lr_schedule_needs_what_it_counts() -> None:
+    with pytest.raises(PolicyError, match="total_steps"):
+        policy.lr_schedule("warm up lr to 0.1 over 10% of training")
+    with pytest.raises(PolicyError, match="initial_lr"):
+        policy.lr_schedule("cosine lr to 0 over 100 steps")
+    assert float(policy.lr_schedule("cosine lr to 0 over 100 steps", initial_lr=0.5)(0)) == 0.5
