@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from policy.ast import Policy
-from policy.errors import HistoryError, PolicyError, Problem, closest, problem_at
+from policy.errors import HistoryError, PolicyError, Problem
 
 if TYPE_CHECKING:
     from policy.history import History
@@ -215,24 +215,21 @@ def check_metrics(policy: Policy, history: History) -> None:
     """What ``compile_policy(strict=True)`` checks: every watched metric is logged, training metrics
     in the first epoch, ``val_*`` metrics in the first epoch that validated (any ``val_`` key;
     ``fit(validation_freq=k)`` validates only every k epochs)."""
-    from policy.history import watched_metric_nodes
+    from policy.strictness import is_validation, missing_metrics, missing_problem
 
     first = history[0] if history else {}
-    validated = next(((i, logs) for i, logs in enumerate(history) if any(k.startswith("val_") for k in logs)), None)
-    problems: list[Problem] = []
-    for metric in dict((m.name, m) for m in reversed(watched_metric_nodes(policy))).values():
-        where, logs = "the history's first epoch", first
-        if metric.name.startswith("val_") and validated is not None and validated[0] > 0:
-            where, logs = f"the history's first validated epoch ({validated[0]})", validated[1]
-        if metric.name in logs:
-            continue
-        available = sorted(logs)
-        near = closest(metric.name, available)
-        problems.append(problem_at(
-            policy.source, metric.pos,
-            f"metric {metric.name!r} is not in {where} (it has: {', '.join(available) or 'none'})",
-            f"did you mean {near!r}? (--no-strict replays anyway)" if near else "pass --no-strict to replay anyway",
-        ))
+    validated = next(((i, logs) for i, logs in enumerate(history) if any(map(is_validation, logs))), None)
+    val_where, val_logs = "the history's first epoch", first
+    if validated is not None and validated[0] > 0:
+        val_where, val_logs = f"the history's first validated epoch ({validated[0]})", validated[1]
+    judged = [("the history's first epoch", first, lambda n: not is_validation(n)), (val_where, val_logs, is_validation)]
+    problems = [
+        missing_problem(
+            policy, metric, logs, where, "it has", "pass --no-strict to replay anyway", " (--no-strict replays anyway)"
+        )
+        for where, logs, wanted in judged
+        for metric in missing_metrics(policy, logs, wanted)
+    ]
     if problems:
         raise PolicyError(sorted(problems, key=lambda p: (p.line, p.column)))
 
@@ -264,9 +261,9 @@ def simulate_report(policy: Policy, history: History, outcome: Outcome, style: S
     ``simulate`` returns only the decisions (an :class:`Outcome`); what fired in which epoch is
     read back from them: the saves of that epoch, the learning rate changing, the stop.
     """
-    from policy.history import watched_metrics
+    from policy.meaning import watched_names
 
-    metrics = [m for m in watched_metrics(policy) if any(m in logs for logs in history)]
+    metrics = [m for m in watched_names(policy, learning_rate=True) if any(m in logs for logs in history)]
     has_lr = len(outcome.learning_rates) >= outcome.epochs_run > 0
     header = ["epoch", *metrics, *(["lr"] if has_lr else []), "what fired"]
     rows: list[list[str]] = []

@@ -212,7 +212,7 @@ def _checkpoint(cb: Any) -> str:
                 raise NoEquivalent(f"initial_value_threshold={cb.best!r} has no equivalent (a threshold is a finite number)")
             mode = cb.mode if cb.mode != "auto" else (named or "min")
             threshold = f" {'below' if mode == 'min' else 'above'} {number(value)}"
-        from policy.validate import default_best_path
+        from policy.meaning import default_best_path
 
         to = "" if cb.filepath == default_best_path(cb.save_weights_only) else f" to {path(ast.Path(value=cb.filepath))}"
         return f"save best{weights} on {cb.monitor}{direction}{threshold}{to}"

@@ -12,16 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy import ast
-from policy.metrics import trend_direction
+from policy.meaning import (
+    best_path,
+    checkpoint_direction,
+    is_terminate_on_nan,
+    plateau_direction,
+    restore_target,
+)
 from policy.plan import Call, callback_call
 from policy.printer import group, number
 from policy.printer import rule as rule_text
-from policy.validate import (
-    checkpoint_direction,
-    default_best_path,
-    is_terminate_on_nan,
-    restore_target,
-)
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,6 @@ def explain(policy: str | ast.Policy) -> str:
 # --------------------------------------------------------------------------- sentences
 
 
-def _direction(metric: str, trend: ast.Trend) -> ast.Direction:
-    found = trend_direction(metric, trend)
-    assert found is not None, "validate() rejects metrics with no direction"
-    return found
-
-
 def _moved(direction: ast.Direction) -> str:
     return "gone down" if direction == "min" else "gone up"
 
@@ -72,7 +66,7 @@ def condition_phrase(c: ast.Condition) -> str:
 
 def _atom_phrase(c: ast.Atom) -> str:
     if isinstance(c, ast.Plateau):
-        direction = _direction(c.metric.name, c.trend)
+        direction = plateau_direction(c)
         by = ""
         if c.relative:
             by = f" by more than {number(c.delta * 100)}% of its best"
@@ -105,9 +99,8 @@ def sentence(r: ast.Rule) -> str:
         return (f"Stop training once {number(r.amount)} {unit} of wall-clock time have passed since fit began "
                 "(checked after every batch).")
     if isinstance(r, ast.SaveBest):
-        direction = checkpoint_direction(r.metric, r.direction, r.threshold)
-        best = "lowest" if direction == "min" else "highest"
-        path = r.path.value if r.path is not None else default_best_path(r.weights_only)
+        best = "lowest" if checkpoint_direction(r) == "min" else "highest"
+        path = best_path(r)
         out = (f"Save {_what(r.weights_only)} to {path!r} at the end of every epoch where "
                f"{r.metric.name} reaches a new {best} value")
         if r.threshold is None:
@@ -115,8 +108,7 @@ def sentence(r: ast.Rule) -> str:
         return out + (f", counting only values strictly {r.threshold.side} {number(r.threshold.value)} "
                       "(compared in float32): nothing is saved before one is reached.")
     if isinstance(r, ast.SaveTop):
-        direction = checkpoint_direction(r.metric, r.direction)
-        best = "lowest" if direction == "min" else "highest"
+        best = "lowest" if checkpoint_direction(r) == "min" else "highest"
         return (f"Keep the {r.k} checkpoints ({_what(r.weights_only)}) with the {best} {r.metric.name} as files "
                 f"named {r.path.value!r}, deleting the one that drops out of the top {r.k}.")
     if isinstance(r, ast.SaveEvery):
@@ -167,7 +159,7 @@ def _stop_sentence(r: ast.StopWhen) -> str:
     if r.ignore_first:
         out += f" The first {_epochs(r.ignore_first)} are not watched."
     if r.baseline is not None and isinstance(r.condition, ast.Plateau):
-        direction = _direction(r.condition.metric.name, r.condition.trend)
+        direction = plateau_direction(r.condition)
         beat = "below" if direction == "min" else "above"
         out += (f" An epoch only resets the count if {r.condition.metric.name} is also {beat} "
                 f"the baseline {number(r.baseline)}.")

@@ -22,9 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from policy import ast
-from policy.ast import Policy
-
 # HistoryError lives with PolicyError so that the CLI can catch it without importing this module.
 from policy.errors import HistoryError as HistoryError
 from policy.errors import shown
@@ -185,23 +182,3 @@ def _epoch_number(raw: str, filename: str | None, line: int) -> int:
     if not math.isfinite(value) or not value.is_integer() or value < 0:
         raise HistoryError(f"the epoch must be a whole number, got {raw!r}", filename, line)
     return int(value)
-
-
-def watched_metric_nodes(policy: Policy) -> list[ast.Metric]:
-    """Every metric node a policy reads from the epoch logs, in source order (repeats kept)."""
-    out: list[ast.Metric] = []
-    for r in policy.rules:
-        if isinstance(r, ast.StopWhen):
-            out += ast.metrics_of(r.condition)
-            if r.restore_metric is not None:
-                out.append(r.restore_metric)
-        elif isinstance(r, ast.ReduceLR):
-            out.append(r.when.metric)
-        elif isinstance(r, ast.SaveBest | ast.SaveTop):
-            out.append(r.metric)
-    return out
-
-
-def watched_metrics(policy: Policy) -> list[str]:
-    """The log keys a policy reads, in the order its rules first mention them."""
-    return list(dict.fromkeys(m.name for m in watched_metric_nodes(policy)))

@@ -26,16 +26,16 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from policy import ast
-from policy.printer import condition as condition_text
-from policy.printer import rule as rule_text
-from policy.validate import (
+from policy.meaning import (
+    best_path,
     checkpoint_direction,
-    default_best_path,
     is_early_stopping,
     is_terminate_on_nan,
     plateau_direction,
     restore_target,
 )
+from policy.printer import condition as condition_text
+from policy.printer import rule as rule_text
 
 KERAS = "keras.callbacks"
 OURS = "policy.callbacks"
@@ -167,8 +167,8 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
     if isinstance(r, ast.StopAfter):
         return _stop_after(r, text)
     if isinstance(r, ast.SaveBest):
-        path = r.path.value if r.path is not None else default_best_path(r.weights_only)
-        mode = checkpoint_direction(r.metric, r.direction, r.threshold)
+        path = best_path(r)
+        mode = checkpoint_direction(r)
         # `below X` / `above X` is Keras's initial_value_threshold (the checkpoint's starting best).
         threshold: tuple[tuple[str, Value], ...] = (
             () if r.threshold is None else (("initial_value_threshold", r.threshold.value),)
@@ -176,7 +176,7 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
         return _keras("ModelCheckpoint", ("monitor", r.metric.name), ("mode", mode), ("save_best_only", True),
                       *_flag("save_weights_only", r.weights_only), *threshold, positional=(path,))
     if isinstance(r, ast.SaveTop):
-        mode = checkpoint_direction(r.metric, r.direction)
+        mode = checkpoint_direction(r)
         return Call(OURS, "TopKCheckpoint", (r.path.value,), (("k", r.k), ("monitor", r.metric.name), ("mode", mode),
                                                         *_flag("weights_only", r.weights_only)))
     if isinstance(r, ast.SaveEvery) and r.unit == "epochs" and r.every > 1:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from policy.ast import Policy
 from policy.errors import PolicyError
-from policy.history import History, watched_metrics
+from policy.history import History
+from policy.meaning import watched_names
 from policy.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def require_matplotlib() -> Any:
 def plot_outcome(policy: Policy, history: History, outcome: Outcome, path: str | Path) -> None:
     """Draw the watched metrics of the epochs that ran, with stop, save and lr-change markers."""
     plt = require_matplotlib()
-    metrics = [m for m in watched_metrics(policy) if any(m in logs for logs in history)]
+    metrics = [m for m in watched_names(policy, learning_rate=True) if any(m in logs for logs in history)]
     if not metrics:  # a policy that watches nothing (budgets, logging): show the loss curves
         metrics = [m for m in ("loss", "val_loss") if any(m in logs for logs in history)]
     lrs = list(outcome.learning_rates[: outcome.epochs_run])

@@ -32,8 +32,9 @@ from typing import Any, Literal
 
 from policy import ast
 from policy.errors import PolicyError, closest
-from policy.history import history_from_data, watched_metrics
-from policy.metrics import name_direction, trend_direction
+from policy.history import history_from_data
+from policy.meaning import direction_watched, watched_names
+from policy.metrics import name_direction
 from policy.outcome import Outcome, Stop
 from policy.runs import RecordedRun, find_runs
 
@@ -413,7 +414,7 @@ def _objective(
     given: str | None, variants: Sequence[tuple[str, str, ast.Policy]], runs: Sequence[RecordedRun]
 ) -> tuple[str, ast.Direction]:
     if given is None:
-        watched = [m for m in watched_metrics(variants[0][2]) if m != "learning_rate"]
+        watched = watched_names(variants[0][2])
         if watched:
             name = watched[0]
         else:  # a policy that watches nothing (budgets, schedules): judge it by the validation loss
@@ -426,27 +427,11 @@ def _objective(
             raise PolicyError.plain(f"the objective must be a metric name, optionally followed by min or max; got {given!r}")
         name = match["name"]
         explicit = match["dir"]  # type: ignore[assignment]
-    direction = explicit or _direction_in(variants[0][2], name) or name_direction(name)
+    direction = explicit or direction_watched(variants[0][2], name) or name_direction(name)
     if direction is None:
         raise PolicyError.plain(f"cannot tell whether the objective {name!r} should go up or down",
                                 f"say it: '{name} min' or '{name} max'")
     return name, direction
-
-
-def _direction_in(policy: ast.Policy, name: str) -> ast.Direction | None:
-    """The direction the policy itself watches ``name`` in, if it does."""
-    for rule in policy.rules:
-        plateaus: list[ast.Plateau] = []
-        if isinstance(rule, ast.StopWhen):
-            plateaus = list(ast.plateaus_of(rule.condition))
-        elif isinstance(rule, ast.ReduceLR):
-            plateaus = [rule.when]
-        elif isinstance(rule, ast.SaveBest | ast.SaveTop) and rule.metric.name == name:
-            return rule.direction or name_direction(name)
-        for p in plateaus:
-            if p.metric.name == name:
-                return trend_direction(name, p.trend)
-    return None
 
 
 def _prepare(run: RecordedRun, objective: str, direction: ast.Direction, initial_lr: float | None,
@@ -491,7 +476,7 @@ def _replay_one(policy: ast.Policy, p: _Prepared, objective: str, tol: Tolerance
     if p.data is None:
         return RunReplay(name, "failed", reason=p.error, notes=p.run.notes)
     recorded = p.data.epochs
-    needed = [m for m in watched_metrics(policy) if m != "learning_rate"]
+    needed = watched_names(policy)
     notes = list(p.run.notes)
     for metric in dict.fromkeys([*needed, objective]):
         if 0 < p.logged.get(metric, 0) < recorded:

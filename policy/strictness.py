@@ -2,8 +2,9 @@
 
 ``compile_policy(strict=True)`` puts :class:`policy.callbacks.MetricCheck` first in the list,
 which feeds epoch logs, in order, to one :class:`StrictCheck` and raises the problems it returns.
-(``keras-policy simulate`` still has a check of its own, ``policy.cli.check_metrics``, and the
-reference models the check independently in ``simulate(strict=True)``.)
+``keras-policy simulate`` judges a recorded history with the same primitives
+(:func:`missing_metrics`, :func:`missing_problem`) in its own words. The reference models the
+check independently in ``simulate(strict=True)``: it is the specification this is tested against.
 
 When each name is judged:
 
@@ -27,12 +28,12 @@ the logs later in the same epoch-end dispatch (the validator makes every reader 
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from policy import ast
 from policy.errors import Problem, closest, problem_at
-from policy.validate import default_best_path, metrics_read
+from policy.meaning import epoch_end_paths, step_paths, watched_metrics
 
 
 def is_validation(name: str) -> bool:
@@ -40,26 +41,29 @@ def is_validation(name: str) -> bool:
     return name.startswith("val_")
 
 
-def watched_metrics(policy: ast.Policy) -> Iterator[ast.Metric]:
-    """Every metric node a policy reads from the epoch logs, in source order (``learning_rate`` left out)."""
-    for rule in policy.rules:
-        yield from (m for m in metrics_read(rule) if m.name != "learning_rate")
+def missing_metrics(policy: ast.Policy, logs: Mapping[str, Any], wanted: Callable[[str], bool]) -> list[ast.Metric]:
+    """The watched metrics ``wanted`` selects that ``logs`` lacks, each once, at its first mention."""
+    first: dict[str, ast.Metric] = {}
+    for metric in watched_metrics(policy):
+        if wanted(metric.name):
+            first.setdefault(metric.name, metric)
+    return [m for m in first.values() if m.name not in logs]
 
 
-def epoch_end_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
-    """The checkpoint paths Keras (or our callbacks) format at an epoch end, with their rules."""
-    for rule in policy.rules:
-        if isinstance(rule, ast.SaveBest):
-            yield rule, rule.path.value if rule.path is not None else default_best_path(rule.weights_only)
-        elif isinstance(rule, ast.SaveTop | ast.SaveLast) or (isinstance(rule, ast.SaveEvery) and rule.unit == "epochs"):
-            yield rule, rule.path.value
-
-
-def step_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
-    """The checkpoint paths Keras formats after training batches (``save every N steps``)."""
-    for rule in policy.rules:
-        if isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
-            yield rule, rule.path.value
+def missing_problem(
+    policy: ast.Policy, metric: ast.Metric, logs: Mapping[str, Any], where: str, has: str, otherwise: str, also: str = ""
+) -> Problem:
+    """The problem for a watched ``metric`` missing from ``logs``, which are ``where`` (what they
+    hold is listed after ``has``); the hint names the closest key (then ``also``), else ``otherwise``.
+    The wording differs between ``fit`` (MetricCheck) and a replayed history (the CLI)."""
+    available = sorted(logs)
+    near = closest(metric.name, available)
+    return problem_at(
+        policy.source,
+        metric.pos,
+        f"metric {metric.name!r} is not in {where} ({has}: {', '.join(available) or 'none'})",
+        f"did you mean {near!r}?{also}" if near else otherwise,
+    )
 
 
 def has_step_placeholders(policy: ast.Policy) -> bool:
@@ -147,7 +151,7 @@ class StrictCheck:
             return []
         self._validation_pending = False
         problems: list[Problem] = []
-        for metric in self._unique(is_validation):
+        for metric in missing_metrics(self.policy, {}, is_validation):
             problems.append(
                 problem_at(
                     self.policy.source,
@@ -159,30 +163,13 @@ class StrictCheck:
             )
         return problems
 
-    def _unique(self, wanted: Any) -> list[ast.Metric]:
-        seen: dict[str, ast.Metric] = {}
-        for metric in watched_metrics(self.policy):
-            if wanted(metric.name) and metric.name not in seen:
-                seen[metric.name] = metric
-        return list(seen.values())
-
-    def _missing(self, logs: Mapping[str, Any], wanted: Any, where: str) -> list[Problem]:
-        available = sorted(logs)
-        problems = []
-        for metric in self._unique(wanted):
-            if metric.name in logs:
-                continue
-            near = closest(metric.name, available)
-            listing = ", ".join(available) if available else "none"
-            problems.append(
-                problem_at(
-                    self.policy.source,
-                    metric.pos,
-                    f"metric {metric.name!r} is not in the {where} (they have: {listing})",
-                    f"did you mean {near!r}?" if near else "compile the model with that metric, or fix the name",
-                )
+    def _missing(self, logs: Mapping[str, Any], wanted: Callable[[str], bool], where: str) -> list[Problem]:
+        return [
+            missing_problem(
+                self.policy, m, logs, f"the {where}", "they have", "compile the model with that metric, or fix the name"
             )
-        return problems
+            for m in missing_metrics(self.policy, logs, wanted)
+        ]
 
     def _placeholders(self, logs: Mapping[str, Any], validated: bool) -> list[Problem]:
         available = sorted(logs)

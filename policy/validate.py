@@ -1,7 +1,9 @@
-"""Meaning checks on a parsed policy: ranges, directions, file names, conflicts.
+"""Checks on a parsed policy: ranges, directions, file names, conflicts.
 
 The parser already guarantees the shape of every rule and that counts are whole and
-in range; this module checks what needs more than one token to judge. It collects every
+in range; this module checks what needs more than one token to judge. What a rule means
+where its text is silent (directions, default paths, restore targets) is settled by
+:mod:`policy.meaning`; this module reports where that cannot be settled. It collects every
 problem and raises one :class:`PolicyError` carrying them all, so a user fixes a config
 in one pass. It never touches the file system.
 """
@@ -11,12 +13,20 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
 
 from policy import ast
-from policy.errors import PolicyError, Problem, closest, problem_at
-from policy.metrics import COMMON_METRICS, name_direction, trend_direction
+from policy.errors import PolicyError, Problem, problem_at
+from policy.meaning import (
+    Undecided,
+    best_path,
+    checkpoint_direction,
+    metrics_read,
+    plateau_direction,
+    restore_target,
+)
+from policy.metrics import name_direction
 from policy.printer import number
 
 
@@ -26,75 +36,11 @@ class _At(Protocol):
     def __call__(self, node: ast.Node, message: str, suggestion: str | None = None) -> Problem: ...
 
 
-DEFAULT_BEST_PATH = "checkpoints/best.keras"
-DEFAULT_BEST_WEIGHTS_PATH = "checkpoints/best.weights.h5"
-
-
-def default_best_path(weights_only: bool) -> str:
-    """Where ``save best`` writes when no path is given."""
-    return DEFAULT_BEST_WEIGHTS_PATH if weights_only else DEFAULT_BEST_PATH
-
-
-def is_terminate_on_nan(rule: ast.StopWhen) -> bool:
-    """``stop when loss is not finite`` alone is Keras's TerminateOnNaN (checked every batch)."""
-    c = rule.condition
-    return (
-        isinstance(c, ast.NotFinite)
-        and c.metric.name == "loss"
-        and not c.nan_only
-        and not rule.restore_best
-        and rule.ignore_first == 0
-        and rule.baseline is None
-    )
-
-
-def is_early_stopping(rule: ast.StopWhen) -> bool:
-    """A single absolute plateau is Keras's EarlyStopping, options and all."""
-    c = rule.condition
-    return isinstance(c, ast.Plateau) and not c.relative
-
-
-def plateau_direction(plateau: ast.Plateau) -> ast.Direction:
-    """The direction a (validated) plateau watches."""
-    found = trend_direction(plateau.metric.name, plateau.trend)
-    assert found is not None, "validate() rejects plateaus with no direction"
-    return found
-
-
-def restore_target(rule: ast.StopWhen) -> tuple[str, ast.Direction] | None:
-    """Which metric ``restore best`` tracks, and which way; None without ``restore best``."""
-    if not rule.restore_best:
-        return None
-    plateaus = ast.plateaus_of(rule.condition)
-    if rule.restore_metric is not None:
-        name = rule.restore_metric.name
-        for p in plateaus:
-            if p.metric.name == name:
-                return name, plateau_direction(p)
-        found = name_direction(name)
-        assert found is not None, "validate() rejects a restore metric with no direction"
-        return name, found
-    names = {p.metric.name for p in plateaus}
-    assert len(names) == 1, "validate() rejects ambiguous restore best"
-    return plateaus[0].metric.name, plateau_direction(plateaus[0])
-
-
-def checkpoint_direction(
-    metric: ast.Metric, direction: ast.Direction | None, threshold: ast.BestThreshold | None = None
-) -> ast.Direction:
-    """The direction a (validated) checkpoint watches: as written, else from the metric's name,
-    else from the side of ``save best``'s threshold (``below`` is min, ``above`` max)."""
-    found = direction or name_direction(metric.name)
-    if found is None and threshold is not None:
-        found = ast.SIDE_DIRECTION[threshold.side]
-    assert found is not None, "validate() rejects checkpoints with no direction"
-    return found
-
-
 def validate(policy: ast.Policy) -> ast.Policy:
     """Return ``policy`` unchanged if it is valid, else raise one PolicyError with every problem."""
     check_depth(policy)
-    problems = list(_problems(policy))
+    # dict.fromkeys: one undecided plateau is found by its rule and by its restore target alike.
+    problems = list(dict.fromkeys(_problems(policy)))
     if problems:
         raise PolicyError(problems)
     return policy
@@ -156,13 +102,8 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
             threshold = rule.threshold if isinstance(rule, ast.SaveBest) else None
             if threshold is not None:
                 yield from _check_best_threshold(rule.metric, rule.direction, threshold, at)
-            elif rule.direction is None and name_direction(rule.metric.name) is None:
-                yield at(
-                    rule.metric,
-                    f"cannot tell whether {rule.metric.name!r} should go up or down",
-                    _typo_hint(rule.metric.name, f'add "min" or "max" after {rule.metric.name}'),
-                )
-            path = rule.path.value if rule.path is not None else default_best_path(rule.weights_only)
+            yield from _decided(checkpoint_direction, rule, at)
+            path = best_path(rule) if isinstance(rule, ast.SaveBest) else rule.path.value
             yield from _check_model_path(rule.path or rule, path, rule.weights_only, at)
             if isinstance(rule, ast.SaveTop) and "{epoch" not in path:
                 yield at(
@@ -205,13 +146,18 @@ _FLT_MAX_ROUNDING = 3.4028235677973366e38
 
 def _check_condition(condition: ast.Condition, at: _At) -> Iterator[Problem]:
     for plateau in ast.plateaus_of(condition):
-        if trend_direction(plateau.metric.name, plateau.trend) is None:
-            name = plateau.metric.name
-            yield at(
-                plateau.metric,
-                f"cannot tell whether {name!r} should go up or down",
-                _typo_hint(name, f'write "{name} not decreasing" or "{name} not increasing"'),
-            )
+        yield from _decided(plateau_direction, plateau, at)
+
+
+_N = TypeVar("_N", bound=ast.Node)
+
+
+def _decided(settle: Callable[[_N], object], node: _N, at: _At) -> Iterator[Problem]:
+    """The problem, if any, of a fact :mod:`policy.meaning` cannot settle from the text."""
+    try:
+        settle(node)
+    except Undecided as undecided:
+        yield at(undecided.node, undecided.message, undecided.suggestion)
 
 
 def _check_stop_when(rule: ast.StopWhen, at: _At) -> Iterator[Problem]:
@@ -226,22 +172,7 @@ def _check_stop_when(rule: ast.StopWhen, at: _At) -> Iterator[Problem]:
     if isinstance(c, ast.Plateau) and c.relative and rule.baseline is not None:
         yield at(rule, "baseline cannot be combined with a relative (%) threshold", "remove one of them")
     if rule.restore_best:
-        plateau_names = {p.metric.name for p in ast.plateaus_of(c)}
-        if rule.restore_metric is not None:
-            name = rule.restore_metric.name
-            if name not in plateau_names and name_direction(name) is None:
-                yield at(
-                    rule.restore_metric,
-                    f"cannot tell whether {name!r} should go up or down",
-                    f"watch it in the condition, e.g. {name} not decreasing for N",
-                )
-        elif len(plateau_names) != 1:
-            what = "no metric" if not plateau_names else "more than one metric"
-            yield at(
-                rule,
-                f"restore best: the condition watches {what} for improvement, so 'best' is ambiguous",
-                "name the metric: restore best val_loss",
-            )
+        yield from _decided(restore_target, rule, at)
         if isinstance(c, ast.Plateau) and rule.restore_metric is not None and rule.restore_metric.name != c.metric.name:
             yield at(
                 rule.restore_metric,
@@ -407,18 +338,6 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
         )
 
 
-def metrics_read(rule: ast.Rule) -> tuple[ast.Metric, ...]:
-    """The metrics a rule reads from the epoch logs, in source order."""
-    if isinstance(rule, ast.StopWhen):
-        restore = (rule.restore_metric,) if rule.restore_metric is not None else ()
-        return ast.metrics_of(rule.condition) + restore
-    if isinstance(rule, ast.ReduceLR):
-        return (rule.when.metric,)
-    if isinstance(rule, ast.SaveBest | ast.SaveTop):
-        return (rule.metric,)
-    return ()
-
-
 def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]:
     # Keras's fit loop never logs `learning_rate`: only an lr rule writes it into the epoch-end
     # logs, and the callbacks before it in the list never see it (they share one dict, in order).
@@ -440,16 +359,10 @@ def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]
 
 def _written_path(rule: ast.Rule) -> str | None:
     if isinstance(rule, ast.SaveBest):
-        return rule.path.value if rule.path is not None else default_best_path(rule.weights_only)
+        return best_path(rule)
     if isinstance(rule, ast.SaveTop | ast.SaveEvery | ast.SaveLast | ast.LogCSV | ast.LogTensorBoard | ast.Backup):
         return rule.path.value.rstrip("/") or rule.path.value
     return None
-
-
-def _typo_hint(name: str, otherwise: str) -> str:
-    """A name with no direction is often a misspelled common one (``val_los``): say so first."""
-    guess = closest(name, COMMON_METRICS, cutoff=0.75)
-    return f"did you mean {guess!r}? If not, {otherwise}" if guess else otherwise
 
 
 def _swap_suffix(path: str, suffix: str) -> str:

@@ -20,9 +20,9 @@ import keras
 from policy import ast
 from policy.callbacks.base import StopRecord, record_state
 from policy.callbacks.numeric import holds, improves, improves_relative
+from policy.meaning import plateau_direction
 from policy.outcome import Stop
 from policy.printer import condition as condition_text
-from policy.validate import plateau_direction
 
 
 class PlateauState:

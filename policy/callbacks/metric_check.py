@@ -15,9 +15,9 @@ import keras
 
 from policy import ast
 from policy.errors import PolicyError
-from policy.strictness import StrictCheck, has_step_placeholders, watched_metrics
+from policy.strictness import StrictCheck, has_step_placeholders
 
-__all__ = ["MetricCheck", "MetricCheckWithBatches", "metric_check", "watched_metrics"]
+__all__ = ["MetricCheck", "MetricCheckWithBatches", "metric_check"]
 
 
 def metric_check(policy: ast.Policy) -> MetricCheck:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from policy import ast, validate
+from policy import ast, meaning
 from policy.printer import condition as condition_text
 from policy.reference.inputs import EpochLogs
 from policy.reference.semantics import Semantics
@@ -77,7 +77,7 @@ class EarlyStop(EpochRule):
         plateau = rule.condition
         assert isinstance(plateau, ast.Plateau)
         self.metric = plateau.metric.name
-        self.direction = validate.plateau_direction(plateau)
+        self.direction = meaning.plateau_direction(plateau)
         self.delta = plateau.delta
         self.patience = plateau.patience
         self.baseline = rule.baseline
@@ -122,7 +122,7 @@ class _PlateauAtom:
 
     def __init__(self, plateau: ast.Plateau) -> None:
         self.metric = plateau.metric.name
-        self.direction = validate.plateau_direction(plateau)
+        self.direction = meaning.plateau_direction(plateau)
         self.delta = plateau.delta
         self.relative = plateau.relative
         self.patience = plateau.patience
@@ -177,7 +177,7 @@ class StopCondition(EpochRule):
             i: _PlateauAtom(a) for i, a in enumerate(self.atoms) if isinstance(a, ast.Plateau)
         }
         self.best_source: _PlateauAtom | _BestTracker | None = None
-        target = validate.restore_target(rule)
+        target = meaning.restore_target(rule)
         if target is not None:
             name, direction = target
             watching = [p for p in self.plateaus.values() if p.metric == name]
@@ -247,8 +247,8 @@ class SaveBestCheckpoint(EpochRule):
     def __init__(self, rule: ast.SaveBest, text: str, sem: Semantics) -> None:
         super().__init__(rule, text)
         self.metric = rule.metric.name
-        self.direction = validate.checkpoint_direction(rule.metric, rule.direction, rule.threshold)
-        self.path = rule.path.value if rule.path is not None else validate.default_best_path(rule.weights_only)
+        self.direction = meaning.checkpoint_direction(rule)
+        self.path = meaning.best_path(rule)
         # ``below X`` / ``above X`` is ModelCheckpoint's initial_value_threshold: the starting best.
         self.best = sem.checkpoint_initial_best(None if rule.threshold is None else rule.threshold.value)
 
@@ -311,7 +311,7 @@ class SaveTopK(EpochRule):
     def __init__(self, rule: ast.SaveTop, text: str) -> None:
         super().__init__(rule, text)
         self.metric = rule.metric.name
-        self.direction = validate.checkpoint_direction(rule.metric, rule.direction)
+        self.direction = meaning.checkpoint_direction(rule)
         self.path = rule.path.value
         self.k = rule.k
         self.kept: list[tuple[int, float]] = []
@@ -346,7 +346,7 @@ class PlateauLR(EpochRule):
     def __init__(self, rule: ast.ReduceLR, text: str) -> None:
         super().__init__(rule, text)
         self.metric = rule.when.metric.name
-        self.direction = validate.plateau_direction(rule.when)
+        self.direction = meaning.plateau_direction(rule.when)
         self.delta = rule.when.delta
         self.patience = rule.when.patience
         self.factor = rule.factor

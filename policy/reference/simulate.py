@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 from policy import ast
 from policy.errors import PolicyError
+from policy.meaning import epoch_end_paths, is_early_stopping, is_terminate_on_nan, watched_names
 from policy.outcome import Outcome, Stop
 from policy.printer import rule as rule_text
 from policy.reference import rules as r
 from policy.reference.backends import backend_name, default_backend
 from policy.reference.inputs import RunInput, run_input
 from policy.reference.semantics import KerasWouldRaise, Semantics, placeholder_names, semantics_for
-from policy.validate import default_best_path, is_early_stopping, is_terminate_on_nan, metrics_read
 
 
 @dataclass(frozen=True)
@@ -153,17 +153,7 @@ def _watched(policy: ast.Policy) -> set[str]:
     """The metric names the strict check judges. ``learning_rate`` is exempt: no model logs it,
     the policy's lr rule writes it during the epoch-end dispatch (the validator makes every
     reader come after that rule)."""
-    return {m.name for rule in policy.rules for m in metrics_read(rule)} - {"learning_rate"}
-
-
-def _epoch_end_paths(policy: ast.Policy) -> list[str]:
-    paths = []
-    for rule in policy.rules:
-        if isinstance(rule, ast.SaveBest):
-            paths.append(rule.path.value if rule.path is not None else default_best_path(rule.weights_only))
-        elif isinstance(rule, ast.SaveTop | ast.SaveLast) or (isinstance(rule, ast.SaveEvery) and rule.unit == "epochs"):
-            paths.append(rule.path.value)
-    return paths
+    return set(watched_names(policy))
 
 
 def _check_first_batch(policy: ast.Policy, data: RunInput, sem: Semantics) -> None:
@@ -202,7 +192,7 @@ def _check_first_epoch(policy: ast.Policy, first: Mapping[str, float]) -> None:
     and the placeholders of paths formatted at epoch ends (other than ``{epoch}``) are logged."""
     missing = sorted(n for n in _watched(policy) if not n.startswith("val_") and n not in first)
     missing += sorted(
-        {f"{{{n}}}" for p in _epoch_end_paths(policy) for n in placeholder_names(p) if n != "epoch" and n not in first}
+        {f"{{{n}}}" for _, p in epoch_end_paths(policy) for n in placeholder_names(p) if n != "epoch" and n not in first}
     )
     if missing:
         raise KerasWouldRaise.because(
