@@ -325,15 +325,38 @@ def _tpos(token: Token) -> ast.Pos:
     return ast.Pos(token.line or 0, token.column or 0, token.end_line or 0, token.end_column or 0)
 
 
-@v_args(meta=True)
+# An option after a rule's condition (``restore best``, ``cooldown 2``): its kind, its value and
+# where it is written (to point at the second one when an option is given twice).
+_Option = tuple[str, Any, ast.Pos]
+
+_OPTION_WORDS = {
+    "restore": "restore best",
+    "ignore_first": "ignore first",
+    "baseline": "baseline",
+    "cooldown": "cooldown",
+    "min_lr": "min lr",
+}
+
+
+def _flat(kind: type[ast.AnyOf] | type[ast.AllOf], parts: tuple[ast.Condition, ...], meta: Meta) -> ast.Group:
+    """``A or (B or C)`` is one group of three: a part of the same kind is spliced in."""
+    flat = [p for c in parts for p in (c.parts if isinstance(c, kind) else (c,))]
+    return kind(parts=tuple(flat), pos=_pos(meta))
+
+
+@v_args(inline=True, meta=True)
 class _ToAst(Transformer[Token, Any]):
-    """Builds AST nodes bottom-up; converts and range-checks numbers as it goes."""
+    """Builds AST nodes bottom-up; converts and range-checks numbers as it goes.
+
+    Each method is called with the node's position and its children by name, in the order the
+    grammar writes them (an optional part absent is None; anonymous keywords are left out).
+    """
 
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
 
-    # numbers ---------------------------------------------------------------
+    # numbers and words ---------------------------------------------------------
     def _float(self, token: Token) -> float:
         value = float(token)
         if not math.isfinite(value):
@@ -369,38 +392,45 @@ class _ToAst(Transformer[Token, Any]):
             i += 1
         return ast.Path(value="".join(out), pos=_tpos(token))
 
-    # top level ---------------------------------------------------------------
-    def start(self, meta: Meta, children: list[Any]) -> list[ast.Rule]:
-        return [c for c in children if c is not None]
-
-    def metric(self, meta: Meta, children: list[Token]) -> ast.Metric:
-        return ast.Metric(name=str(children[0]), pos=_pos(meta))
-
-    # stopping ---------------------------------------------------------------
-    def stop_when(self, meta: Meta, children: list[Any]) -> ast.StopWhen:
-        condition, *options = children
+    def _options(self, options: tuple[_Option, ...]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         for kind, value, pos in options:
             if kind in fields:
                 raise error_at(self.text, pos, f"'{_OPTION_WORDS[kind]}' is given twice", "keep one")
             fields[kind] = value
-        restore = fields.pop("restore", None)
-        if restore is not None:
+        return fields
+
+    def _word(self, meta: Meta, word: Token) -> str:
+        return str(word)
+
+    # A keyword chosen from a few (`min`/`max`, `>=`/`<`, `improving`/`decreasing`) is its text.
+    trend = cmp = direction = _word
+
+    # top level ---------------------------------------------------------------
+    def start(self, meta: Meta, *rules: ast.Rule | None) -> list[ast.Rule]:
+        return [r for r in rules if r is not None]
+
+    def metric(self, meta: Meta, name: Token) -> ast.Metric:
+        return ast.Metric(name=str(name), pos=_pos(meta))
+
+    # stopping ---------------------------------------------------------------
+    def stop_when(self, meta: Meta, condition: ast.Condition, *options: _Option) -> ast.StopWhen:
+        fields = self._options(options)
+        if "restore" in fields:
             fields["restore_best"] = True
-            fields["restore_metric"] = restore[0]
+            fields["restore_metric"] = fields.pop("restore")
         return ast.StopWhen(condition=condition, pos=_pos(meta), **fields)
 
-    def restore(self, meta: Meta, children: list[Any]) -> tuple[str, Any, ast.Pos]:
-        return ("restore", (children[0],), _pos(meta))
+    def restore(self, meta: Meta, metric: ast.Metric | None) -> _Option:
+        return ("restore", metric, _pos(meta))
 
-    def ignore_first(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
-        return ("ignore_first", self._count(children[0], "the number of epochs to ignore", 0), _pos(meta))
+    def ignore_first(self, meta: Meta, epochs: Token) -> _Option:
+        return ("ignore_first", self._count(epochs, "the number of epochs to ignore", 0), _pos(meta))
 
-    def baseline(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
-        return ("baseline", self._float(children[0]), _pos(meta))
+    def baseline(self, meta: Meta, value: Token) -> _Option:
+        return ("baseline", self._float(value), _pos(meta))
 
-    def stop_after(self, meta: Meta, children: list[Any]) -> ast.StopAfter:
-        number, (unit, _unit_token) = children
+    def stop_after(self, meta: Meta, number: Token, unit: ast.TimeUnit) -> ast.StopAfter:
         if unit in ("epochs", "steps"):
             amount: float = self._count(number, f"the number of {unit}")
         else:
@@ -411,29 +441,27 @@ class _ToAst(Transformer[Token, Any]):
                 amount = int(amount)
         return ast.StopAfter(amount=amount, unit=unit, pos=_pos(meta))
 
-    def unit(self, meta: Meta, children: list[Token]) -> tuple[ast.TimeUnit, Token]:
-        word = str(children[0])
-        if word not in _TIME_UNITS:
-            guess = closest(word, _TIME_UNITS)
+    def unit(self, meta: Meta, word: Token) -> ast.TimeUnit:
+        if str(word) not in _TIME_UNITS:
+            guess = closest(str(word), _TIME_UNITS)
             raise error_at(
                 self.text,
-                _tpos(children[0]),
-                f"unknown unit {word!r}",
+                _tpos(word),
+                f"unknown unit {str(word)!r}",
                 f"did you mean {guess!r}?" if guess else "use epochs, steps, s, min or h",
             )
-        return _TIME_UNITS[word], children[0]
+        return _TIME_UNITS[str(word)]
 
     # conditions ---------------------------------------------------------------
-    def any_of(self, meta: Meta, children: list[ast.Condition]) -> ast.AnyOf:
-        parts = [p for c in children for p in (c.parts if isinstance(c, ast.AnyOf) else (c,))]
-        return ast.AnyOf(parts=tuple(parts), pos=_pos(meta))
+    def any_of(self, meta: Meta, *parts: ast.Condition) -> ast.Group:
+        return _flat(ast.AnyOf, parts, meta)
 
-    def all_of(self, meta: Meta, children: list[ast.Condition]) -> ast.AllOf:
-        parts = [p for c in children for p in (c.parts if isinstance(c, ast.AllOf) else (c,))]
-        return ast.AllOf(parts=tuple(parts), pos=_pos(meta))
+    def all_of(self, meta: Meta, *parts: ast.Condition) -> ast.Group:
+        return _flat(ast.AllOf, parts, meta)
 
-    def plateau(self, meta: Meta, children: list[Any]) -> ast.Plateau:
-        metric, trend, delta, patience = children
+    def plateau(
+        self, meta: Meta, metric: ast.Metric, trend: ast.Trend, delta: tuple[float, bool] | None, patience: Token
+    ) -> ast.Plateau:
         amount, relative = delta if delta is not None else (0.0, False)
         return ast.Plateau(
             metric=metric,
@@ -444,11 +472,7 @@ class _ToAst(Transformer[Token, Any]):
             pos=_pos(meta),
         )
 
-    def trend(self, meta: Meta, children: list[Token]) -> str:
-        return str(children[0])
-
-    def delta(self, meta: Meta, children: list[Any]) -> tuple[float, bool]:
-        number, percent = children
+    def delta(self, meta: Meta, number: Token, percent: Token | None) -> tuple[float, bool]:
         value = self._float(number)
         if value < 0:
             raise error_at(
@@ -463,40 +487,37 @@ class _ToAst(Transformer[Token, Any]):
             return value / 100.0, True
         return value, False
 
-    def threshold(self, meta: Meta, children: list[Any]) -> ast.Threshold:
-        metric, op, value = children
+    def threshold(self, meta: Meta, metric: ast.Metric, op: ast.Comparison, value: Token) -> ast.Threshold:
         return ast.Threshold(metric=metric, op=op, value=self._float(value), pos=_pos(meta))
 
-    def cmp(self, meta: Meta, children: list[Token]) -> str:
-        return str(children[0])
+    def not_finite(self, meta: Meta, metric: ast.Metric) -> ast.NotFinite:
+        return ast.NotFinite(metric=metric, pos=_pos(meta))
 
-    def not_finite(self, meta: Meta, children: list[Any]) -> ast.NotFinite:
-        return ast.NotFinite(metric=children[0], pos=_pos(meta))
-
-    def is_nan(self, meta: Meta, children: list[Any]) -> ast.NotFinite:
-        return ast.NotFinite(metric=children[0], nan_only=True, pos=_pos(meta))
+    def is_nan(self, meta: Meta, metric: ast.Metric) -> ast.NotFinite:
+        return ast.NotFinite(metric=metric, nan_only=True, pos=_pos(meta))
 
     # checkpoints ---------------------------------------------------------------
-    def save_best(self, meta: Meta, children: list[Any]) -> ast.SaveBest:
-        weights, metric, direction, threshold, path = children
+    def save_best(
+        self,
+        meta: Meta,
+        weights: Token | None,
+        metric: ast.Metric,
+        direction: ast.Direction | None,
+        path: ast.Path | None,
+    ) -> ast.SaveBest:
         return ast.SaveBest(
-            metric=metric,
-            direction=direction,
-            path=path,
-            weights_only=weights is not None,
-            threshold=threshold,
-            pos=_pos(meta),
+            metric=metric, direction=direction, path=path, weights_only=weights is not None, pos=_pos(meta)
         )
 
-    def best_threshold(self, meta: Meta, children: list[Any]) -> ast.BestThreshold:
-        side, value = children
-        return ast.BestThreshold(side=side, value=self._float(value), pos=_pos(meta))
-
-    def side(self, meta: Meta, children: list[Token]) -> str:
-        return str(children[0])
-
-    def save_top(self, meta: Meta, children: list[Any]) -> ast.SaveTop:
-        k, weights, metric, direction, path = children
+    def save_top(
+        self,
+        meta: Meta,
+        k: Token,
+        weights: Token | None,
+        metric: ast.Metric,
+        direction: ast.Direction | None,
+        path: ast.Path,
+    ) -> ast.SaveTop:
         return ast.SaveTop(
             k=self._count(k, "the number of checkpoints to keep"),
             metric=metric,
@@ -506,35 +527,32 @@ class _ToAst(Transformer[Token, Any]):
             pos=_pos(meta),
         )
 
-    def save_every(self, meta: Meta, children: list[Any]) -> ast.SaveEvery:
-        weights, (every, unit), path = children
+    def save_every(
+        self, meta: Meta, weights: Token | None, interval: tuple[int, ast.SaveUnit], path: ast.Path
+    ) -> ast.SaveEvery:
+        every, unit = interval
         return ast.SaveEvery(every=every, unit=unit, path=path, weights_only=weights is not None, pos=_pos(meta))
 
-    def save_last(self, meta: Meta, children: list[Any]) -> ast.SaveLast:
-        weights, path = children
+    def save_last(self, meta: Meta, weights: Token | None, path: ast.Path) -> ast.SaveLast:
         return ast.SaveLast(path=path, weights_only=weights is not None, pos=_pos(meta))
 
-    def every_epoch(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
+    def every_epoch(self, meta: Meta) -> tuple[int, ast.SaveUnit]:
         return 1, "epochs"
 
-    def every_step(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
+    def every_step(self, meta: Meta) -> tuple[int, ast.SaveUnit]:
         return 1, "steps"
 
-    def every_epochs(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
-        return self._count(children[0], "the number of epochs"), "epochs"
+    def every_epochs(self, meta: Meta, epochs: Token) -> tuple[int, ast.SaveUnit]:
+        return self._count(epochs, "the number of epochs"), "epochs"
 
-    def every_steps(self, meta: Meta, children: list[Token]) -> tuple[int, str]:
-        return self._count(children[0], "the number of steps"), "steps"
+    def every_steps(self, meta: Meta, steps: Token) -> tuple[int, ast.SaveUnit]:
+        return self._count(steps, "the number of steps"), "steps"
 
-    def direction(self, meta: Meta, children: list[Token]) -> str:
-        return str(children[0])
-
-    def to(self, meta: Meta, children: list[Token]) -> ast.Path:
-        return self._path(children[0])
+    def to(self, meta: Meta, path: Token) -> ast.Path:
+        return self._path(path)
 
     # learning rate ---------------------------------------------------------------
-    def reduce_lr(self, meta: Meta, children: list[Any]) -> ast.ReduceLR:
-        factor, condition, *options = children
+    def reduce_lr(self, meta: Meta, factor: Token, condition: ast.Condition, *options: _Option) -> ast.ReduceLR:
         if not isinstance(condition, ast.Plateau):
             raise error_at(
                 self.text,
@@ -542,106 +560,106 @@ class _ToAst(Transformer[Token, Any]):
                 "the learning rate can only be multiplied when one metric stops improving",
                 'write "multiply lr by F when METRIC not improving for N"',
             )
-        fields: dict[str, Any] = {}
-        for kind, value, pos in options:
-            if kind in fields:
-                raise error_at(self.text, pos, f"'{_OPTION_WORDS[kind]}' is given twice", "keep one")
-            fields[kind] = value
+        fields = self._options(options)
         return ast.ReduceLR(factor=self._float(factor), when=condition, pos=_pos(meta), **fields)
 
-    def cooldown(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
-        return ("cooldown", self._count(children[0], "cooldown", 0), _pos(meta))
+    def cooldown(self, meta: Meta, epochs: Token) -> _Option:
+        return ("cooldown", self._count(epochs, "cooldown", 0), _pos(meta))
 
-    def min_lr(self, meta: Meta, children: list[Token]) -> tuple[str, Any, ast.Pos]:
-        return ("min_lr", self._float(children[0]), _pos(meta))
+    def min_lr(self, meta: Meta, value: Token) -> _Option:
+        return ("min_lr", self._float(value), _pos(meta))
 
-    def schedule(self, meta: Meta, children: list[Any]) -> ast.Schedule:
+    def schedule(self, meta: Meta, first: ast.Segment, *links: ast.Segment | _Option | Token) -> ast.Schedule:
         # Links after a comma: a segment ("then ..."), a restart period for the cosine before
         # it, or one more milestone for the list before it.
-        segments: list[ast.Segment] = []
-        for child in children:
-            if isinstance(child, tuple) and child[0] == "restart":
-                _, span, pos = child
-                last = segments[-1]
+        segments: list[ast.Segment] = [first]
+        for link in links:
+            last = segments[-1]
+            if isinstance(link, tuple):  # restart every SPAN
+                _, span, pos = link
                 if not isinstance(last, ast.Cosine) or last.restart is not None:
-                    raise error_at(self.text, pos, "only a cosine can restart, once", 'write "cosine lr to X over N steps, restart every M steps"')
+                    raise error_at(
+                        self.text,
+                        pos,
+                        "only a cosine can restart, once",
+                        'write "cosine lr to X over N steps, restart every M steps"',
+                    )
                 segments[-1] = dataclasses.replace(last, restart=span)
-            elif isinstance(child, Token):
-                last = segments[-1]
+            elif isinstance(link, Token):  # one more milestone
                 if not isinstance(last, ast.Milestones):
-                    raise error_at(self.text, _tpos(child), "a number here continues a milestone list", 'write "multiply lr by F at epochs A, B, C"')
-                at = self._count(child, "a milestone", 1)
-                segments[-1] = dataclasses.replace(last, at=(*last.at, at))
+                    raise error_at(
+                        self.text,
+                        _tpos(link),
+                        "a number here continues a milestone list",
+                        'write "multiply lr by F at epochs A, B, C"',
+                    )
+                segments[-1] = dataclasses.replace(last, at=(*last.at, self._count(link, "a milestone", 1)))
             else:
-                segments.append(child)
+                segments.append(link)
         return ast.Schedule(segments=tuple(segments), pos=_pos(meta))
 
-    def more_milestone(self, meta: Meta, children: list[Token]) -> Token:
-        return children[0]
+    def more_milestone(self, meta: Meta, at: Token) -> Token:
+        return at
 
-    def restart(self, meta: Meta, children: list[ast.Span]) -> tuple[str, ast.Span, ast.Pos]:
-        return ("restart", children[0], _pos(meta))
+    def restart(self, meta: Meta, every: ast.Span) -> _Option:
+        return ("restart", every, _pos(meta))
 
-    def span_epochs(self, meta: Meta, children: list[Token]) -> ast.Span:
-        return ast.Span(float(self._count(children[0], "the number of epochs")), "epochs")
+    def span_epochs(self, meta: Meta, epochs: Token) -> ast.Span:
+        return ast.Span(float(self._count(epochs, "the number of epochs")), "epochs")
 
-    def span_steps(self, meta: Meta, children: list[Token]) -> ast.Span:
-        return ast.Span(float(self._count(children[0], "the number of steps")), "steps")
+    def span_steps(self, meta: Meta, steps: Token) -> ast.Span:
+        return ast.Span(float(self._count(steps, "the number of steps")), "steps")
 
-    def span_percent(self, meta: Meta, children: list[Token]) -> ast.Span:
-        value = self._float(children[0])
+    def span_percent(self, meta: Meta, share: Token, percent: Token) -> ast.Span:
+        value = self._float(share)
         if not 0 < value <= 100:
-            raise error_at(self.text, _tpos(children[0]), f"a share of training must be above 0% and at most 100%, got {children[0]}%", "e.g. 10% of training")
+            raise error_at(
+                self.text,
+                _tpos(share),
+                f"a share of training must be above 0% and at most 100%, got {share}%",
+                "e.g. 10% of training",
+            )
         return ast.Span(value, "percent")
 
-    def warmup(self, meta: Meta, children: list[Any]) -> ast.Warmup:
-        return ast.Warmup(target=self._float(children[0]), over=children[1], pos=_pos(meta))
+    def warmup(self, meta: Meta, target: Token, over: ast.Span) -> ast.Warmup:
+        return ast.Warmup(target=self._float(target), over=over, pos=_pos(meta))
 
-    def cosine(self, meta: Meta, children: list[Any]) -> ast.Cosine:
-        return ast.Cosine(target=self._float(children[0]), over=children[1], pos=_pos(meta))
+    def cosine(self, meta: Meta, target: Token, over: ast.Span) -> ast.Cosine:
+        return ast.Cosine(target=self._float(target), over=over, pos=_pos(meta))
 
-    def linear(self, meta: Meta, children: list[Any]) -> ast.Linear:
-        return ast.Linear(target=self._float(children[0]), over=children[1], pos=_pos(meta))
+    def linear(self, meta: Meta, target: Token, over: ast.Span) -> ast.Linear:
+        return ast.Linear(target=self._float(target), over=over, pos=_pos(meta))
 
-    def hold(self, meta: Meta, children: list[Any]) -> ast.Hold:
-        return ast.Hold(over=children[0], pos=_pos(meta))
+    def hold(self, meta: Meta, over: ast.Span) -> ast.Hold:
+        return ast.Hold(over=over, pos=_pos(meta))
 
-    def decay(self, meta: Meta, children: list[Any]) -> ast.Decay:
-        every, unit = children[1]
-        return ast.Decay(factor=self._float(children[0]), every=every, unit=unit, pos=_pos(meta))
+    def decay(self, meta: Meta, factor: Token, interval: tuple[int, ast.SaveUnit]) -> ast.Decay:
+        every, unit = interval
+        return ast.Decay(factor=self._float(factor), every=every, unit=unit, pos=_pos(meta))
 
-    def milestones(self, meta: Meta, children: list[Any]) -> ast.Milestones:
-        factor, unit, first = children
+    def milestones(self, meta: Meta, factor: Token, unit: ast.SaveUnit, first: Token) -> ast.Milestones:
         return ast.Milestones(
             factor=self._float(factor), at=(self._count(first, "a milestone", 1),), unit=unit, pos=_pos(meta)
         )
 
-    def at_unit(self, meta: Meta, children: list[Token]) -> str:
-        return "steps" if str(children[0]).startswith("step") else "epochs"
+    def at_unit(self, meta: Meta, word: Token) -> ast.SaveUnit:
+        return "steps" if str(word).startswith("step") else "epochs"
 
-    def inverse_sqrt(self, meta: Meta, children: list[Token]) -> ast.InverseSqrt:
+    def inverse_sqrt(self, meta: Meta) -> ast.InverseSqrt:
         return ast.InverseSqrt(pos=_pos(meta))
 
     # logging and backup ---------------------------------------------------------------
-    def log_csv(self, meta: Meta, children: list[Any]) -> ast.LogCSV:
-        return ast.LogCSV(path=self._path(children[0]), append=children[1] is not None, pos=_pos(meta))
+    def log_csv(self, meta: Meta, path: Token, append: Token | None) -> ast.LogCSV:
+        return ast.LogCSV(path=self._path(path), append=append is not None, pos=_pos(meta))
 
-    def log_tensorboard(self, meta: Meta, children: list[Token]) -> ast.LogTensorBoard:
-        return ast.LogTensorBoard(path=self._path(children[0]), pos=_pos(meta))
+    def log_tensorboard(self, meta: Meta, path: Token) -> ast.LogTensorBoard:
+        return ast.LogTensorBoard(path=self._path(path), pos=_pos(meta))
 
-    def backup(self, meta: Meta, children: list[Any]) -> ast.Backup:
-        return ast.Backup(path=self._path(children[0]), steps=children[1], pos=_pos(meta))
+    def backup(self, meta: Meta, path: Token, steps: int | None) -> ast.Backup:
+        return ast.Backup(path=self._path(path), steps=steps, pos=_pos(meta))
 
-    def backup_interval(self, meta: Meta, children: list[Token]) -> int | None:
-        return self._count(children[0], "the number of steps") if children else None
+    def backup_interval(self, meta: Meta, steps: Token | None = None) -> int | None:
+        return self._count(steps, "the number of steps") if steps is not None else None
 
-
-_OPTION_WORDS = {
-    "restore": "restore best",
-    "ignore_first": "ignore first",
-    "baseline": "baseline",
-    "cooldown": "cooldown",
-    "min_lr": "min lr",
-}
 
 __all__ = ["MAX_CONDITION_DEPTH", "MAX_COUNT", "keywords", "parse"]
