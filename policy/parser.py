@@ -404,7 +404,7 @@ class _ToAst(Transformer[Token, Any]):
         return str(word)
 
     # A keyword chosen from a few (`min`/`max`, `>=`/`<`, `improving`/`decreasing`) is its text.
-    trend = cmp = direction = _word
+    trend = cmp = direction = side = _word
 
     # top level ---------------------------------------------------------------
     def start(self, meta: Meta, *rules: ast.Rule | None) -> list[ast.Rule]:
@@ -503,11 +503,20 @@ class _ToAst(Transformer[Token, Any]):
         weights: Token | None,
         metric: ast.Metric,
         direction: ast.Direction | None,
+        threshold: ast.BestThreshold | None,
         path: ast.Path | None,
     ) -> ast.SaveBest:
         return ast.SaveBest(
-            metric=metric, direction=direction, path=path, weights_only=weights is not None, pos=_pos(meta)
+            metric=metric,
+            direction=direction,
+            path=path,
+            weights_only=weights is not None,
+            threshold=threshold,
+            pos=_pos(meta),
         )
+
+    def best_threshold(self, meta: Meta, side: ast.Side, value: Token) -> ast.BestThreshold:
+        return ast.BestThreshold(side=side, value=self._float(value), pos=_pos(meta))
 
     def save_top(
         self,
