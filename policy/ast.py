@@ -1,6 +1,7 @@
 """The typed syntax tree of a policy.
 
-Every node is a frozen, keyword-only dataclass. Its position (`pos`) records where the
+Every node is a frozen, keyword-only dataclass (made by :func:`policy.frozen.frozen`, which
+shares its methods instead of compiling them per class: cheaper start-up). Its position (`pos`) records where the
 construct starts and ends in the source text; it is excluded from equality and hashing,
 so two policies that say the same thing compare equal however they were spelled.
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias, TypeVar
+
+from policy.frozen import Frozen, frozen
 
 
 @dataclass(frozen=True)
@@ -43,19 +46,21 @@ SIDE_DIRECTION: Final[Mapping[str, Direction]] = {"below": "min", "above": "max"
 SECONDS_PER_UNIT: Final[Mapping[str, float]] = {"s": 1.0, "min": 60.0, "h": 3600.0}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Node:
+@frozen
+class Node(Frozen):
+    """What every node has: where it is in the source."""
+
     pos: Pos = field(default=NOWHERE, compare=False, repr=False)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Metric(Node):
     """A name as it appears in Keras's logs (``val_loss``, ``val_accuracy``)."""
 
     name: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Path(Node):
     """A file or folder path as the user quoted it, escapes resolved (``"ckpt/{epoch:03d}.keras"``).
 
@@ -69,7 +74,7 @@ class Path(Node):
 # --------------------------------------------------------------------------- conditions
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Plateau(Node):
     """``METRIC not improving [by DELTA[%]] for PATIENCE [epochs]``.
 
@@ -85,7 +90,7 @@ class Plateau(Node):
     patience: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Threshold(Node):
     """``METRIC >= VALUE``: holds at the end of an epoch where the comparison holds."""
 
@@ -94,7 +99,7 @@ class Threshold(Node):
     value: float
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class NotFinite(Node):
     """``METRIC is not finite`` (NaN or +-inf), or ``METRIC is nan`` (NaN only)."""
 
@@ -102,14 +107,14 @@ class NotFinite(Node):
     nan_only: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class AnyOf(Node):
     """``A or B or ...``: holds when any part holds (every part is still evaluated)."""
 
     parts: tuple[Condition, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class AllOf(Node):
     """``A and B and ...``: holds when every part holds (every part is still evaluated)."""
 
@@ -147,7 +152,7 @@ def condition_depth(condition: Condition) -> int:
 # --------------------------------------------------------------------------- rules
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class StopWhen(Node):
     """``stop when CONDITION [, restore best [METRIC]] [, ignore first N epochs] [, baseline X]``."""
 
@@ -158,7 +163,7 @@ class StopWhen(Node):
     baseline: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class StopAfter(Node):
     """``stop after N epochs|steps|s|min|h``: a budget."""
 
@@ -166,7 +171,7 @@ class StopAfter(Node):
     unit: TimeUnit
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class BestThreshold(Node):
     """``below X`` / ``above X`` after ``save best on METRIC``: the first save needs a value
     strictly below (min) or above (max) X (Keras's ``initial_value_threshold``)."""
@@ -175,7 +180,7 @@ class BestThreshold(Node):
     value: float
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class SaveBest(Node):
     """``save best [weights] on METRIC [min|max] [below|above X] [to PATH]``."""
 
@@ -186,7 +191,7 @@ class SaveBest(Node):
     threshold: BestThreshold | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class SaveTop(Node):
     """``save top K [weights] on METRIC [min|max] to PATH``: keep the K best checkpoints."""
 
@@ -197,7 +202,7 @@ class SaveTop(Node):
     weights_only: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class SaveEvery(Node):
     """``save [weights] every epoch|N epochs|N steps to PATH``."""
 
@@ -207,7 +212,7 @@ class SaveEvery(Node):
     weights_only: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class SaveLast(Node):
     """``save last [weights] to PATH``: one file, overwritten after every epoch."""
 
@@ -215,7 +220,7 @@ class SaveLast(Node):
     weights_only: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class ReduceLR(Node):
     """``multiply lr by F when PLATEAU [, cooldown N] [, min lr X]``."""
 
@@ -240,7 +245,7 @@ class Span:
     unit: SpanUnit = "epochs"
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Warmup(Node):
     """``warm up lr to TARGET over SPAN``: linear, lr in the segment's unit t is TARGET*(t+1)/N."""
 
@@ -253,7 +258,7 @@ class Warmup(Node):
         return int(self.over.count)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Cosine(Node):
     """``cosine lr to TARGET over SPAN [, restart every SPAN]``: half cosine from the current lr to
     TARGET; with a restart period, the half cosine starts again every period (SGDR)."""
@@ -268,7 +273,7 @@ class Cosine(Node):
         return int(self.over.count)
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Linear(Node):
     """``linear lr to TARGET over SPAN``: a straight line from the current lr to TARGET."""
 
@@ -276,14 +281,14 @@ class Linear(Node):
     over: Span
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Hold(Node):
     """``hold lr for SPAN``: the current lr, unchanged (warm-up, hold, decay: WSD)."""
 
     over: Span
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Decay(Node):
     """``decay lr by F every N epochs|steps``: step decay, open-ended."""
 
@@ -292,7 +297,7 @@ class Decay(Node):
     unit: Literal["epochs", "steps"] = "epochs"
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Milestones(Node):
     """``multiply lr by F at epochs A, B, C`` (or ``at steps``): open-ended; F once more at each
     milestone, counted from the segment's start."""
@@ -302,7 +307,7 @@ class Milestones(Node):
     unit: Literal["epochs", "steps"] = "epochs"
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class InverseSqrt(Node):
     """``inverse sqrt lr``: open-ended; v * sqrt(s / (s + t)) after a segment that ended at s."""
 
@@ -322,14 +327,14 @@ def counts_steps(schedule: Schedule) -> bool:
     return False
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Schedule(Node):
     """One or more segments chained with ``then``, each starting where the last ended."""
 
     segments: tuple[Segment, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class LogCSV(Node):
     """``log to "train.csv" [, append]``."""
 
@@ -337,14 +342,14 @@ class LogCSV(Node):
     append: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class LogTensorBoard(Node):
     """``log to tensorboard "logs/"``."""
 
     path: Path
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Backup(Node):
     """``backup to "dir/" [every epoch|every N steps]``; ``steps`` None means every epoch."""
 
@@ -367,7 +372,7 @@ Rule: TypeAlias = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@frozen
 class Policy(Node):
     """A whole policy: its rules in the order they were written.
 

@@ -11,16 +11,17 @@ option, missing argument, a file that does not exist).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from policy.ast import Policy
 from policy.errors import HistoryError, PolicyError, Problem
 
 if TYPE_CHECKING:
+    import argparse
+
     from policy.history import History
     from policy.outcome import Outcome
 
@@ -138,23 +139,28 @@ def _is_file(arg: str) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    return check(args.policy, args.key)
+
+
+def check(policies: Sequence[str], key: str) -> int:
+    """``keras-policy check``: one policy is printed in canonical form; several are each reported."""
     from policy.printer import format_policy
 
-    if len(args.policy) == 1:
-        print(format_policy(read_policy(args.policy[0], args.key)))
+    if len(policies) == 1:
+        print(format_policy(read_policy(policies[0], key)))
         return EXIT_OK
     # Several files (as pre-commit passes them): check every one, report every bad one.
     failed = 0
-    for arg in args.policy:
+    for arg in policies:
         try:
-            rules = read_policy(arg, args.key).rules
+            rules = read_policy(arg, key).rules
         except PolicyError as exc:
             print_policy_error(exc, sys.stderr)
             failed += 1
             continue
         print(f"{arg}: {len(rules)} rule{'s' if len(rules) != 1 else ''}, ok")
     if failed:
-        print(f"{failed} of {len(args.policy)} policies have errors", file=sys.stderr)
+        print(f"{failed} of {len(policies)} policies have errors", file=sys.stderr)
     return EXIT_POLICY if failed else EXIT_OK
 
 
@@ -381,6 +387,8 @@ def cmd_demo(argv: Sequence[str]) -> int:
 
 
 def _positive_int(text: str) -> int:
+    import argparse
+
     try:
         value = int(text)
     except ValueError:
@@ -391,6 +399,8 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    import argparse
+
     try:
         value = float(text)
     except ValueError:
@@ -401,6 +411,8 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="keras-policy",
         description="Check, explain, simulate and compile training-control policies for Keras.",
@@ -534,14 +546,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["demo"]:
         # The demo has options of its own (--epochs, --out, --help); argparse would claim them.
         return cmd_demo(args_list[1:])
+    if len(args_list) > 1 and args_list[0] == "check" and not any(a.startswith("-") for a in args_list[1:]):
+        # `check` and policies, no option: what argparse would hand cmd_check, without importing and
+        # building it (~5 ms, a fifth of what `check` costs beyond `import lark`: BENCHMARKS.md, figure 5).
+        policies = args_list[1:]
+        return _answer(lambda: check(policies, key="policy"))
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # --help, --version, or a usage error already printed by argparse
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return _answer(lambda: args.func(args), parser)
+
+
+def _answer(command: Callable[[], int], parser: argparse.ArgumentParser | None = None) -> int:
+    """Run a parsed command: its exit code, or the report and exit code of the error it raised."""
     try:
-        code: int = args.func(args)
-        return code
+        return command()
     except PolicyError as exc:
         print_policy_error(exc, sys.stderr)
         return EXIT_POLICY
@@ -549,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{exc}", file=sys.stderr)
         return EXIT_POLICY
     except UsageError as exc:
-        parser.print_usage(sys.stderr)
+        (parser or build_parser()).print_usage(sys.stderr)
         print(f"keras-policy: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `keras-policy explain ... | head`

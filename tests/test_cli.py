@@ -54,18 +54,19 @@ def history_csv(tmp_path: Path) -> Path:
 
 
 def test_check_imports_only_the_parser_checker_and_printer(tmp_path: Path) -> None:
-    """`check` loads no module of ours it does not use (figure 5 times it against `import lark`)."""
+    """`check` loads no module of ours it does not use, nor argparse (figure 5 times it against `import lark`)."""
     code = (
         "import sys, policy.cli\n"
         "rc = policy.cli.main(['check', 'stop when val_loss not improving for 3'])\n"
-        "print(sorted(m for m in sys.modules if m.startswith('policy') or m in ('json', 'csv')))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('policy') or m in ('json', 'csv', 'argparse')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert result.returncode == 0, result.stderr
     loaded = set(eval(result.stdout.splitlines()[-1]))
-    assert loaded == {"policy", "policy.accept", "policy.ast", "policy.cli", "policy.errors", "policy.load",
-                      "policy.meaning", "policy.metrics", "policy.parser", "policy.printer", "policy.validate"}
+    assert loaded == {"policy", "policy.accept", "policy.ast", "policy.cli", "policy.errors", "policy.frozen",
+                      "policy.load", "policy.meaning", "policy.metrics", "policy.parser", "policy.printer",
+                      "policy.validate"}
 
 
 def test_lazy_package_names_stay_functions_after_their_modules_load(tmp_path: Path) -> None:
@@ -128,6 +129,20 @@ def test_check_missing_key_and_missing_file(tmp_path: Path) -> None:
     missing = run("check", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2
     assert "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("case", ["good", "bad", "missing file", "several files"])
+def test_check_without_options_answers_as_with_them(tmp_path: Path, case: str) -> None:
+    """`check` with policies only skips argparse (figure 5); an option sends it through argparse: same answer."""
+    ok, broken = tmp_path / "ok.policy", tmp_path / "broken.policy"
+    ok.write_text(GOOD)
+    broken.write_text("stop when\n")
+    policies = {"good": [GOOD], "bad": ["save best on val_los to 'a.h5'"], "missing file": [str(tmp_path / "no.yaml")],
+                "several files": [str(ok), str(broken), str(ok)]}[case]
+    plain = run("check", *policies, cwd=tmp_path)
+    parsed = run("check", *policies, "--key", "policy", cwd=tmp_path)
+    assert (plain.returncode, plain.stdout, plain.stderr) == (parsed.returncode, parsed.stdout, parsed.stderr)
+    assert plain.returncode == {"good": 0, "bad": 1, "missing file": 2, "several files": 1}[case]
 
 
 @pytest.mark.parametrize("args", [[], ["nope"], ["check"], ["check", GOOD, "--bogus"], ["simulate", GOOD]])
