@@ -26,7 +26,7 @@ from typing import Any
 from policy import ast
 from policy.errors import PolicyError, Problem
 from policy.metrics import name_direction
-from policy.printer import number, path, rule
+from policy.printer import rule
 
 # TensorBoard arguments a policy cannot set, with the Keras default each must have.
 _TENSORBOARD_DEFAULTS: dict[str, Any] = {
@@ -78,52 +78,63 @@ def describe(callbacks: Iterable[Any]) -> str:
 
 
 def describe_one(cb: Any) -> list[str]:
-    """The policy lines for one callback (usually one; none for our strict-metrics check)."""
+    """The policy lines for one callback (usually one; none for our strict-metrics check).
+
+    Each line is the rule's syntax tree written by the printer, plus a ``#`` comment where
+    Keras treats the value given differently from how it reads.
+    """
+    found = _rule_of(cb)
+    if found is None:
+        return []
+    node, note = found if isinstance(found, tuple) else (found, "")
+    return [rule(node) + note]
+
+
+def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
     import keras
 
     from policy import callbacks as ours
 
     if isinstance(cb, ours.MetricCheck | ours.TerminateOnNaNRecorder | ours.CreateFolder | ours.FitStart):
         # compile_policy's helpers: the strict-metrics check and TerminateOnNaN's stop record.
-        return []
+        return None
     if isinstance(cb, ours.ConditionStopping):
-        return [_our_stop_when(cb)]
+        return _our_stop_when(cb)
     if isinstance(cb, ours.StopAfterEpochs):
-        return [f"stop after {number(cb.epochs)} epochs"]
+        return ast.StopAfter(amount=cb.epochs, unit="epochs")
     if isinstance(cb, ours.StopAfterSteps):
-        return [f"stop after {number(cb.steps)} steps"]
+        return ast.StopAfter(amount=cb.steps, unit="steps")
     if isinstance(cb, ours.StopAfterTime):
-        return [_our_stop_after_time(cb)]
+        return _our_stop_after_time(cb)
     if isinstance(cb, ours.TopKCheckpoint):
-        return [_our_save_top(cb)]
+        return _our_save_top(cb)
     if isinstance(cb, ours.PeriodicCheckpoint):
-        weights = " weights" if cb.weights_only else ""
-        return [f"save{weights} every {cb.every} epochs to {path(ast.Path(value=cb.path))}"]
+        return ast.SaveEvery(every=cb.every, path=ast.Path(value=cb.path), weights_only=cb.weights_only)
     cbs = keras.callbacks
     # The Keras class it is or extends: the policy's own ModelCheckpoint and BackupAndRestore
     # are Keras's with only the way files reach the disk changed (policy.callbacks.atomic, .backup).
     kind = next((k for k in type(cb).__mro__ if k.__module__.startswith("keras.")), type(cb))
     if kind is cbs.EarlyStopping:
-        return [_early_stopping(cb)]
+        return _early_stopping(cb)
     if kind is cbs.ReduceLROnPlateau:
-        return [_reduce_lr(cb)]
+        return _reduce_lr(cb)
     if kind is cbs.ModelCheckpoint:
-        return [_checkpoint(cb)]
+        return _checkpoint(cb)
     if kind is cbs.TerminateOnNaN:
         if cb.raise_error:
             raise NoEquivalent("raise_error=True has no equivalent; stop when loss is not finite stops gracefully")
-        return ["stop when loss is not finite"]
+        return ast.StopWhen(condition=ast.NotFinite(metric=ast.Metric(name="loss")))
     if kind is cbs.CSVLogger:
         if cb.sep != ",":
             raise NoEquivalent(f"separator={cb.sep!r} has no equivalent; a policy's CSV log uses ','")
-        return [f"log to {path(ast.Path(value=cb.filename))}" + (", append" if cb.append else "")]
+        return ast.LogCSV(path=ast.Path(value=cb.filename), append=bool(cb.append))
     if kind is cbs.TensorBoard:
         _check_tensorboard(cb)
-        return [f"log to tensorboard {path(ast.Path(value=cb.log_dir))}"]
+        return ast.LogTensorBoard(path=ast.Path(value=cb.log_dir))
     if kind is cbs.BackupAndRestore:
-        return [_backup(cb)]
+        return _backup(cb)
     if isinstance(cb, cbs.LearningRateScheduler):  # ours (ScheduledLearningRate) extends it
-        return [_schedule(cb)]
+        return _schedule(cb)
     raise NoEquivalent("no policy rule does what this callback does")
 
 
@@ -156,74 +167,80 @@ def _patience(value: Any, what: str) -> tuple[int, str]:
     return value, ""
 
 
-def _delta(min_delta: Any) -> str:
-    value = float(min_delta)
-    if not math.isfinite(value):
-        raise NoEquivalent(f"min_delta={min_delta!r} is not finite")
-    return f" by {number(value)}" if value else ""
-
-
-def _early_stopping(cb: Any) -> str:
+def _plateau(cb: Any, what: str) -> tuple[ast.Plateau, str]:
+    """The plateau a Keras plateau callback watches (``monitor``, ``mode``, ``min_delta``, ``patience``)."""
     trend = _trend(cb.monitor, cb.mode)
-    patience, note = _patience(cb.patience, "EarlyStopping")
-    out = f"stop when {cb.monitor} not {trend}{_delta(cb.min_delta)} for {patience}"
-    if cb.restore_best_weights:
-        out += ", restore best"
-    if cb.start_from_epoch:
-        if cb.start_from_epoch < 0:
-            raise NoEquivalent(f"start_from_epoch={cb.start_from_epoch} is negative")
-        out += f", ignore first {cb.start_from_epoch} epochs"
-    if cb.baseline is not None:
-        out += f", baseline {number(float(cb.baseline))}"
-    return out + note
+    patience, note = _patience(cb.patience, what)
+    delta = float(cb.min_delta)
+    if not math.isfinite(delta):
+        raise NoEquivalent(f"min_delta={cb.min_delta!r} is not finite")
+    return ast.Plateau(metric=ast.Metric(name=cb.monitor), trend=trend, delta=delta, patience=patience), note
 
 
-def _reduce_lr(cb: Any) -> str:
-    trend = _trend(cb.monitor, cb.mode)
-    patience, note = _patience(cb.patience, "ReduceLROnPlateau")
-    # Written even when it is Keras's default 1e-4: a policy's default delta is 0.
-    factor = number(float(cb.factor))
-    out = f"multiply lr by {factor} when {cb.monitor} not {trend}{_delta(cb.min_delta)} for {patience}"
-    if cb.cooldown:
-        out += f", cooldown {cb.cooldown}"
-    if cb.min_lr:
-        out += f", min lr {number(float(cb.min_lr))}"
-    return out + note
+def _early_stopping(cb: Any) -> tuple[ast.StopWhen, str]:
+    plateau, note = _plateau(cb, "EarlyStopping")
+    if cb.start_from_epoch < 0:
+        raise NoEquivalent(f"start_from_epoch={cb.start_from_epoch} is negative")
+    node = ast.StopWhen(
+        condition=plateau,
+        restore_best=bool(cb.restore_best_weights),
+        ignore_first=cb.start_from_epoch,
+        baseline=None if cb.baseline is None else float(cb.baseline),
+    )
+    return node, note
 
 
-def _checkpoint(cb: Any) -> str:
-    weights = " weights" if cb.save_weights_only else ""
+def _reduce_lr(cb: Any) -> tuple[ast.ReduceLR, str]:
+    plateau, note = _plateau(cb, "ReduceLROnPlateau")
+    # The delta is written even when it is Keras's default 1e-4: a policy's default delta is 0.
+    node = ast.ReduceLR(factor=float(cb.factor), when=plateau, cooldown=cb.cooldown, min_lr=float(cb.min_lr))
+    return node, note
+
+
+def _checkpoint(cb: Any) -> ast.Rule:
     if not cb.save_weights_only and not cb.filepath.endswith(".keras"):
         raise NoEquivalent(f"filepath={cb.filepath!r}: a policy saves models in the .keras format only")
+    to = ast.Path(value=cb.filepath)
+    weights_only = bool(cb.save_weights_only)
     if cb.save_best_only:
         if cb.save_freq != "epoch":
             raise NoEquivalent(f"save_best_only=True with save_freq={cb.save_freq!r} has no equivalent "
                                "(and fails inside Keras 3.15.1)")
         named = name_direction(cb.monitor)
+        direction: ast.Direction | None
         if cb.mode == "auto":
             _trend(cb.monitor, "auto")  # raises when the name does not tell
-            direction = "" if named is not None else " min"  # only "loss" gets here with named None
+            direction = None if named is not None else "min"  # only "loss" gets here with named None
         else:
-            direction = "" if cb.mode == named else f" {cb.mode}"
-        threshold = ""
+            direction = None if cb.mode == named else cb.mode
+        threshold = None
         if cb.best is not None:  # initial_value_threshold: the starting best
             value = float(cb.best)
             if not math.isfinite(value):
                 raise NoEquivalent(f"initial_value_threshold={cb.best!r} has no equivalent (a threshold is a finite number)")
             mode = cb.mode if cb.mode != "auto" else (named or "min")
-            threshold = f" {'below' if mode == 'min' else 'above'} {number(value)}"
+            threshold = ast.BestThreshold(side="below" if mode == "min" else "above", value=value)
         from policy.meaning import default_best_path
 
-        to = "" if cb.filepath == default_best_path(cb.save_weights_only) else f" to {path(ast.Path(value=cb.filepath))}"
-        return f"save best{weights} on {cb.monitor}{direction}{threshold}{to}"
+        return ast.SaveBest(
+            metric=ast.Metric(name=cb.monitor),
+            direction=direction,
+            threshold=threshold,
+            path=None if cb.filepath == default_best_path(weights_only) else to,
+            weights_only=weights_only,
+        )
     if cb.save_freq == "epoch":
         # Both forms compile to the same ModelCheckpoint; pick the one that reads true.
         if "{" in cb.filepath:
-            return f"save{weights} every epoch to {path(ast.Path(value=cb.filepath))}"
-        return f"save last{weights} to {path(ast.Path(value=cb.filepath))}"
-    if isinstance(cb.save_freq, int) and not isinstance(cb.save_freq, bool) and cb.save_freq > 0:
-        return f"save{weights} every {cb.save_freq} steps to {path(ast.Path(value=cb.filepath))}"
+            return ast.SaveEvery(path=to, weights_only=weights_only)
+        return ast.SaveLast(path=to, weights_only=weights_only)
+    if _positive_int(cb.save_freq):
+        return ast.SaveEvery(every=cb.save_freq, unit="steps", path=to, weights_only=weights_only)
     raise NoEquivalent(f"save_freq={cb.save_freq!r} has no equivalent")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _check_tensorboard(cb: Any) -> None:
@@ -233,21 +250,22 @@ def _check_tensorboard(cb: Any) -> None:
         raise NoEquivalent(f"{', '.join(changed)} set; a policy's TensorBoard rule takes only the log folder")
 
 
-def _backup(cb: Any) -> str:
+def _backup(cb: Any) -> ast.Backup:
     if cb.double_checkpoint or not cb.delete_checkpoint:
         raise NoEquivalent("double_checkpoint=True / delete_checkpoint=False have no equivalent")
+    to = ast.Path(value=str(cb.backup_dir))
     if cb.save_freq == "epoch":
-        return f"backup to {path(ast.Path(value=str(cb.backup_dir)))}"
-    if isinstance(cb.save_freq, int) and not isinstance(cb.save_freq, bool) and cb.save_freq > 0:
-        return f"backup to {path(ast.Path(value=str(cb.backup_dir)))} every {cb.save_freq} steps"
+        return ast.Backup(path=to)
+    if _positive_int(cb.save_freq):
+        return ast.Backup(path=to, steps=cb.save_freq)
     raise NoEquivalent(f"save_freq={cb.save_freq!r} has no equivalent")
 
 
-def _schedule(cb: Any) -> str:
+def _schedule(cb: Any) -> ast.Schedule:
     from policy.callbacks import LearningRateChain
 
     if isinstance(cb.schedule, LearningRateChain):
-        return rule(cb.schedule.node())
+        return cb.schedule.node()
     what = getattr(cb.schedule, "__name__", type(cb.schedule).__name__)
     raise NoEquivalent(f"schedule {what} is a Python function; only schedules built by a policy "
                        "(warm up / cosine / decay) can be written as one")
@@ -256,42 +274,47 @@ def _schedule(cb: Any) -> str:
 # --------------------------------------------------------------------------- our own callbacks
 
 
-def _our_stop_when(cb: Any) -> str:
-    # The restore target lives in private state; the rule text the compiler stored says it
-    # all, so it is used once it is checked against the public condition.
+def _own_rule(text: str) -> ast.Rule | None:
+    """The one rule in a callback's stored rule text, or None if it is not one valid rule."""
     from policy.parser import parse
 
     try:
-        (parsed,) = parse(cb.rule).rules
+        (parsed,) = parse(text).rules
     except (PolicyError, ValueError):
-        parsed = None
+        return None
+    return parsed
+
+
+def _our_stop_when(cb: Any) -> ast.StopWhen:
+    # The restore target lives in private state; the rule text the compiler stored says it
+    # all, so it is used once it is checked against the public condition.
+    parsed = _own_rule(cb.rule)
     if not isinstance(parsed, ast.StopWhen) or (parsed.condition, parsed.ignore_first) != (cb.condition,
                                                                                            cb.ignore_first):
         raise NoEquivalent(f"its rule text {cb.rule!r} does not match its condition; build it with compile_policy")
-    return rule(parsed)
+    return parsed
 
 
-def _our_stop_after_time(cb: Any) -> str:
+def _our_stop_after_time(cb: Any) -> ast.StopAfter:
     # The unit the rule was written in ("0.05 min") lives only in its text: use that text
     # when it says the same number of seconds, else pick the largest unit that is whole.
-    from policy.parser import parse
-
     seconds = float(cb.seconds)
-    try:
-        (parsed,) = parse(cb.rule).rules
-    except (PolicyError, ValueError):
-        parsed = None
+    parsed = _own_rule(cb.rule)
     if isinstance(parsed, ast.StopAfter) and parsed.unit in ast.SECONDS_PER_UNIT and (
             parsed.amount * ast.SECONDS_PER_UNIT[parsed.unit] == seconds):
-            return rule(parsed)
+        return parsed
     for unit in ("h", "min"):
         size = ast.SECONDS_PER_UNIT[unit]
         if seconds >= size and (seconds / size).is_integer():
-            return f"stop after {number(seconds / size)}{' min' if unit == 'min' else unit}"
-    return f"stop after {number(seconds)}s"
+            return ast.StopAfter(amount=seconds / size, unit=unit)
+    return ast.StopAfter(amount=seconds, unit="s")
 
 
-def _our_save_top(cb: Any) -> str:
-    weights = " weights" if cb.weights_only else ""
-    direction = "" if name_direction(cb.monitor) == cb.mode else f" {cb.mode}"
-    return f"save top {cb.k}{weights} on {cb.monitor}{direction} to {path(ast.Path(value=cb.path))}"
+def _our_save_top(cb: Any) -> ast.SaveTop:
+    return ast.SaveTop(
+        k=cb.k,
+        metric=ast.Metric(name=cb.monitor),
+        direction=None if name_direction(cb.monitor) == cb.mode else cb.mode,
+        path=ast.Path(value=cb.path),
+        weights_only=bool(cb.weights_only),
+    )

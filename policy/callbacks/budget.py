@@ -13,10 +13,12 @@ from typing import Any
 
 import keras
 
+from policy import ast
 from policy.callbacks.base import StopRecord, record_state
 from policy.callbacks.processes import agree_max, agreement_due, process_count
 from policy.outcome import Stop
 from policy.printer import number
+from policy.printer import rule as rule_text
 
 
 class StopAfterEpochs(keras.callbacks.Callback):  # type: ignore[misc]
@@ -35,7 +37,7 @@ class StopAfterEpochs(keras.callbacks.Callback):  # type: ignore[misc]
     def __init__(self, epochs: float, rule: str = "") -> None:
         super().__init__()
         self.epochs = epochs
-        self.rule = rule or f"stop after {number(epochs)} epochs"
+        self.rule = rule or rule_text(ast.StopAfter(amount=epochs, unit="epochs"))
         self.stop_record: StopRecord | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -101,7 +103,7 @@ class StopAfterSteps(_BatchBudget):
     def __init__(self, steps: float, rule: str = "") -> None:
         super().__init__()
         self.steps = steps
-        self.rule = rule or f"stop after {number(steps)} steps"
+        self.rule = rule or rule_text(ast.StopAfter(amount=steps, unit="steps"))
         self.seen = 0
         self._before_epoch = 0
 
@@ -150,7 +152,7 @@ class StopAfterTime(_BatchBudget):
     def __init__(self, seconds: float, rule: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.seconds = seconds
-        self.rule = rule or f"stop after {number(seconds)}s"
+        self.rule = rule or rule_text(ast.StopAfter(amount=seconds, unit="s"))
         self.clock = clock
         self._start = 0.0
         self._processes = 1

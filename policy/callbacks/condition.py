@@ -23,6 +23,7 @@ from policy.callbacks.numeric import holds, improves, improves_relative
 from policy.meaning import plateau_direction
 from policy.outcome import Stop
 from policy.printer import condition as condition_text
+from policy.printer import rule as rule_text
 
 
 class PlateauState:
@@ -175,7 +176,7 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self.condition = condition
-        self.rule = rule or f"stop when {condition_text(condition)}"
+        self.rule = rule or rule_text(ast.StopWhen(condition=condition))
         self.ignore_first = ignore_first
         plateaus: list[PlateauState] = []
         self._root = _build(condition, plateaus)
