@@ -46,6 +46,7 @@ __all__ = [
     "parse_policy",
     "replay",
     "simulate",
+    "why_failed",
     "why_stopped",
 ]
 __version__ = "0.1.0"
@@ -217,3 +218,13 @@ def why_stopped(callbacks: Iterable[object]) -> Stop | None:
 
     return _why_stopped(callbacks)
 
+
+
+def why_failed(callbacks: Iterable[object]) -> Stop | None:
+    """After ``fit`` raised: which ``fail when`` rule of a compiled policy made it raise, at which
+    epoch, and why; None if none did (the error came from elsewhere, or ``fit`` returned)."""
+    if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
+        raise TypeError(f"why_failed() takes the list compile_policy() returned; got {type(callbacks).__name__}")
+    from policy.compiler import why_failed as _why_failed
+
+    return _why_failed(callbacks)

@@ -164,6 +164,13 @@ class StopWhen(Node):
 
 
 @frozen
+class FailWhen(Node):
+    """``fail when loss is not finite``: ``fit`` raises at once instead of stopping gracefully."""
+
+    condition: Condition
+
+
+@frozen
 class StopAfter(Node):
     """``stop after N epochs|steps|s|min|h``: a budget."""
 
@@ -359,6 +366,7 @@ class Backup(Node):
 
 Rule: TypeAlias = (
     StopWhen
+    | FailWhen
     | StopAfter
     | SaveBest
     | SaveTop

@@ -286,7 +286,11 @@ def simulate_report(policy: Policy, history: History, outcome: Outcome, style: S
 
     out = [style.bold(line(header).rstrip())] + [line(r).rstrip() for r in rows]
     out.append("")
-    if outcome.stop is not None:
+    if outcome.failed is not None:
+        why = f": {outcome.failed.reason}" if outcome.failed.reason else ""
+        out.append(style.bold(f"fit raises in epoch {outcome.failed.epoch} ({outcome.epochs_run} of "
+                              f"{len(history)} recorded epochs begun), by {outcome.failed.rule!r}{why}"))
+    elif outcome.stop is not None:
         why = f": {outcome.stop.reason}" if outcome.stop.reason else ""
         out.append(style.bold(f"Stops at the end of epoch {outcome.stop.epoch} ({outcome.epochs_run} of "
                               f"{len(history)} recorded epochs run), by {outcome.stop.rule!r}{why}"))
@@ -313,6 +317,8 @@ def epoch_events(outcome: Outcome, epoch: int) -> list[str]:
     events += [f"save {path}" for e, path in outcome.saves if e == epoch]
     if outcome.stop is not None and outcome.stop.epoch == epoch:
         events.append("STOP")
+    if outcome.failed is not None and outcome.failed.epoch == epoch:
+        events.append("FAIL")
     return events
 
 

@@ -47,6 +47,18 @@ def why_stopped(callbacks: Iterable[Any]) -> Stop | None:
 POLICY_RULE = "policy_rule"
 
 
+def why_failed(callbacks: Iterable[Any]) -> Stop | None:
+    """Which ``fail when`` rule made the last ``fit`` raise, at which epoch, and why; None if none did.
+
+    ``fit`` raised Keras's RuntimeError ("NaN or Inf loss encountered ..."); this names the rule.
+    """
+    for cb in callbacks:
+        record = getattr(cb, "failure_record", None)
+        if isinstance(record, StopRecord):
+            return record.stop
+    return None
+
+
 def _stop_record(cb: Any, rule: str | None) -> StopRecord | None:
     if isinstance(cb, keras.callbacks.EarlyStopping):
         # EarlyStopping cannot stop at epoch 0 (it needs epoch > 0), so 0 means "did not stop".
@@ -90,7 +102,8 @@ def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
     plan = plan_rule(rule, text)
     main = _async_safe_if_epoch_only(build(plan.callback))
     fit_start = [FitStart(main, plan.text)] if plan.fit_start else []
-    return [*(build(c) for c in plan.before), *fit_start, main, *(build(c) for c in plan.after)]
+    ahead = [build(c) for c in plan.ahead]
+    return [*(build(c) for c in plan.before), *fit_start, *ahead, main, *(build(c) for c in plan.after)]
 
 
 def build(call: Call) -> Any:

@@ -121,9 +121,8 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
     if kind is cbs.ModelCheckpoint:
         return _checkpoint(cb)
     if kind is cbs.TerminateOnNaN:
-        if cb.raise_error:
-            raise NoEquivalent("raise_error=True has no equivalent; stop when loss is not finite stops gracefully")
-        return ast.StopWhen(condition=ast.NotFinite(metric=ast.Metric(name="loss")))
+        condition = ast.NotFinite(metric=ast.Metric(name="loss"))
+        return ast.FailWhen(condition=condition) if cb.raise_error else ast.StopWhen(condition=condition)
     if kind is cbs.CSVLogger:
         if cb.sep != ",":
             raise NoEquivalent(f"separator={cb.sep!r} has no equivalent; a policy's CSV log uses ','")

@@ -88,6 +88,10 @@ def sentence(r: ast.Rule) -> str:
     """One plain-English sentence (or two) saying what a rule does."""
     if isinstance(r, ast.StopWhen):
         return _stop_sentence(r)
+    if isinstance(r, ast.FailWhen):
+        return ("Make fit raise a RuntimeError as soon as the running training loss becomes NaN or infinite "
+                "(checked after every batch): no further batch, epoch end or train end runs, so backups and "
+                "checkpoints stay as they were.")
     if isinstance(r, ast.StopAfter):
         if r.unit == "epochs":
             n = number(r.amount)

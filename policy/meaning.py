@@ -42,13 +42,15 @@ class Undecided(PolicyError):
 # --------------------------------------------------------------------------- rule forms
 
 
+def is_loss_not_finite(condition: ast.Condition) -> bool:
+    """``loss is not finite``: what Keras's TerminateOnNaN watches (the running training loss)."""
+    return isinstance(condition, ast.NotFinite) and condition.metric.name == "loss" and not condition.nan_only
+
+
 def is_terminate_on_nan(rule: ast.StopWhen) -> bool:
     """``stop when loss is not finite`` alone is Keras's TerminateOnNaN (checked every batch)."""
-    c = rule.condition
     return (
-        isinstance(c, ast.NotFinite)
-        and c.metric.name == "loss"
-        and not c.nan_only
+        is_loss_not_finite(rule.condition)
         and not rule.restore_best
         and rule.ignore_first == 0
         and rule.baseline is None
@@ -187,6 +189,8 @@ def metrics_read(rule: ast.Rule) -> tuple[ast.Metric, ...]:
     if isinstance(rule, ast.StopWhen):
         restore = (rule.restore_metric,) if rule.restore_metric is not None else ()
         return ast.metrics_of(rule.condition) + restore
+    if isinstance(rule, ast.FailWhen):
+        return ast.metrics_of(rule.condition)
     if isinstance(rule, ast.ReduceLR):
         return (rule.when.metric,)
     if isinstance(rule, ast.SaveBest | ast.SaveTop):

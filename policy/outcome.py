@@ -39,6 +39,9 @@ class Outcome:
     - ``restored_epoch``: the epoch whose weights the model holds at the end because a restore rule
       put them back; None if nothing was restored.
     - ``stop``: which rule stopped training; None if it ran to the end.
+    - ``failed``: which rule made ``fit`` raise (``fail when ...``), at which epoch; None if ``fit``
+      returned. ``epochs_run`` then counts the epoch that failed, ``saves`` and ``files`` hold what was
+      written before the raise, and nothing is restored (``on_train_end`` never runs).
     """
 
     epochs_run: int
@@ -48,6 +51,7 @@ class Outcome:
     files: tuple[str, ...] = ()
     restored_epoch: int | None = None
     stop: Stop | None = None
+    failed: Stop | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

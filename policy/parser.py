@@ -430,6 +430,9 @@ class _ToAst(Transformer[Token, Any]):
     def baseline(self, meta: Meta, value: Token) -> _Option:
         return ("baseline", self._float(value), _pos(meta))
 
+    def fail_when(self, meta: Meta, condition: ast.Condition) -> ast.FailWhen:
+        return ast.FailWhen(condition=condition, pos=_pos(meta))
+
     def stop_after(self, meta: Meta, number: Token, unit: ast.TimeUnit) -> ast.StopAfter:
         if unit in ("epochs", "steps"):
             amount: float = self._count(number, f"the number of {unit}")

@@ -101,11 +101,13 @@ Value: TypeAlias = str | int | float | bool | tuple[str, str] | ast.Condition | 
 @dataclass(frozen=True)
 class RulePlan:
     """What one rule compiles to, in list order: ``before``, then FitStart if ``fit_start``,
-    then ``callback``, then ``after``.
+    then ``ahead``, then ``callback``, then ``after``.
 
     ``callback`` is the rule's own callback (what ``explain`` names). ``before`` holds helpers
-    hand-written code needs too (the folder of a CSV log); ``after`` holds helpers only
-    ``compile_policy`` adds (the recorder that knows when TerminateOnNaN fired). ``fit_start``
+    hand-written code needs too (the folder of a CSV log); ``ahead`` and ``after`` hold helpers
+    only ``compile_policy`` adds (the recorder that knows when TerminateOnNaN fired: after it when
+    it stops, ahead of it when it raises, since nothing after a raising callback sees the batch).
+    ``fit_start``
     puts :class:`policy.callbacks.FitStart` right before a Keras callback that keeps state
     across fits or logs to a file (see its module).
     """
@@ -115,6 +117,7 @@ class RulePlan:
     before: tuple[Call, ...] = ()
     after: tuple[Call, ...] = ()
     fit_start: bool = False
+    ahead: tuple[Call, ...] = ()
 
     def written(self) -> tuple[Call, ...]:
         """The calls hand-written code makes for this rule (``compile --python``), in order."""
@@ -148,11 +151,15 @@ def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
     if isinstance(r, ast.LogCSV) and os.path.dirname(r.path.value):
         # Keras's CSVLogger does not create its folder (policy/callbacks/folders.py).
         before = (Call(OURS, "CreateFolder", (os.path.dirname(r.path.value),)),)
+    ahead: tuple[Call, ...] = ()
     if isinstance(r, ast.StopWhen) and is_terminate_on_nan(r):
         # TerminateOnNaN keeps no record of stopping; why_stopped reads the recorder's.
         after = (Call(OURS, "TerminateOnNaNRecorder", (text,)),)
+    if isinstance(r, ast.FailWhen):
+        # ...nor of raising; why_failed reads the recorder's, which must see the batch first.
+        ahead = (Call(OURS, "TerminateOnNaNRecorder", (text,), (("fails", True),)),)
     fit_start = call.module == KERAS and call.name in _FIT_START
-    return RulePlan(text, call, before, after, fit_start)
+    return RulePlan(text, call, before, after, fit_start, ahead)
 
 
 def callback_call(r: ast.Rule, text: str | None = None) -> Call:
@@ -164,6 +171,9 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
         if is_early_stopping(r):
             return _early_stopping(r)
         return _condition_stopping(r, text)
+    if isinstance(r, ast.FailWhen):
+        # validate() allows only "loss is not finite": TerminateOnNaN's own check, raising.
+        return _keras("TerminateOnNaN", ("raise_error", True))
     if isinstance(r, ast.StopAfter):
         return _stop_after(r, text)
     if isinstance(r, ast.SaveBest):

@@ -89,6 +89,8 @@ def rule(r: ast.Rule) -> str:
         if r.baseline is not None:
             out += f", baseline {number(r.baseline)}"
         return out
+    if isinstance(r, ast.FailWhen):
+        return f"fail when {condition(r.condition)}"
     if isinstance(r, ast.StopAfter):
         unit = {"epochs": " epochs", "steps": " steps", "s": "s", "min": " min", "h": "h"}[r.unit]
         return f"stop after {number(r.amount)}{unit}"

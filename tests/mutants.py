@@ -332,6 +332,16 @@ class TerminateOnNaNIgnoresInf(Semantics):
         return None
 
 
+class FailStopsGracefully(Semantics):
+    """``fail when loss is not finite`` as TerminateOnNaN's default: a graceful stop (the epoch ends,
+    epoch-end rules and train end run) instead of Keras's RuntimeError at once."""
+
+    name = "fail-stops-gracefully"
+
+    def fail_raises(self) -> bool:
+        return False
+
+
 class ThresholdFloat64(Semantics):
     """Thresholds compared in float64 (``val_loss <= 0.1`` misses float32(0.1))."""
 
@@ -441,6 +451,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
     EpochBudgetOffByOne,
     TimeBudgetStrict,
     TerminateOnNaNIgnoresInf,
+    FailStopsGracefully,
     TopKAdmitsTies,
     TopKDropsOldest,
     TopKDropsEarlierOnTies,

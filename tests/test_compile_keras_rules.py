@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import pytest
 
-from policy import compile_policy, format_policy, parse_policy
-from policy.callbacks import AtomicModelCheckpoint, FitStart, PolicyBackup
+from policy import compile_policy, format_policy, parse_policy, why_failed, why_stopped
+from policy.callbacks import AtomicModelCheckpoint, FitStart, PolicyBackup, TerminateOnNaNRecorder
 from policy.testing import run_callbacks, run_in_keras
 
 NAN = float("nan")
@@ -107,6 +107,12 @@ PHRASEBOOK: list[tuple[str, Factory, type, dict[str, Any]]] = [
         lambda: [keras.callbacks.TerminateOnNaN()],
         keras.callbacks.TerminateOnNaN,
         {"raise_error": False},
+    ),
+    (
+        "fail when loss is not finite",
+        lambda: [keras.callbacks.TerminateOnNaN(raise_error=True)],
+        keras.callbacks.TerminateOnNaN,
+        {"raise_error": True},
     ),
     (
         "save best on val_loss min",
@@ -266,7 +272,9 @@ def test_compiles_to_keras_class_with_exact_arguments(
 ) -> None:
     # FitStart (before a checkpoint, backup or ReduceLROnPlateau) only resets Keras's cross-fit
     # state at train begin; the rule itself is Keras's own callback.
-    compiled = [cb for cb in compile_policy(text, strict=False) if not isinstance(cb, FitStart)]
+    # TerminateOnNaN's recorder (before it under "fail when") only notes when it fired.
+    helpers = FitStart | TerminateOnNaNRecorder
+    compiled = [cb for cb in compile_policy(text, strict=False) if not isinstance(cb, helpers)]
     kind = type(compiled[0])
     if cls in DISK_ONLY:
         # Keras's class, extended only in how its files reach the disk: every method that
@@ -342,6 +350,43 @@ def test_terminate_on_nan_same_batch_as_hand_written(tmp_path: pathlib.Path) -> 
     )
     assert out.stop is not None
     assert (out.stop.rule, out.stop.epoch) == ("stop when loss is not finite", 1)
+
+
+def test_fail_on_nan_raises_at_the_batch_the_hand_written_one_does(tmp_path: pathlib.Path) -> None:
+    history = {"loss": [1.0, NAN, 1.0], "val_loss": [1.0, 1.0, 1.0]}
+    batch_losses = [[1.0, 1.0, 1.0], [1.0, float("inf"), NAN], [1.0, 1.0, 1.0]]
+    hand = [keras.callbacks.TerminateOnNaN(raise_error=True)]
+    with pytest.raises(RuntimeError, match="at batch 1"):
+        run_callbacks(hand, history, steps_per_epoch=3, batch_losses=batch_losses, workdir=tmp_path / "theirs")
+    compiled = compile_policy("fail when loss is not finite")
+    with pytest.raises(RuntimeError, match="at batch 1"):
+        keras_fit_raising(compiled, history, batch_losses, tmp_path / "ours")
+    failed = why_failed(compiled)
+    assert failed is not None and (failed.rule, failed.epoch) == ("fail when loss is not finite", 1)
+    assert why_stopped(compiled) is None
+    # The harness measures the run up to the raise instead of propagating it.
+    out = run_in_keras(
+        "fail when loss is not finite", history, steps_per_epoch=3, batch_losses=batch_losses, workdir=tmp_path / "s"
+    )
+    assert (out.epochs_run, out.stop, out.restored_epoch) == (2, None, None)
+    assert out.failed is not None and out.failed.epoch == 1
+
+
+def keras_fit_raising(callbacks: list[Any], history: dict[str, list[float]], batch_losses: Any,
+                      workdir: pathlib.Path) -> None:
+    """``fit`` with ``callbacks`` through the harness's model and scripted logs, letting an error out."""
+    from policy.testing.harness import _fit_data, _harness_classes, epoch_logs, tiny_model, working_directory
+
+    script = _harness_classes()["Script"](epoch_logs(history), batch_losses, _Clock0())
+    workdir.mkdir(parents=True)
+    with working_directory(workdir):
+        tiny_model().fit(epochs=len(history["loss"]), callbacks=[script, *callbacks], verbose=0, shuffle=False,
+                         **_fit_data(3))
+
+
+class _Clock0:
+    step = 0.0
+    now = 0.0
 
 
 # ---------------------------------------------------------------- hand-computed expectations

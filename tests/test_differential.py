@@ -242,6 +242,22 @@ FACTS: dict[str, Case] = {
         steps_per_epoch=2,
         batch_losses=((1.0, 1.0), (INF, 1.0), (1.0, 1.0)),
     ),
+    # fail when loss is not finite: TerminateOnNaN(raise_error=True) raises inside the batch hook, so the
+    # step save listed after it never runs at that batch, the epoch never ends (no stop, no restore),
+    # and the epoch that failed counts as run.
+    "fail-raises-mid-epoch": pinned(
+        "fail when loss is not finite; save weights every 1 steps to 'ck/s{epoch}-{batch}.weights.h5'",
+        [{"loss": 1.0}, {"loss": NAN}, {"loss": 1.0}],
+        steps_per_epoch=2,
+        batch_losses=((1.0, 1.0), (NAN, NAN), (1.0, 1.0)),
+    ),
+    # A stop set earlier in the list at the same batch is recorded; then the failure raises.
+    "fail-after-stop-same-batch": pinned(
+        "stop after 3 steps; fail when loss is not finite",
+        [{"loss": 1.0}, {"loss": INF}, {"loss": 1.0}],
+        steps_per_epoch=2,
+        batch_losses=((1.0, 1.0), (INF, INF), (1.0, 1.0)),
+    ),
     # Threshold compared in float32: float32(0.1) <= 0.1 holds.
     "threshold-f32": pinned("stop when val_loss <= 0.1", _vl(0.5, round_f32(0.1), 0.05)),
     # Top-k: ties keep the earlier epoch; the dropped file is deleted.
@@ -449,4 +465,4 @@ def test_every_pinned_fact_says_something() -> None:
         if isinstance(result, Raises):
             continue
         lrs = set(result.learning_rates)
-        assert result.stop or result.saves or result.restored_epoch is not None or len(lrs) > 1, name
+        assert result.stop or result.failed or result.saves or result.restored_epoch is not None or len(lrs) > 1, name

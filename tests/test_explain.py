@@ -22,6 +22,7 @@ def call(text: str) -> str:
          "restore_best_weights=True, start_from_epoch=2)"),
         ("stop when val_loss not increasing for 2", "EarlyStopping(monitor='val_loss', patience=2, mode='max')"),
         ("stop when loss is not finite", "TerminateOnNaN()"),
+        ("fail when loss is not finite", "TerminateOnNaN(raise_error=True)"),
         ("stop after 3 epochs", "policy.callbacks.StopAfterEpochs(epochs=3)"),
         ("stop when val_accuracy >= 0.9, ignore first 2 epochs",
          "policy.callbacks.ConditionStopping(condition='val_accuracy >= 0.9', ignore_first=2)"),

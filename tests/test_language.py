@@ -50,6 +50,7 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ),
     ("stop when loss is not finite", A.StopWhen(condition=A.NotFinite(metric=M("loss")))),
     ("stop when val_loss is nan", A.StopWhen(condition=A.NotFinite(metric=M("val_loss"), nan_only=True))),
+    ("fail when loss is not finite", A.FailWhen(condition=A.NotFinite(metric=M("loss")))),
     ("save best on val_loss min", A.SaveBest(metric=M("val_loss"), direction="min")),
     (
         'save best on val_loss min to "ckpt/best-{epoch:03d}.keras"',
@@ -193,7 +194,7 @@ def test_misspelled_keyword_error_is_exact() -> None:
         "1:1: unexpected word 'stopp'\n"
         "    stopp when val_loss not improving for 3\n"
         "    ^\n"
-        'hint: did you mean \'stop\'? (expected "backup", "cosine", "decay", "hold", "inverse", "linear", '
+        'hint: did you mean \'stop\'? (expected "backup", "cosine", "decay", "fail", "hold", "inverse", "linear", '
         '"log", "multiply", "save", "stop", "warm", end of policy or end of rule)'
     )
 
@@ -275,6 +276,8 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("multiply lr by 0.5 when val_loss > 2", "only be multiplied when one metric stops improving"),
         ('save every 2 epochs to "{}.keras"', "placeholder with no name"),
         ('save every 2 epochs to "{epoch.keras"', "not a valid template"),
+        ("fail when val_loss is not finite", "a failure can only watch 'loss is not finite'"),
+        ("fail when loss is nan", "a failure can only watch 'loss is not finite'"),
     ],
 )
 def test_bad_policies_raise_policy_error(text: str, fragment: str) -> None:

@@ -47,6 +47,7 @@ epoch budget off by one (``e >= N``)                           :meth:`Semantics.
 time budget compared with ``>`` instead of ``>=``              :meth:`Semantics.time_budget_batch`
 clock as ``k * step`` instead of a running sum                 :meth:`Semantics.clock_readings`
 TerminateOnNaN ignores infinities                              :meth:`Semantics.invalid_loss_batch`
+``fail when`` stops gracefully instead of raising               :meth:`Semantics.fail_raises`
 threshold compared in float64 / with the wrong operator        :meth:`Semantics.threshold_holds`
 ``is not finite`` misses -inf, ``is nan`` catches inf          :meth:`Semantics.not_finite`
 top-k admits ties                                              :meth:`Semantics.top_k_admits`
@@ -480,6 +481,11 @@ class Semantics:
         """First batch whose elapsed time is ``>= seconds`` (``readings`` never decrease)."""
         i = bisect.bisect_left(readings, seconds)
         return i if i < len(readings) else None
+
+    def fail_raises(self) -> bool:
+        """``fail when loss is not finite`` (TerminateOnNaN(raise_error=True)) raises inside the batch
+        hook: no epoch end, no train end, no stop. (False would be TerminateOnNaN's graceful stop.)"""
+        return True
 
     def invalid_loss_batch(self, losses: Sequence[float | None]) -> int | None:
         """TerminateOnNaN: the first batch whose running loss is NaN or +-inf (None = not logged)."""

@@ -35,7 +35,7 @@ class _BatchStop:
 
     order: int
     text: str
-    kind: Literal["nan", "steps", "time"]
+    kind: Literal["nan", "fail", "steps", "time"]
     amount: float
 
 
@@ -129,10 +129,18 @@ def simulate_checked(
         )
     if strict and data.epochs:
         _check_first_batch(policy, data, sem)
+    try:
+        outcome = _run(plan, data, sem)
+    except KerasWouldRaise:
+        if strict and data.epochs:
+            _check_first_epoch(policy, data.logs[0])  # the earlier of the two errors, when it is one
+        raise
+    if strict and data.epochs and not (outcome.failed is not None and outcome.epochs_run == 1):
+        # The strict check runs at the end of the first epoch, which a failure inside it never reaches.
         _check_first_epoch(policy, data.logs[0])
-    outcome = _run(plan, data, sem)
     if strict:
-        _check_validation(policy, data.logs[: outcome.epochs_run])
+        completed = outcome.epochs_run - (outcome.failed is not None)
+        _check_validation(policy, data.logs[:completed], finished=outcome.failed is None)
     return outcome
 
 
@@ -202,15 +210,18 @@ def _check_first_epoch(policy: ast.Policy, first: Mapping[str, float]) -> None:
         )
 
 
-def _check_validation(policy: ast.Policy, run: Sequence[Mapping[str, float]]) -> None:
+def _check_validation(policy: ast.Policy, run: Sequence[Mapping[str, float]], finished: bool = True) -> None:
     """The strict check for ``val_*`` names: at the first epoch run that holds any ``val_`` value,
     every watched ``val_*`` metric must be there; if no epoch run validated, fit had no
-    validation data (raised at the last epoch's end or at train end)."""
+    validation data (raised at the last epoch's end or at train end, so only in a ``finished``
+    run: a ``fail when`` rule that raised reaches neither)."""
     wanted = sorted(n for n in _watched(policy) if n.startswith("val_"))
     if not wanted:
         return
     validated = next((logs for logs in run if any(k.startswith("val_") for k in logs)), None)
     if validated is None:
+        if not finished:
+            return
         raise KerasWouldRaise.because(
             f"the policy watches {', '.join(wanted)}, but no epoch of the run logged a validation metric; "
             "the strict check raises PolicyError (fit has no validation data)",
@@ -238,7 +249,11 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
     uses_lr = False
     for order, rule in enumerate(policy.rules):
         text = rule_text(rule)
-        if isinstance(rule, ast.StopWhen):
+        if isinstance(rule, ast.FailWhen):
+            # TerminateOnNaN(raise_error=True): the loss check of ``stop when loss is not finite``,
+            # but fit raises where the other stops.
+            batch_stops.append(_BatchStop(order, text, "fail" if sem.fail_raises() else "nan", 0))
+        elif isinstance(rule, ast.StopWhen):
             if is_terminate_on_nan(rule):
                 batch_stops.append(_BatchStop(order, text, "nan", 0))
             elif is_early_stopping(rule):
@@ -296,12 +311,12 @@ def _check_inputs(plan: _Plan, data: RunInput) -> None:
             "the policy has a time budget, so the simulation needs how long each batch takes",
             "pass step_seconds",
         )
-    if "nan" in kinds and data.batch_losses is None and (len(plan.batch_stops) > 1 or plan.step_checkpoints):
+    if {"nan", "fail"} & kinds and data.batch_losses is None and (len(plan.batch_stops) > 1 or plan.step_checkpoints):
         # Without batch losses we know the epoch TerminateOnNaN stops in (the epoch's running loss
         # is non-finite exactly when some batch's was), but not the batch, which the other
         # batch-level rules would need.
         raise PolicyError.plain(
-            "'stop when loss is not finite' stops after the first batch with an invalid loss; with other "
+            "'stop/fail when loss is not finite' acts after the first batch with an invalid loss; with other "
             "step-level rules the simulation needs that batch",
             "pass batch_losses",
         )
@@ -330,6 +345,7 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
     step_learning_rates: list[float] = []
     clock = _Clock()
     stop: Stop | None = None
+    failed: Stop | None = None
     epochs_run = 0
     batch_level = bool(plan.batch_stops or plan.step_checkpoints)
     # Only schedules act at epoch begin; skipping the others' empty hook changes nothing.
@@ -343,13 +359,15 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
             learning_rates.append(run.lr)
         before = clock.steps_before
         if batch_level:
-            stop = _batch_phase(plan, data, sem, run, clock, epoch, index)
+            stop, failed = _batch_phase(plan, data, sem, run, clock, epoch, index)
         elif data.steps is not None:
             clock.steps_before += data.steps[index]
         if data.steps is not None and run.lr is not None:
             for step in range(run.iterations, run.iterations + clock.steps_before - before):
                 step_learning_rates.append(step_rule.rate(run, step) if step_rule is not None else run.lr)
         run.iterations += clock.steps_before - before
+        if failed is not None:
+            break  # fit raised inside the batch hook: no epoch end, no train end
         logs = dict(data.logs[index])  # one dict, handed to every rule in order
         for rule in plan.epoch_rules:
             reason = rule.on_epoch_end(run, epoch, logs)
@@ -358,7 +376,7 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
         if stop is not None:
             break
     restored: int | None = None
-    for rule in plan.epoch_rules:  # on_train_end in callback order: the last restore wins
+    for rule in plan.epoch_rules if failed is None else ():  # on_train_end in order: the last restore wins
         found = rule.restored_epoch(run, stop is not None)
         if found is not None:
             restored = found
@@ -370,25 +388,29 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
         files=tuple(sorted(run.files)),
         restored_epoch=restored,
         stop=stop,
+        failed=failed,
     )
 
 
 def _batch_phase(
     plan: _Plan, data: RunInput, sem: Semantics, run: r.RunState, clock: _Clock, epoch: int, index: int
-) -> Stop | None:
-    """The training batches of one epoch: which batch-level stop fires first, which step saves run.
+) -> tuple[Stop | None, Stop | None]:
+    """The training batches of one epoch: which batch-level stop fires first, whether a ``fail``
+    rule raises, which step saves run. Returns ``(stop, failure)``.
 
     With ``steps_per_execution`` k, callbacks see only the batch indices Keras passes (one per
     k batches, :meth:`Semantics.seen_batches`); every batch-level rule acts at the first of
-    those at or after the batch where its condition is met.
+    those at or after the batch where its condition is met. The epoch ends after the first such
+    batch; in it the rules run in list order, so a stop before a failure (in rule order) is
+    recorded, and nothing after the failing rule runs (nor any later hook).
     """
     steps = data.steps[index] if data.steps is not None else 1
     seen = sem.seen_batches(steps, data.steps_per_execution)
     readings: list[float] | None = None
-    first: tuple[int, int, _BatchStop, str] | None = None
+    acting: list[tuple[int, int, _BatchStop, str]] = []
     for bs in plan.batch_stops:
         batch: int | None
-        if bs.kind == "nan":
+        if bs.kind in ("nan", "fail"):
             batch, reason = _invalid_loss(data, sem, index, steps, seen)
         elif bs.kind == "steps":
             batch = _step_budget(sem, clock.steps_before, seen, steps, int(bs.amount))
@@ -402,9 +424,14 @@ def _batch_phase(
                 f"{readings[min(batch, steps - 1)]:g} s elapsed after batch {batch}, budget {bs.amount:g} s"
                 if batch is not None else ""
             )
-        if batch is not None and (first is None or (batch, bs.order) < first[:2]):
-            first = (batch, bs.order, bs, reason)
-    last = first[0] if first is not None else seen[-1]
+        if batch is not None:
+            acting.append((batch, bs.order, bs, reason))
+    acting.sort(key=lambda a: a[:2])
+    last = acting[0][0] if acting else seen[-1]
+    # At the batch where the epoch ends, the rules act in list order until one raises.
+    at_last = [a for a in acting if a[0] == last]
+    failing = next((a for a in at_last if a[2].kind == "fail"), None)
+    first = next((a for a in at_last if a[2].kind != "fail" and (failing is None or a[1] < failing[1])), None)
 
     writes: list[tuple[int, int, str]] = []
     for ckpt in plan.step_checkpoints:
@@ -416,6 +443,8 @@ def _batch_phase(
         else:
             batches, clock.since_save[ckpt.order] = sem.step_save_seen(since, seen, last, ckpt.every)
         for batch in batches:
+            if failing is not None and batch == last and ckpt.order > failing[1]:
+                continue  # after the rule that raised: never reached
             logs = _batch_logs(ckpt, data, index, min(batch, steps - 1))
             writes.append((batch, ckpt.order, sem.format_path(ckpt.path, epoch, batch, logs)))
     if len(plan.step_checkpoints) > 1:
@@ -427,9 +456,9 @@ def _batch_phase(
     clock.steps_before += ran
     if readings is not None:
         clock.elapsed = readings[ran - 1]
-    if first is None:
-        return None
-    return Stop(first[2].text, epoch, first[3])
+    stop = None if first is None else Stop(first[2].text, epoch, first[3])
+    failure = None if failing is None else Stop(failing[2].text, epoch, failing[3])
+    return stop, failure
 
 
 def _step_budget(sem: Semantics, steps_before: int, seen: range, steps: int, budget: int) -> int | None:

@@ -17,7 +17,10 @@ history under test. The harness then measures what happened, from the outside:
 - ``restored_epoch``: at each epoch end the weights are set to values encoding the epoch;
   at train end, before any restore rule runs, to a sentinel. Whatever epoch the final
   weights encode was put back by a restore rule;
-- ``stop`` from :func:`policy.compiler.why_stopped`.
+- ``stop`` from :func:`policy.compiler.why_stopped`;
+- ``failed``: when ``fit`` raises and :func:`policy.compiler.why_failed` names a ``fail when``
+  rule, the run is measured up to the raise (the epochs begun, the files written) instead of
+  propagating the error; any other error propagates.
 
 One model is built per process and reused (weights and learning rate reset per run),
 because building and tracing dominate the cost of a few-epoch ``fit``.
@@ -323,7 +326,7 @@ def run_callbacks(
     import keras
 
     from policy.callbacks import StopAfterTime
-    from policy.compiler import why_stopped
+    from policy.compiler import why_failed, why_stopped
 
     logs = epoch_logs(history)
     classes = _harness_classes()
@@ -349,15 +352,32 @@ def run_callbacks(
 
     model = tiny_model(DEFAULT_LR if initial_lr is None else initial_lr, steps_per_execution)
     with working_directory(workdir):
-        fitted = model.fit(
-            epochs=initial_epoch + len(logs),
-            initial_epoch=initial_epoch,
-            validation_freq=validation_freq,
-            callbacks=wrapped,
-            verbose=0,
-            shuffle=False,
-            **_fit_data(steps_per_epoch),
-        )
+        try:
+            fitted = model.fit(
+                epochs=initial_epoch + len(logs),
+                initial_epoch=initial_epoch,
+                validation_freq=validation_freq,
+                callbacks=wrapped,
+                verbose=0,
+                shuffle=False,
+                **_fit_data(steps_per_epoch),
+            )
+        except Exception:
+            failed = why_failed(callbacks)
+            if failed is None:
+                raise
+            record.scan()  # anything written in the batch that raised
+            # fit raised: no History, no train end (nothing restored); every epoch begun counts.
+            outcome = Outcome(
+                epochs_run=len(record.learning_rates),
+                learning_rates=tuple(record.learning_rates),
+                saves=tuple(record.saves),
+                files=record.files_left(),
+                restored_epoch=None,
+                stop=why_stopped(callbacks),
+                failed=failed,
+            )
+            return Run(outcome, [w.copy() for w in model.get_weights()])
     stop = why_stopped(callbacks)
     outcome = Outcome(
         epochs_run=len(fitted.epoch),

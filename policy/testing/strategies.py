@@ -624,7 +624,9 @@ def _rule(
         return draw(_stop_when(metrics, palette))
     if kind.startswith("stop_when:"):
         return draw(_stop_when(metrics, palette, kind.partition(":")[2]))
-    if kind == "stop_after":
+    if kind == "fail_when" and "loss" in metrics:
+        return ast.FailWhen(condition=ast.NotFinite(metric=ast.Metric(name="loss")))
+    if kind in ("stop_after", "fail_when"):
         return draw(_stop_after(steps_per_epoch))
     if kind == "save":
         return draw(_save_rule(metrics, palette, budget, steps_per_epoch))
@@ -655,6 +657,7 @@ RULE_KINDS: tuple[str, ...] = (
     "stop_when",
     "stop_after",
     "stop_after",
+    "fail_when",
     "save",
     "save",
     "save",
@@ -755,6 +758,8 @@ _FOCI: tuple[str, ...] = (
     "stop_when:terminate_on_nan",
     "mix",
     "stop_after",
+    "mix",
+    "fail_when",
     "mix",
     "save",
     "mix",
@@ -941,7 +946,7 @@ def cases(
     names = tuple(pool) + tuple(sorted(drawn.placeholders - set(pool)))
     history = draw(_history(n_epochs, _aims(drawn.policy, names, palette), always, late=True))
     needs_batches = steps_per_epoch > 1 or any(
-        isinstance(r, ast.StopWhen) and r.condition == ast.NotFinite(metric=ast.Metric(name="loss"))
+        isinstance(r, ast.StopWhen | ast.FailWhen) and r.condition == ast.NotFinite(metric=ast.Metric(name="loss"))
         for r in drawn.policy.rules
     )
     batch_losses = draw(_batch_losses(history, steps_per_epoch)) if needs_batches else None
