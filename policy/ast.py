@@ -1,9 +1,10 @@
 """The typed syntax tree of a policy.
 
 Every node is a frozen, keyword-only dataclass (made by :func:`policy.frozen.frozen`, which
-shares its methods instead of compiling them per class: cheaper start-up). Its position (`pos`) records where the
-construct starts and ends in the source text; it is excluded from equality and hashing,
-so two policies that say the same thing compare equal however they were spelled.
+shares its methods instead of compiling them per class: cheaper start-up). Its position
+(`pos`) records where the construct starts and ends in the source text; it is excluded from
+equality and hashing, so two policies that say the same thing compare equal however they
+were spelled.
 
 Numbers are stored as the user meant them (a patience is an ``int``, a factor a ``float``);
 the parser converts, the validator checks ranges, the printer writes the canonical text.
@@ -13,14 +14,14 @@ Nothing here knows about Lark or Keras.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Final, Literal, TypeAlias, TypeVar
 
 from policy.frozen import Frozen, frozen
 
 
-@dataclass(frozen=True)
-class Pos:
+@frozen(kw_only=False)
+class Pos(Frozen):
     """A 1-based source span: where a node starts and where it ends (exclusive column)."""
 
     line: int = 0
@@ -240,8 +241,8 @@ class ReduceLR(Node):
 SpanUnit: TypeAlias = Literal["epochs", "steps", "percent"]
 
 
-@dataclass(frozen=True)
-class Span:
+@frozen(kw_only=False)
+class Span(Frozen):
     """How long a schedule segment lasts: ``N epochs``, ``N steps`` or ``P% of training``.
 
     ``count`` is a whole number for epochs and steps; for ``percent`` it is P as written (a

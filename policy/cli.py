@@ -144,10 +144,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def check(policies: Sequence[str], key: str) -> int:
     """``keras-policy check``: one policy is printed in canonical form; several are each reported."""
-    from policy.printer import format_policy
+    from policy.printer import canonical
 
     if len(policies) == 1:
-        print(format_policy(read_policy(policies[0], key)))
+        print(canonical(read_policy(policies[0], key)))
         return EXIT_OK
     # Several files (as pre-commit passes them): check every one, report every bad one.
     failed = 0

@@ -9,13 +9,13 @@ are those of the first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from policy.ast import Pos
+from policy.frozen import Frozen, frozen
 
 
-@dataclass(frozen=True)
-class Problem:
+@frozen(kw_only=False)
+class Problem(Frozen):
     """One thing wrong with a policy, and where."""
 
     message: str

@@ -1,8 +1,9 @@
-"""`@frozen` (policy/frozen.py) behaves as `@dataclass(frozen=True, kw_only=True)` for every AST class.
+"""`@frozen` (policy/frozen.py) behaves as `@dataclass(frozen=True)` for every class it makes.
 
-Each syntax-tree class is compared with a twin made by `dataclasses.make_dataclass` from the same
-fields: construction and its errors, repr, equality, hash, immutability, `replace`, `asdict`,
-`fields`, `__match_args__` and `inspect.signature` must all answer alike.
+Each syntax-tree class (keyword-only), `Pos`, `Span` and `errors.Problem` (positional) is compared
+with a twin made by `dataclasses.make_dataclass` from the same fields: construction and its errors,
+repr, equality, hash, immutability, `replace`, `asdict`, `fields`, `__match_args__` and
+`inspect.signature` must all answer alike.
 """
 
 from __future__ import annotations
@@ -16,19 +17,21 @@ from typing import Any
 import pytest
 
 from policy import ast as A
+from policy.errors import Problem
 from policy.frozen import Frozen, frozen
 
-NODES = sorted((c for c in vars(A).values() if isinstance(c, type) and issubclass(c, Frozen) and c is not Frozen),
-               key=lambda c: c.__name__)
+MADE = sorted({c for c in [*vars(A).values(), Problem] if isinstance(c, type) and issubclass(c, Frozen) and c is not Frozen},
+              key=lambda c: c.__name__)
 
 
 def twin(cls: type) -> type:
     """The same class as the standard library's frozen keyword-only dataclass would make it."""
     specs = [
-        (f.name, f.type, dataclasses.field(default=f.default, compare=f.compare, repr=f.repr, hash=f.hash))
+        (f.name, f.type, dataclasses.field(default=f.default, compare=f.compare, repr=f.repr, hash=f.hash,
+                                           kw_only=f.kw_only))
         for f in dataclasses.fields(cls)
     ]
-    return dataclasses.make_dataclass(cls.__name__, specs, frozen=True, kw_only=True)
+    return dataclasses.make_dataclass(cls.__name__, specs, frozen=True)
 
 
 def outcome(call: Any, *args: Any, **kwargs: Any) -> str:
@@ -44,23 +47,31 @@ def values(cls: type, salt: str = "") -> dict[str, Any]:
     return {f.name: f"{f.name}{salt}" for f in dataclasses.fields(cls)}
 
 
-def test_every_node_class_is_made_by_frozen() -> None:
-    assert len(NODES) >= 20 and A.Node in NODES and A.Policy in NODES
-    assert all(dataclasses.is_dataclass(c) for c in NODES)
+def test_every_syntax_tree_class_is_made_by_frozen() -> None:
+    assert len(MADE) >= 20 and {A.Node, A.Policy, A.Pos, A.Span, Problem} <= set(MADE)
+    assert all(dataclasses.is_dataclass(c) for c in MADE)
+    nodes = {c for c in vars(A).values() if isinstance(c, type) and issubclass(c, A.Node)}
+    assert nodes <= set(MADE)
 
 
-@pytest.mark.parametrize("cls", NODES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", MADE, ids=lambda c: c.__name__)
 def test_a_node_class_answers_as_its_dataclass_twin(cls: type) -> None:
     other = twin(cls)
     assert str(inspect.signature(cls)) == str(inspect.signature(other))
-    assert cls.__match_args__ == other.__match_args__ == ()
+    assert cls.__match_args__ == other.__match_args__
     shape = lambda c: [(f.name, f.type, f.default, f.compare, f.repr, f.kw_only, f.init) for f in dataclasses.fields(c)]  # noqa: E731
     assert shape(cls) == shape(other)
     required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    positional = [f.name for f in dataclasses.fields(cls) if not f.kw_only]
     given = values(cls)
-    # Construction errors: nothing, positional arguments, an unknown keyword, each missing field.
-    for args, kwargs in [((), {}), ((1,), {}), ((1,), given), ((1, 2), {"zzz": 1}), ((), {**given, "zzz": 1}),
-                         *(((), {k: v for k, v in given.items() if k != name}) for name in required)]:
+    kw_only = {k: v for k, v in given.items() if k not in positional}
+    too_many = tuple(range(len(positional) + 1))
+    # Construction: nothing, positional arguments (too many, twice given), an unknown keyword, each
+    # missing field, by position where a class allows it.
+    cases = [((), {}), ((1,), {}), ((1,), given), ((1, 2), {"zzz": 1}), ((), {**given, "zzz": 1}),
+             (too_many, {}), (too_many, kw_only), (tuple(given[k] for k in positional), kw_only),
+             *(((), {k: v for k, v in given.items() if k != name}) for name in required)]
+    for args, kwargs in cases:
         assert outcome(cls, *args, **kwargs) == outcome(other, *args, **kwargs)
     ours, theirs = cls(**given), other(**given)
     assert repr(ours) == repr(theirs)
