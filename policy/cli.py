@@ -111,11 +111,10 @@ def read_policy(arg: str, key: str = "policy") -> Policy:
         from pathlib import Path
 
         return load(Path(arg), key=key)
-    from policy.parser import parse
-    from policy.validate import validate
+    from policy import parse_policy
 
     try:
-        return validate(parse(arg))
+        return parse_policy(arg)
     except PolicyError as exc:
         raise exc.with_filename("<policy>") from None
 

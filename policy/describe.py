@@ -67,11 +67,10 @@ def describe(callbacks: Iterable[Any]) -> str:
         raise PolicyError.plain("there are no callbacks to describe")
     text = "\n".join(lines)
     # Each line is valid alone; together they may still conflict (two rules writing one file).
-    from policy.parser import parse
-    from policy.validate import validate
+    from policy import parse_policy
 
     try:
-        validate(parse(text))
+        parse_policy(text)
     except PolicyError as exc:
         raise exc.with_filename("<described callbacks>") from None
     return text

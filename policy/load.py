@@ -226,11 +226,10 @@ def _error(message: str, filename: str | None, hint: str | None = None) -> Polic
 
 
 def _parse(text: str, filename: str | None, located: tuple[str, str] | None) -> Policy:
-    from policy.parser import parse
-    from policy.validate import validate
+    from policy import parse_policy
 
     try:
-        return validate(parse(text))
+        return parse_policy(text)
     except PolicyError as exc:
         if filename is None:
             raise

@@ -36,10 +36,9 @@ TAIL_TABLE = 65536
 
 
 def _schedule_rule(text: str) -> ast.Schedule:
-    from policy.parser import parse
-    from policy.validate import validate
+    from policy import parse_policy
 
-    policy = validate(parse(text))
+    policy = parse_policy(text)
     if len(policy.rules) != 1 or not isinstance(policy.rules[0], ast.Schedule):
         raise PolicyError.plain(
             f"a learning-rate schedule is one schedule rule; got {text!r}",
