@@ -20,14 +20,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 # HistoryError lives with PolicyError so that the CLI can catch it without importing this module.
 from policy.errors import HistoryError as HistoryError
-from policy.errors import shown
-
-EpochLogs: TypeAlias = dict[str, float]
-History: TypeAlias = list[EpochLogs]
+from policy.errors import PolicyError
+from policy.logs import EpochLogs, epoch_logs
+from policy.logs import History as History  # the one history type, read here from files
 
 # What CSVLogger writes for a key that was absent in an epoch's logs.
 _MISSING = {"NA", ""}
@@ -108,23 +107,23 @@ def history_from_json(text: str, filename: str | None = None) -> History:
 def history_from_data(data: Any, filename: str | None = None) -> History:
     """Per-epoch logs from already-loaded data: a dict of per-key lists or a list of dicts."""
     if isinstance(data, Mapping):
-        return _from_columns(data, filename)
-    if isinstance(data, Sequence) and not isinstance(data, str | bytes):
-        out: History = []
-        for epoch, entry in enumerate(data):
-            if not isinstance(entry, Mapping):
-                raise HistoryError(f"epoch {epoch}: expected a dict of logs, got {type(entry).__name__}", filename)
-            logs = {str(k): v for k, v in entry.items() if v is not None and k != "epoch"}
-            out.append({k: _value(v, k, filename) for k, v in logs.items()})
-        if not out:
-            raise HistoryError("the history has no epochs", filename)
-        return out
-    raise HistoryError(
-        f"expected a dict of lists (History.history) or a list of dicts, got {type(data).__name__}", filename
-    )
+        data = _front_padded(data, filename)
+    elif not isinstance(data, Sequence) or isinstance(data, str | bytes):
+        raise HistoryError(
+            f"expected a dict of lists (History.history) or a list of dicts, got {type(data).__name__}", filename
+        )
+    try:
+        out = list(epoch_logs(data))
+    except PolicyError as exc:
+        raise HistoryError(exc.message, filename) from None
+    if not out:
+        raise HistoryError("the history has no epochs", filename)
+    return out
 
 
-def _from_columns(data: Mapping[Any, Any], filename: str | None) -> History:
+def _front_padded(data: Mapping[Any, Any], filename: str | None) -> dict[str, list[Any]]:
+    """``History.history`` columns, each as long as the longest: a shorter one is padded with None
+    at the front (a key that appeared only in later epochs)."""
     columns = {str(k): v for k, v in data.items() if k != "epoch"}
     lengths = set()
     for key, values in columns.items():
@@ -148,26 +147,7 @@ def _from_columns(data: Mapping[Any, Any], filename: str | None) -> History:
             "CSVLogger file or TensorBoard folder, or pass validation_freq to policy.simulate",
             filename,
         )
-    out: History = [{} for _ in range(epochs)]
-    for key, values in columns.items():
-        start = epochs - len(values)
-        for i, v in enumerate(values):
-            if v is not None:
-                out[start + i][key] = _value(v, key, filename)
-    return out
-
-
-def _value(v: Any, key: str, filename: str | None) -> float:
-    if type(v) is float:  # what a parsed CSV or JSON file holds: nothing to check
-        return v
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise HistoryError(f"{key!r}: expected a number, got {shown(v)}", filename)
-    if isinstance(v, str):
-        return _number(v, key, filename, 0)
-    try:
-        return float(v)
-    except OverflowError:
-        raise HistoryError(f"{key!r}: {shown(v)} is too large for a float", filename) from None
+    return {key: [None] * (epochs - len(values)) + list(values) for key, values in columns.items()}
 
 
 def _number(raw: str, key: str, filename: str | None, line: int) -> float:

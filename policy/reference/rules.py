@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from policy import ast, meaning
+from policy.logs import EpochLogs
 from policy.printer import condition as condition_text
-from policy.reference.inputs import EpochLogs
 from policy.reference.semantics import Semantics
 
 

@@ -32,35 +32,21 @@ import contextlib
 import functools
 import os
 import pathlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from policy import ast
+from policy.logs import HistoryLike, epoch_logs
 from policy.outcome import Outcome
 
-ScriptedHistory: TypeAlias = Mapping[str, Sequence[float | None]] | Sequence[Mapping[str, float | None]]
+ScriptedHistory: TypeAlias = HistoryLike
+"""The logs a harness run scripts: anything :func:`policy.logs.epoch_logs` reads."""
 
 DEFAULT_LR = 0.01
 _SENTINEL = -1000.0  # the kernel value meaning "no epoch's weights were put back"
 _MARK_NS = 1  # mtime given to checkpoint files already recorded; any new write changes it
 _MODEL_SUFFIXES = (".keras", ".h5")
-
-
-def epoch_logs(history: ScriptedHistory) -> list[dict[str, float]]:
-    """The scripted logs of each epoch; a None value or a short list means the metric is absent."""
-    if isinstance(history, Mapping):
-        length = max((len(v) for v in history.values()), default=0)
-        rows: list[dict[str, float]] = []
-        for e in range(length):
-            row: dict[str, float] = {}
-            for k, values in history.items():
-                value = values[e] if e < len(values) else None
-                if value is not None:
-                    row[k] = float(value)
-            rows.append(row)
-        return rows
-    return [{k: float(v) for k, v in epoch.items() if v is not None} for epoch in history]
 
 
 @dataclass

@@ -149,7 +149,8 @@ def run_worker(spec: Mapping[str, Any]) -> None:
     from policy import compile_policy
     from policy.callbacks import StopAfterTime
     from policy.compiler import why_stopped
-    from policy.testing.harness import _Clock, _decode, _fit_data, _harness_classes, epoch_logs, tiny_model
+    from policy.logs import epoch_logs
+    from policy.testing.harness import _Clock, _decode, _fit_data, _harness_classes, tiny_model
 
     workdir = pathlib.Path(spec["workdir"])
     journal = _Journal(pathlib.Path(spec["journal"]))

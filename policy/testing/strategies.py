@@ -46,7 +46,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from policy import ast
-from policy.history import EpochLogs, History
+from policy.logs import EpochLogs, History
 from policy.metrics import name_direction, trend_direction
 from policy.printer import format_policy
 from policy.reference.backends import FACTS, default_backend
