@@ -71,8 +71,15 @@ def lr_schedule(
 def parse_policy(text: str | Policy) -> Policy:
     """Parse and check policy text; raise :class:`PolicyError` listing every problem.
 
-    A :class:`Policy` is checked and returned as is; anything else is a ``TypeError``.
+    A :class:`Policy` is checked and returned as is; anything else is a ``TypeError``. Every
+    entry point that takes policy text (the CLI, config files, ``compile_policy``, ``simulate``,
+    ``describe``) reads it here.
     """
+    if isinstance(text, str):  # the common case, and `keras-policy check`'s: no shape checks to load
+        from policy.parser import parse
+        from policy.validate import validate
+
+        return validate(parse(text))
     from policy.accept import policy_argument
 
     return policy_argument(text, "parse_policy")

@@ -22,13 +22,13 @@ from policy.errors import PolicyError, shown
 
 def policy_argument(value: object, caller: str) -> ast.Policy:
     """``value`` parsed (if text) and validated; a TypeError naming ``caller`` for anything else."""
-    from policy.validate import validate
-
     if isinstance(value, str):
-        from policy.parser import parse
+        from policy import parse_policy
 
-        return validate(parse(value))
+        return parse_policy(value)
     if isinstance(value, ast.Policy):
+        from policy.validate import validate
+
         check_shape(value)
         return validate(value)  # validate checks the depth first
     raise TypeError(not_a_policy(value, caller))
