@@ -15,6 +15,7 @@ that skipped validation gets the same message instead of a wrong default.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal, TypeAlias
 
 from policy import ast
 from policy.errors import PolicyError, Problem, closest
@@ -29,7 +30,8 @@ never required of a model's logs (the validator puts every reader after the rule
 
 
 class Undecided(PolicyError):
-    """The text leaves a fact open (which way a metric should go, which metric ``restore best`` means).
+    """The text leaves a fact open (which way a metric should go, which metric ``restore best``
+    means), or asks for one no form of the rule has (a baseline on a condition EarlyStopping lacks).
 
     ``node`` is where to point; validation reports it with the policy's source line and caret.
     """
@@ -61,6 +63,27 @@ def is_early_stopping(rule: ast.StopWhen) -> bool:
     """A single absolute plateau is Keras's EarlyStopping, options and all."""
     c = rule.condition
     return isinstance(c, ast.Plateau) and not c.relative
+
+
+StopForm: TypeAlias = Literal["TerminateOnNaN", "EarlyStopping", "ConditionStopping"]
+
+
+def stop_form(rule: ast.StopWhen) -> StopForm:
+    """The callback a ``stop when`` rule is: Keras's TerminateOnNaN or EarlyStopping where the rule
+    says exactly what they do, else our ConditionStopping (which has no baseline)."""
+    if is_terminate_on_nan(rule):
+        return "TerminateOnNaN"
+    if is_early_stopping(rule):
+        return "EarlyStopping"
+    if rule.baseline is not None:
+        if isinstance(rule.condition, ast.Plateau):  # a relative one
+            raise Undecided(rule, "baseline cannot be combined with a relative (%) threshold", "remove one of them")
+        raise Undecided(
+            rule,
+            "baseline needs a single 'not improving' condition",
+            "remove the baseline, or use a threshold such as val_accuracy >= 0.6",
+        )
+    return "ConditionStopping"
 
 
 # --------------------------------------------------------------------------- paths

@@ -29,10 +29,10 @@ from policy import ast
 from policy.meaning import (
     best_path,
     checkpoint_direction,
-    is_early_stopping,
     is_terminate_on_nan,
     plateau_direction,
     restore_target,
+    stop_form,
 )
 from policy.printer import condition as condition_text
 from policy.printer import rule as rule_text
@@ -166,9 +166,10 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
     """The call of the callback a rule compiles to (docs/semantics.md says what each one does)."""
     text = text if text is not None else rule_text(r)
     if isinstance(r, ast.StopWhen):
-        if is_terminate_on_nan(r):
+        form = stop_form(r)
+        if form == "TerminateOnNaN":
             return _keras("TerminateOnNaN")
-        if is_early_stopping(r):
+        if form == "EarlyStopping":
             return _early_stopping(r)
         return _condition_stopping(r, text)
     if isinstance(r, ast.FailWhen):
@@ -219,7 +220,7 @@ def _flag(name: str, on: bool) -> tuple[tuple[str, Value], ...]:
 
 def _early_stopping(r: ast.StopWhen) -> Call:
     c = r.condition
-    assert isinstance(c, ast.Plateau), "is_early_stopping() holds only for a single plateau"
+    assert isinstance(c, ast.Plateau), "stop_form() is EarlyStopping only for a single plateau"
     args: list[tuple[str, Value]] = [("monitor", c.metric.name)]
     if c.delta:
         args.append(("min_delta", c.delta))
@@ -245,8 +246,6 @@ def _reduce_lr(r: ast.ReduceLR) -> Call:
 
 
 def _condition_stopping(r: ast.StopWhen, text: str) -> Call:
-    if r.baseline is not None:  # validate() only allows a baseline on EarlyStopping's form
-        raise ValueError(f"baseline needs a single absolute plateau. Received: {condition_text(r.condition)}")
     args: list[tuple[str, Value]] = [("condition", r.condition)]
     target = restore_target(r)
     if target is not None:

@@ -26,6 +26,7 @@ from policy.meaning import (
     metrics_read,
     plateau_direction,
     restore_target,
+    stop_form,
 )
 from policy.metrics import name_direction
 from policy.printer import number
@@ -172,14 +173,7 @@ def _decided(settle: Callable[[_N], object], node: _N, at: _At) -> Iterator[Prob
 def _check_stop_when(rule: ast.StopWhen, at: _At) -> Iterator[Problem]:
     yield from _check_condition(rule.condition, at)
     c = rule.condition
-    if rule.baseline is not None and not isinstance(c, ast.Plateau):
-        yield at(
-            rule,
-            "baseline needs a single 'not improving' condition",
-            "remove the baseline, or use a threshold such as val_accuracy >= 0.6",
-        )
-    if isinstance(c, ast.Plateau) and c.relative and rule.baseline is not None:
-        yield at(rule, "baseline cannot be combined with a relative (%) threshold", "remove one of them")
+    yield from _decided(stop_form, rule, at)
     if rule.restore_best:
         yield from _decided(restore_target, rule, at)
         if isinstance(c, ast.Plateau) and rule.restore_metric is not None and rule.restore_metric.name != c.metric.name:

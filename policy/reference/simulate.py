@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from policy import ast
 from policy.errors import PolicyError
-from policy.meaning import epoch_end_paths, is_early_stopping, is_terminate_on_nan, watched_names
+from policy.meaning import epoch_end_paths, stop_form, watched_names
 from policy.outcome import Outcome, Stop
 from policy.printer import rule as rule_text
 from policy.reference import rules as r
@@ -157,6 +157,10 @@ def _semantics(backend: str | None, semantics: Semantics | None) -> Semantics:
     return semantics
 
 
+# The strict check below is the reference's own, written from docs/semantics.md, not a call into
+# policy.strictness (which MetricCheck runs inside fit): the differential suite compares the two,
+# so sharing the judgement would let a wrong one pass unseen. Only the facts of the language
+# (which metrics a rule reads, which paths are formatted at an epoch end) come from policy.meaning.
 def _watched(policy: ast.Policy) -> set[str]:
     """The metric names the strict check judges. ``learning_rate`` is exempt: no model logs it,
     the policy's lr rule writes it during the epoch-end dispatch (the validator makes every
@@ -254,9 +258,10 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
             # but fit raises where the other stops.
             batch_stops.append(_BatchStop(order, text, "fail" if sem.fail_raises() else "nan", 0))
         elif isinstance(rule, ast.StopWhen):
-            if is_terminate_on_nan(rule):
+            form = stop_form(rule)
+            if form == "TerminateOnNaN":
                 batch_stops.append(_BatchStop(order, text, "nan", 0))
-            elif is_early_stopping(rule):
+            elif form == "EarlyStopping":
                 epoch_rules.append(r.EarlyStop(rule, text, sem))
             else:
                 epoch_rules.append(r.StopCondition(rule, text))
