@@ -53,6 +53,50 @@ def cli_command() -> list[str]:
     return [str(script)] if script.is_file() else [python(), "-m", "policy"]
 
 
+# Where ``check``'s own time goes, stage by stage, in one child: process (CPU) time, which other
+# jobs on the machine disturb less than wall time. Stdlib modules the stages use are imported first.
+_STAGES = """\
+import contextlib, io, sys, time
+clock = time.process_time
+marks = [clock()]
+import lark
+marks.append(clock())
+import policy
+marks.append(clock())
+import policy.cli
+marks.append(clock())
+import policy.parser, policy.printer, policy.validate
+marks.append(clock())
+policy.parser._lark()
+marks.append(clock())
+with contextlib.redirect_stdout(io.StringIO()):
+    code = policy.cli.main(["check", {text!r}])
+marks.append(clock())
+assert code == 0
+print("STAGES", *(b - a for a, b in zip(marks, marks[1:])))
+"""
+
+STAGES = (
+    "import lark (the baseline)",
+    "import policy (the package: ast, errors, printer)",
+    "import policy.cli",
+    "import the parser, checker and printer modules",
+    "build the Lark parser (from Lark's cache)",
+    "check itself: first parse (Lark builds its lexer), validate, print",
+)
+
+
+def stage_times(env: dict[str, str], runs: int) -> list[Stat]:
+    """CPU seconds of each of ``STAGES`` in a fresh child, over ``runs`` children."""
+    samples: list[list[float]] = []
+    for _ in range(runs):
+        out = subprocess.run([python(), "-c", _STAGES.format(text=SEED_POLICY)], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        line = next(x for x in out.splitlines() if x.startswith("STAGES"))
+        samples.append([float(v) for v in line.split()[1:]])
+    return [Stat.of([sample[i] for sample in samples]) for i in range(len(STAGES))]
+
+
 def heavy_imports() -> tuple[int, list[str]]:
     """Exit code of ``check`` run in a child, and the heavy frameworks it imported (want none)."""
     out = subprocess.run(
@@ -115,6 +159,7 @@ def run(quick: bool) -> Figure:
             pairs,
         )
         bare = Stat.of([run_process([python(), "-c", "pass"], env) for _ in range(3 if quick else 7)])
+        stages = stage_times(env, 3 if quick else 15)
     check_vs_keras = ratio(times["check"], times["keras"])
     check_vs_lark = ratio(times["check"], times["lark"])
     code, heavy = heavy_imports()
@@ -161,6 +206,15 @@ def run(quick: bool) -> Figure:
             note=", ".join(heavy) if heavy else "no keras, tensorflow, jax or torch",
         ),
     ]
+    lark_cpu = stages[0].median
+    table = "\n".join(
+        f"| {name} | {stat.median * 1000:.2f} | {stat.median / lark_cpu * 100:.1f} % |" for name, stat in zip(STAGES, stages, strict=True)
+    )
+    fig.details.append(
+        f"Where `check`'s CPU time goes, stage by stage in one child (process time, medians of {stages[0].n} "
+        "children, from bytecode; everything after the first row is what `check` adds to `import lark`):\n\n"
+        f"| stage | CPU ms | share of import lark |\n|---|---|---|\n{table}"
+    )
     profile = import_profile()
     listing = "\n".join(f"| {name} | {own:.1f} | {cumulative:.1f} |" for own, cumulative, name in profile)
     unneeded = [(c, n.strip()) for _, c, n in profile if n.strip() in ("policy.describe", "policy.explain")]
