@@ -358,6 +358,11 @@ class LogTensorBoard(Node):
 
 
 @frozen
+class LogLR(Node):
+    """``log lr``: the learning rate in effect is written into every epoch's logs as ``learning_rate``."""
+
+
+@frozen
 class Backup(Node):
     """``backup to "dir/" [every epoch|every N steps]``; ``steps`` None means every epoch."""
 
@@ -377,6 +382,7 @@ Rule: TypeAlias = (
     | Schedule
     | LogCSV
     | LogTensorBoard
+    | LogLR
     | Backup
 )
 

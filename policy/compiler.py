@@ -23,7 +23,7 @@ from policy.callbacks import FitStart, PolicyBackup, StopRecord
 from policy.callbacks.baseline import keras_honours_baseline
 from policy.callbacks.metric_check import metric_check
 from policy.outcome import Stop
-from policy.plan import KERAS, Call, Items, Value, plan_rule
+from policy.plan import KERAS, Call, Items, Value, list_order, plan_rule
 from policy.printer import rule as rule_text
 
 
@@ -81,9 +81,9 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
     """
     callbacks: list[Any] = [metric_check(policy)] if strict else []
     texts = [rule_text(rule) for rule in policy.rules]
-    for rule, text in zip(policy.rules, texts, strict=True):
-        for cb in compile_rule(rule, text):
-            setattr(cb, POLICY_RULE, text)
+    for index in list_order(policy):
+        for cb in compile_rule(policy.rules[index], texts[index]):
+            setattr(cb, POLICY_RULE, texts[index])
             callbacks.append(cb)
     # The backup goes last whatever its place in the text: it restores after every other
     # callback has reset itself at train begin, and saves after every other one has decided

@@ -107,6 +107,10 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
         return _our_stop_after_time(cb)
     if isinstance(cb, ours.TopKCheckpoint):
         return _our_save_top(cb)
+    if isinstance(cb, ours.LearningRateLogger):
+        if cb.key != "learning_rate":
+            raise NoEquivalent(f"key={cb.key!r} has no equivalent; log lr writes 'learning_rate'")
+        return ast.LogLR()
     if isinstance(cb, ours.PeriodicCheckpoint):
         return ast.SaveEvery(every=cb.every, path=ast.Path(value=cb.path), weights_only=cb.weights_only)
     cbs = keras.callbacks

@@ -149,6 +149,9 @@ def sentence(r: ast.Rule) -> str:
         mode = "appending to the file if it exists" if r.append else "replacing any existing file"
         folder = " (creating its folder at train begin if missing)" if "/" in r.path.value.rstrip("/") else ""
         return f"Write one row of logs per epoch to the CSV file {r.path.value!r}{folder}, {mode}."
+    if isinstance(r, ast.LogLR):
+        return ("Write the learning rate each epoch trained with into the epoch logs as learning_rate, before "
+                "any other callback sees them, so CSV logs, TensorBoard, the History and other rules have it.")
     if isinstance(r, ast.LogTensorBoard):
         return f"Write TensorBoard logs (losses and metrics per epoch) to {r.path.value!r}."
     every = "every epoch" if r.steps is None else f"every {r.steps} training batches"

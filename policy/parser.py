@@ -670,6 +670,9 @@ class _ToAst(Transformer[Token, Any]):
     def backup(self, meta: Meta, path: Token, steps: int | None) -> ast.Backup:
         return ast.Backup(path=self._path(path), steps=steps, pos=_pos(meta))
 
+    def log_lr(self, meta: Meta) -> ast.LogLR:
+        return ast.LogLR(pos=_pos(meta))
+
     def backup_interval(self, meta: Meta, steps: Token | None = None) -> int | None:
         return self._count(steps, "the number of steps") if steps is not None else None
 

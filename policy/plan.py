@@ -137,9 +137,17 @@ _BUILT_AS = {
 }
 
 
+def list_order(policy: ast.Policy) -> list[int]:
+    """The indices of the rules in the order their callbacks go in the list: as written, except
+    that ``log lr`` goes first, so every callback after it (a CSVLogger, TensorBoard, a rule
+    reading ``learning_rate``) sees the key it writes, wherever the rule was written."""
+    rules = policy.rules
+    return sorted(range(len(rules)), key=lambda i: not isinstance(rules[i], ast.LogLR))
+
+
 def plan_policy(policy: ast.Policy) -> list[RulePlan]:
-    """One plan per rule, in order."""
-    return [plan_rule(r) for r in policy.rules]
+    """One plan per rule, in list order (:func:`list_order`)."""
+    return [plan_rule(policy.rules[i]) for i in list_order(policy)]
 
 
 def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
@@ -205,6 +213,8 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
         return _keras("CSVLogger", *_flag("append", r.append), positional=(r.path.value,))
     if isinstance(r, ast.LogTensorBoard):
         return _keras("TensorBoard", ("log_dir", r.path.value))
+    if isinstance(r, ast.LogLR):
+        return Call(OURS, "LearningRateLogger")
     steps: tuple[tuple[str, Value], ...] = () if r.steps is None else (("save_freq", r.steps),)
     return _keras("BackupAndRestore", ("backup_dir", r.path.value), *steps)
 

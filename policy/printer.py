@@ -121,6 +121,8 @@ def rule(r: ast.Rule) -> str:
         return f"log to {path(r.path)}" + (", append" if r.append else "")
     if isinstance(r, ast.LogTensorBoard):
         return f"log to tensorboard {path(r.path)}"
+    if isinstance(r, ast.LogLR):
+        return "log lr"
     out = f"backup to {path(r.path)}"
     return out + (f" every {r.steps} steps" if r.steps is not None else "")
 

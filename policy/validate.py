@@ -312,6 +312,8 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
         else:
             written[path] = rule
     yield from _check_learning_rate_reads(policy, at)
+    for again in [r for r in policy.rules if isinstance(r, ast.LogLR)][1:]:
+        yield at(again, "'log lr' is given twice", "keep one")
     schedules = [r for r in policy.rules if isinstance(r, ast.Schedule)]
     plateaus = [r for r in policy.rules if isinstance(r, ast.ReduceLR)]
     for extra in schedules[1:]:
@@ -345,7 +347,8 @@ def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]
     # Keras's fit loop never logs `learning_rate`: only an lr rule writes it into the epoch-end
     # logs, and the callbacks before it in the list never see it (they share one dict, in order).
     # So a rule reading it must come after the rule that writes it, or it silently never fires.
-    writer_seen = False
+    # `log lr` writes it before every other callback (it is compiled first), wherever it is written.
+    writer_seen = any(isinstance(r, ast.LogLR) for r in policy.rules)
     for rule in policy.rules:
         for metric in metrics_read(rule):
             if metric.name == "learning_rate" and not writer_seen:
@@ -355,7 +358,7 @@ def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]
                     "'learning_rate' is only in the logs after a learning-rate rule has written it",
                     "move this rule after the learning-rate rule"
                     if has_writer
-                    else "add a learning-rate rule before it (Keras itself does not log the learning rate)",
+                    else "add 'log lr' (Keras itself does not log the learning rate)",
                 )
         writer_seen = writer_seen or isinstance(rule, ast.ReduceLR | ast.Schedule)
 

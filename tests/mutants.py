@@ -249,6 +249,24 @@ class SaveBestIgnoresThreshold(Semantics):
         return None
 
 
+class LogLrWritesStartingRate(Semantics):
+    """``log lr`` writes the rate the optimizer started with, not the one in effect now."""
+
+    name = "log-lr-writes-starting-rate"
+
+    def rate_in_effect(self, lr0: float, lr: float) -> float:
+        return lr0
+
+
+class LogLrWhereWritten(Semantics):
+    """``log lr``'s callback left at its place in the text: rules before it never see the rate."""
+
+    name = "log-lr-where-written"
+
+    def lr_logger_first(self) -> bool:
+        return False
+
+
 class StepSaveCounterPerEpoch(Semantics):
     """Integer ``save_freq`` counted from 0 again in every epoch (Keras counts across epochs)."""
 
@@ -446,6 +464,8 @@ MUTANTS: tuple[type[Semantics], ...] = (
     ZeroBasedEpochInPath,
     SaveBestSkipsMissing,
     SaveBestIgnoresThreshold,
+    LogLrWritesStartingRate,
+    LogLrWhereWritten,
     StepSaveCounterPerEpoch,
     StepBudgetOffByOne,
     EpochBudgetOffByOne,

@@ -248,7 +248,7 @@ def test_describe_a_single_callback_says_to_wrap_it() -> None:
     [
         (ast.Policy(rules=(None,)), TypeError,  # type: ignore[arg-type]
          "policy.rules[0] must be StopWhen or FailWhen or StopAfter or SaveBest or SaveTop or SaveEvery or SaveLast or "
-         "ReduceLR or Schedule or LogCSV or LogTensorBoard or Backup; got NoneType None"),
+         "ReduceLR or Schedule or LogCSV or LogTensorBoard or LogLR or Backup; got NoneType None"),
         (ast.Policy(rules=(ast.StopWhen(condition="loss > 1"),)), TypeError,  # type: ignore[arg-type]
          "policy.rules[0].condition must be Plateau or Threshold or NotFinite or AnyOf or AllOf; got str 'loss > 1'"),
         (ast.Policy(rules=(ast.StopWhen(condition=ast.Threshold(metric=ast.Metric(name="a"), op="==", value=1.0)),)),

@@ -351,3 +351,34 @@ def test_stop_when_callback_is_ours_only_for_what_keras_lacks() -> None:
     assert isinstance(
         compile_policy("stop when val_loss not improving for 3", strict=False)[0], keras.callbacks.EarlyStopping
     )
+
+
+# ---------------------------------------------------------------- log lr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'log to "logs/t.csv"; log lr; multiply lr by 0.5 when val_loss not improving for 1',
+        'multiply lr by 0.5 when val_loss not improving for 1; log to "logs/t.csv"; log lr',
+        'log lr; log to "logs/t.csv"',
+    ],
+)
+def test_log_lr_puts_the_rate_in_the_csv_whatever_the_order(text: str, tmp_path: pathlib.Path) -> None:
+    """The CSV has a learning_rate column from the first row (CSVLogger fixes its columns at the
+    first epoch), holding the rate each epoch trained with (before that epoch's reduction)."""
+    import csv
+
+    run_in_keras(text, {"val_loss": [1.0, 1.0, 1.0]}, initial_lr=0.01, workdir=tmp_path)
+    with open(tmp_path / "logs" / "t.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    reduces = "multiply" in text
+    expected = [f(0.01), f(0.01), f(0.005)] if reduces else [f(0.01)] * 3
+    assert [float(row["learning_rate"]) for row in rows] == expected
+
+
+def test_log_lr_is_first_after_the_metric_check() -> None:
+    from policy.callbacks import LearningRateLogger, MetricCheck
+
+    callbacks = compile_policy('log to "t.csv"; stop when learning_rate < 0.001; log lr')
+    assert isinstance(callbacks[0], MetricCheck) and isinstance(callbacks[1], LearningRateLogger)

@@ -221,6 +221,12 @@ FACTS: dict[str, Case] = {
     "save-best-threshold-f32": pinned(
         'save best on val_loss below 0.1 to "ckpt/b{epoch}.keras"', _vl(0.7, 0.1 - 1e-10, 0.05, 0.06)
     ),
+    # log lr writes the rate each epoch trained with, first in the list: a reader written before it
+    # (and before the lr rule, which also writes it) sees it; float32(0.01) / 2 is not < 0.005.
+    "log-lr-first": pinned(
+        "stop when learning_rate < 0.005; multiply lr by 0.5 when val_loss not improving for 1; log lr",
+        _vl(1, 1, 1, 1, 1),
+    ),
     # integer save_freq counts batches across epoch boundaries.
     "save-freq-across-epochs": pinned(
         'save weights every 2 steps to "ckpt/s{epoch}-{batch}.weights.h5"',

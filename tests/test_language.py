@@ -75,6 +75,7 @@ PHRASES: list[tuple[str, A.Rule]] = [
         'save best weights on val_loss min to "w-{epoch:03d}.weights.h5"',
         A.SaveBest(metric=M("val_loss"), direction="min", path=A.Path(value="w-{epoch:03d}.weights.h5"), weights_only=True),
     ),
+    ("log lr", A.LogLR()),
     ('save every epoch to "ckpt/e{epoch:03d}.keras"', A.SaveEvery(path=A.Path(value="ckpt/e{epoch:03d}.keras"))),
     (
         'save every 500 steps to "ckpt/e{epoch}-b{batch}.keras"',
@@ -264,6 +265,8 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("save best on val_loss max below 0.5", "'below' needs a metric that should go down, but 'max' is written"),
         ("save best on val_loss above 0.5", "'above' needs a metric that should go up"),
         ("save best on val_loss below 4e38", "does not fit in float32"),
+        ("log lr; log lr", "'log lr' is given twice"),
+        ("stop when learning_rate < 0.1", "add 'log lr'"),
         ('save top 2 on val_loss to "m.keras"', "needs {epoch}"),
         ('save every epoch to "a.keras"; save last to "a.keras"', "two rules write"),
         ("decay lr by 0.5 every 2 epochs; cosine lr to 0 over 3 epochs", "two learning-rate schedules"),

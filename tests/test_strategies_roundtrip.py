@@ -49,6 +49,8 @@ def test_policy_texts_parse_to_policies_printing_the_same_text(text: str) -> Non
 def test_cases_fit_together(case: Case) -> None:
     validate(case.policy)
     seen = {k for logs in case.history for k in logs}
+    if any(isinstance(r, ast.LogLR | ast.ReduceLR | ast.Schedule) for r in case.policy.rules):
+        seen.add("learning_rate")  # written by the policy itself, not the history
     for rule in case.policy.rules:
         watched: list[str] = []
         if isinstance(rule, ast.StopWhen):
@@ -115,6 +117,8 @@ def test_every_rule_kind_and_option_is_generated() -> None:
                     seen.add(f"trend:{plateau.trend}")
                     if plateau.relative:
                         seen.add("relative")
+            if isinstance(rule, ast.SaveBest) and rule.threshold is not None:
+                seen.add(f"threshold:{rule.threshold.side}")
             if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.weights_only:
                 seen.add("weights")
             if isinstance(rule, ast.ReduceLR):
@@ -148,6 +152,9 @@ def test_every_rule_kind_and_option_is_generated() -> None:
         "Schedule",
         "LogCSV",
         "Backup",
+        "LogLR",
+        "threshold:below",
+        "threshold:above",
         "restore",
         "restore_metric",
         "ignore_first",

@@ -3,7 +3,7 @@
 One idea per module: :mod:`.condition` (``stop when`` conditions), :mod:`.budget`
 (``stop after``), :mod:`.checkpoints` (every N epochs, top k), :mod:`.schedules`
 (learning-rate schedules), :mod:`.metric_check` (strict missing-metric check),
-:mod:`.folders` (the folder of a CSV log), :mod:`.baseline` (EarlyStopping's baseline on a
+:mod:`.folders` (the folder of a CSV log), :mod:`.lr_log` (``log lr``), :mod:`.baseline` (EarlyStopping's baseline on a
 Keras that dropped it), :mod:`.fit_start` (Keras's own callbacks made fresh for each ``fit``),
 :mod:`.recorder` (when TerminateOnNaN fired), :mod:`.atomic` (files that appear only when
 complete), :mod:`.state` and :mod:`.backup` (backups that resume every rule exactly). Importing this package imports keras.
@@ -19,6 +19,7 @@ from policy.callbacks.checkpoints import PeriodicCheckpoint, TopKCheckpoint
 from policy.callbacks.condition import ConditionStopping
 from policy.callbacks.fit_start import FitStart
 from policy.callbacks.folders import CreateFolder
+from policy.callbacks.lr_log import LearningRateLogger
 from policy.callbacks.metric_check import MetricCheck
 from policy.callbacks.recorder import TerminateOnNaNRecorder
 from policy.callbacks.schedules import (
@@ -44,6 +45,7 @@ __all__ = [
     "HoldSegment",
     "InverseSqrtSegment",
     "LearningRateChain",
+    "LearningRateLogger",
     "LinearSegment",
     "MetricCheck",
     "MilestoneSegment",

@@ -380,6 +380,22 @@ class PlateauLR(EpochRule):
         return None
 
 
+class LogLearningRate(EpochRule):
+    """``log lr``: writes what ``optimizer.learning_rate`` reads at the epoch end into the logs as
+    ``learning_rate``: the rate the epoch trained with, or under a step-counted schedule (a
+    LearningRateSchedule of ``optimizer.iterations``) the rate of the next step."""
+
+    def __init__(self, rule: ast.LogLR, text: str) -> None:
+        super().__init__(rule, text)
+        self.step_rule: StepScheduleLR | None = None
+
+    def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
+        assert run.lr is not None and run.lr0 is not None
+        now = self.step_rule.rate(run, run.iterations) if self.step_rule is not None else run.lr
+        logs["learning_rate"] = run.sem.rate_in_effect(run.lr0, now)
+        return None
+
+
 class ScheduleLR(EpochRule):
     """Warm-up / cosine / decay segments: keras LearningRateScheduler with our schedule object."""
 

@@ -53,6 +53,8 @@ threshold compared in float64 / with the wrong operator        :meth:`Semantics.
 top-k admits ties                                              :meth:`Semantics.top_k_admits`
 top-k drops the earlier of two equal epochs / the oldest       :meth:`Semantics.top_k_worst`
 top-k never deletes / deletes a file a kept epoch still uses   :meth:`Semantics.top_k_deletes`
+``log lr`` writes the rate at train begin                      :meth:`Semantics.rate_in_effect`
+``log lr`` compiled where written (not first)                  :meth:`Semantics.lr_logger_first`
 schedule off by one epoch / wrong cosine phase                 :meth:`Semantics.schedule_lr`
 =============================================================  ==================================
 
@@ -301,6 +303,17 @@ class Semantics:
         """What ReduceLROnPlateau leaves in ``logs["learning_rate"]``: the lr before the reduction
         (it writes it first thing in ``on_epoch_end``)."""
         return before
+
+    def rate_in_effect(self, lr0: float, lr: float) -> float:
+        """What ``log lr`` writes at an epoch end: the optimizer's current (float32) rate, which is the
+        rate the epoch trained with (schedules set it at epoch begin, and ``log lr`` runs before any
+        rule that changes it at epoch end). ``lr0`` is the rate at train begin."""
+        return lr
+
+    def lr_logger_first(self) -> bool:
+        """``log lr``'s callback goes first in the compiled list, whatever the rule's place in the
+        text, so every rule (and CSVLogger, TensorBoard) sees ``learning_rate``."""
+        return True
 
     # ------------------------------------------------------------------ schedules
     def schedule_lr(self, schedule: ast.Schedule, epoch: int, lr0: float, current: float) -> float:

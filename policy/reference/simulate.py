@@ -292,8 +292,15 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
             epoch_rules.append(r.StepScheduleLR(rule, text) if stepped else r.ScheduleLR(rule, text))
         elif isinstance(rule, ast.LogTensorBoard):
             epoch_rules.append(r.TensorBoardLog(rule, text))
+        elif isinstance(rule, ast.LogLR):
+            uses_lr = True
+            # Placed before every other rule's callback (docs/semantics.md), wherever it is written.
+            epoch_rules.insert(0 if sem.lr_logger_first() else len(epoch_rules), r.LogLearningRate(rule, text))
         # CSV logging and backup rules decide nothing in one uninterrupted run (their callbacks
         # never touch the logs dict or stop_training); backup's folder is not a save.
+    for logger in epoch_rules:
+        if isinstance(logger, r.LogLearningRate):
+            logger.step_rule = next((s for s in epoch_rules if isinstance(s, r.StepScheduleLR)), None)
     return _Plan(tuple(epoch_rules), tuple(batch_stops), tuple(checkpoints), uses_lr)
 
 

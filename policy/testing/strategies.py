@@ -332,6 +332,7 @@ class _Budget:
 
     index: int = 0
     has_lr_rule: bool = False
+    logs_lr: bool = False
     has_default_best: set[bool] = field(default_factory=set)
     placeholders: set[str] = field(default_factory=set)
 
@@ -580,6 +581,16 @@ def _reduce_lr(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, initi
 
 
 @st.composite
+def _lr_reader(draw: st.DrawFn, initial_lr: float) -> ast.StopWhen:
+    """``stop when learning_rate < X``: X at the starting rate (exactly, or its float32 rounding,
+    which equals the logged value), or at a rate a reduction or schedule reaches."""
+    value = draw(st.sampled_from((initial_lr, f32(initial_lr), initial_lr * 0.5, initial_lr * 0.3, 0.005)))
+    ops: tuple[ast.Comparison, ...] = ("<", "<=", "<", ">")
+    op = draw(st.sampled_from(ops))
+    return ast.StopWhen(condition=ast.Threshold(metric=ast.Metric(name="learning_rate"), op=op, value=value))
+
+
+@st.composite
 def _schedule(draw: st.DrawFn) -> ast.Schedule:
     targets = st.sampled_from((0.01, 0.001, 0.1, 0.005, 0.002))
     segments: list[ast.Segment] = []
@@ -618,7 +629,9 @@ def _rule(
     kinds: Sequence[str],
 ) -> ast.Rule:
     # One learning-rate rule per policy: two would fight over the lr (a validation error).
-    choices = [k for k in kinds if not (k in ("reduce_lr", "schedule") and budget.has_lr_rule)] or ["stop_after"]
+    choices = [
+        k for k in kinds if not (k in ("reduce_lr", "schedule") and budget.has_lr_rule) and not (k == "log_lr" and budget.logs_lr)
+    ] or ["stop_after"]
     kind = draw(st.sampled_from(choices))
     if kind == "stop_when":
         return draw(_stop_when(metrics, palette))
@@ -641,6 +654,9 @@ def _rule(
         # (Keras's CSVLogger alone would raise FileNotFoundError at train begin).
         folder = draw(st.sampled_from(("", "", "logs/", "runs/csv/")))
         return ast.LogCSV(path=ast.Path(value=f"{folder}{budget.name('train')}.csv"), append=draw(st.booleans()))
+    if kind == "log_lr":
+        budget.logs_lr = True
+        return ast.LogLR()
     if kind == "tensorboard":
         return ast.LogTensorBoard(path=ast.Path(value=f"logs/{budget.name('tb')}"))
     steps = draw(st.sampled_from((None, None, 1, 2, 5)))
@@ -665,6 +681,7 @@ RULE_KINDS: tuple[str, ...] = (
     "reduce_lr",
     "schedule",
     "log_csv",
+    "log_lr",
     "backup",
 ) + (("tensorboard",) if importlib.util.find_spec("tensorboard") is not None else ())
 
@@ -697,6 +714,11 @@ def _policy_and_placeholders(
         )
         for i in range(n)
     )
+    if budget.logs_lr:
+        # What `log lr` writes is only visible to a rule reading it: a threshold on the rate, at any
+        # place in the text (before `log lr`, before or after an lr rule that also writes it).
+        where = draw(st.integers(0, len(drawn)))
+        drawn = (*drawn[:where], draw(_lr_reader(initial_lr)), *drawn[where:])
     # Construct, then set ``source`` to the canonical text so a later error can show the line.
     bare = ast.Policy(rules=drawn)
     return _Drawn(ast.Policy(rules=drawn, source=format_policy(bare)), frozenset(budget.placeholders))
