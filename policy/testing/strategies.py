@@ -717,8 +717,14 @@ def _policy_and_placeholders(
     if budget.logs_lr:
         # What `log lr` writes is only visible to a rule reading it: a threshold on the rate, at any
         # place in the text (before `log lr`, before or after an lr rule that also writes it).
-        where = draw(st.integers(0, len(drawn)))
-        drawn = (*drawn[:where], draw(_lr_reader(initial_lr)), *drawn[where:])
+        # It takes the place of another rule when the policy is already at max_rules.
+        full = len(drawn) >= max_rules
+        others = [i for i, rule in enumerate(drawn) if not isinstance(rule, ast.LogLR)]
+        if full and not others:
+            pass  # a lone `log lr` under max_rules=1: nothing reads it
+        else:
+            where = draw(st.sampled_from(others)) if full else draw(st.integers(0, len(drawn)))
+            drawn = (*drawn[:where], draw(_lr_reader(initial_lr)), *drawn[where + full :])
     # Construct, then set ``source`` to the canonical text so a later error can show the line.
     bare = ast.Policy(rules=drawn)
     return _Drawn(ast.Policy(rules=drawn, source=format_policy(bare)), frozenset(budget.placeholders))
