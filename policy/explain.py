@@ -15,9 +15,9 @@ from policy import ast
 from policy.meaning import (
     best_path,
     checkpoint_direction,
-    is_terminate_on_nan,
     plateau_direction,
     restore_target,
+    stop_form,
 )
 from policy.plan import Call, callback_call
 from policy.printer import group, number
@@ -160,7 +160,7 @@ def sentence(r: ast.Rule) -> str:
 
 
 def _stop_sentence(r: ast.StopWhen) -> str:
-    if is_terminate_on_nan(r):
+    if stop_form(r) == "TerminateOnNaN":
         return "Stop training as soon as the running training loss becomes NaN or infinite (checked after every batch)."
     out = f"Stop training at the end of the first epoch where {condition_phrase(r.condition)}."
     if r.ignore_first:

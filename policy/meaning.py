@@ -49,7 +49,7 @@ def is_loss_not_finite(condition: ast.Condition) -> bool:
     return isinstance(condition, ast.NotFinite) and condition.metric.name == "loss" and not condition.nan_only
 
 
-def is_terminate_on_nan(rule: ast.StopWhen) -> bool:
+def _is_terminate_on_nan(rule: ast.StopWhen) -> bool:
     """``stop when loss is not finite`` alone is Keras's TerminateOnNaN (checked every batch)."""
     return (
         is_loss_not_finite(rule.condition)
@@ -59,7 +59,7 @@ def is_terminate_on_nan(rule: ast.StopWhen) -> bool:
     )
 
 
-def is_early_stopping(rule: ast.StopWhen) -> bool:
+def _is_early_stopping(rule: ast.StopWhen) -> bool:
     """A single absolute plateau is Keras's EarlyStopping, options and all."""
     c = rule.condition
     return isinstance(c, ast.Plateau) and not c.relative
@@ -71,9 +71,9 @@ StopForm: TypeAlias = Literal["TerminateOnNaN", "EarlyStopping", "ConditionStopp
 def stop_form(rule: ast.StopWhen) -> StopForm:
     """The callback a ``stop when`` rule is: Keras's TerminateOnNaN or EarlyStopping where the rule
     says exactly what they do, else our ConditionStopping (which has no baseline)."""
-    if is_terminate_on_nan(rule):
+    if _is_terminate_on_nan(rule):
         return "TerminateOnNaN"
-    if is_early_stopping(rule):
+    if _is_early_stopping(rule):
         return "EarlyStopping"
     if rule.baseline is not None:
         if isinstance(rule.condition, ast.Plateau):  # a relative one

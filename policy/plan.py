@@ -29,7 +29,6 @@ from policy import ast
 from policy.meaning import (
     best_path,
     checkpoint_direction,
-    is_terminate_on_nan,
     plateau_direction,
     restore_target,
     stop_form,
@@ -160,7 +159,7 @@ def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
         # Keras's CSVLogger does not create its folder (policy/callbacks/folders.py).
         before = (Call(OURS, "CreateFolder", (os.path.dirname(r.path.value),)),)
     ahead: tuple[Call, ...] = ()
-    if isinstance(r, ast.StopWhen) and is_terminate_on_nan(r):
+    if isinstance(r, ast.StopWhen) and stop_form(r) == "TerminateOnNaN":
         # TerminateOnNaN keeps no record of stopping; why_stopped reads the recorder's.
         after = (Call(OURS, "TerminateOnNaNRecorder", (text,)),)
     if isinstance(r, ast.FailWhen):
