@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from policy import ast
 from policy.errors import PolicyError
-from policy.meaning import epoch_end_paths, stop_form, watched_names
+from policy.meaning import epoch_end_paths, step_paths, stop_form, watched_names
 from policy.outcome import Outcome, Stop
 from policy.printer import rule as rule_text
 from policy.reference import rules as r
@@ -172,12 +172,7 @@ def _check_first_batch(policy: ast.Policy, data: RunInput, sem: Semantics) -> No
     """The strict check at the first training batch end: a step checkpoint path's placeholders
     other than ``{epoch}`` and ``{batch}`` must be in the batch logs, which hold the running
     training metrics (the reference knows the loss) and never a validation metric."""
-    fields = {
-        n
-        for rule in policy.rules
-        if isinstance(rule, ast.SaveEvery) and rule.unit == "steps"
-        for n in placeholder_names(rule.path.value)
-    } - {"epoch", "batch"}
+    fields = {n for _, path in step_paths(policy) for n in placeholder_names(path)} - {"epoch", "batch"}
     if not fields:
         return
     steps = data.steps[0] if data.steps is not None else 1
