@@ -172,6 +172,17 @@ class FailWhen(Node):
 
 
 @frozen
+class TrainAtLeast(Node):
+    """``train at least N epochs|steps``: no ``stop when`` rule stops training before that.
+
+    Stops of a condition that is only ``is not finite`` / ``is nan`` atoms are not held back.
+    """
+
+    amount: int
+    unit: SaveUnit
+
+
+@frozen
 class StopAfter(Node):
     """``stop after N epochs|steps|s|min|h``: a budget."""
 
@@ -373,6 +384,7 @@ class Backup(Node):
 Rule: TypeAlias = (
     StopWhen
     | FailWhen
+    | TrainAtLeast
     | StopAfter
     | SaveBest
     | SaveTop

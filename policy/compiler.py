@@ -22,8 +22,9 @@ from policy import ast
 from policy.callbacks import FitStart, PolicyBackup, StopRecord
 from policy.callbacks.baseline import keras_honours_baseline
 from policy.callbacks.metric_check import metric_check
+from policy.callbacks.minimum import Minimum
 from policy.outcome import Stop
-from policy.plan import KERAS, Call, Items, Value, list_order, plan_rule
+from policy.plan import KERAS, Call, Items, RulePlan, Value, plan_policy, plan_rule
 from policy.printer import rule as rule_text
 
 
@@ -81,9 +82,16 @@ def compile_rules(policy: ast.Policy, strict: bool = True) -> list[Any]:
     """
     callbacks: list[Any] = [metric_check(policy)] if strict else []
     texts = [rule_text(rule) for rule in policy.rules]
-    for index in list_order(policy):
-        for cb in compile_rule(policy.rules[index], texts[index]):
-            setattr(cb, POLICY_RULE, texts[index])
+    plans = plan_policy(policy)
+    groups = [_build_plan(plan) for plan in plans]
+    # `train at least`: its callback holds back the stops of the rules the plan marks held.
+    minimum = next((main for main, _ in groups if isinstance(main, Minimum)), None)
+    for plan, (main, group) in zip(plans, groups, strict=True):
+        if plan.held and minimum is not None:
+            at = group.index(main)
+            group = [*group[:at], *minimum.hold(main), *group[at + 1 :]]
+        for cb in group:
+            setattr(cb, POLICY_RULE, plan.text)
             callbacks.append(cb)
     # The backup goes last whatever its place in the text: it restores after every other
     # callback has reset itself at train begin, and saves after every other one has decided
@@ -99,11 +107,15 @@ def compile_rule(rule: ast.Rule, text: str | None = None) -> list[Any]:
     """The callbacks for one rule, built from its plan (:mod:`policy.plan`): one, or two
     (TerminateOnNaN and its recorder; a CSV log's folder maker and Keras's CSVLogger;
     :class:`FitStart` and Keras's ModelCheckpoint, BackupAndRestore or ReduceLROnPlateau)."""
-    plan = plan_rule(rule, text)
+    return _build_plan(plan_rule(rule, text))[1]
+
+
+def _build_plan(plan: RulePlan) -> tuple[Any, list[Any]]:
+    """The rule's own callback, and the whole list for the rule (helpers around it)."""
     main = _async_safe_if_epoch_only(build(plan.callback))
     fit_start = [FitStart(main, plan.text)] if plan.fit_start else []
     ahead = [build(c) for c in plan.ahead]
-    return [*(build(c) for c in plan.before), *fit_start, *ahead, main, *(build(c) for c in plan.after)]
+    return main, [*(build(c) for c in plan.before), *fit_start, *ahead, main, *(build(c) for c in plan.after)]
 
 
 def build(call: Call) -> Any:

@@ -94,9 +94,15 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
 
     from policy import callbacks as ours
 
-    if isinstance(cb, ours.MetricCheck | ours.TerminateOnNaNRecorder | ours.CreateFolder | ours.FitStart):
-        # compile_policy's helpers: the strict-metrics check and TerminateOnNaN's stop record.
+    helpers = ours.MetricCheck | ours.TerminateOnNaNRecorder | ours.CreateFolder | ours.FitStart
+    if isinstance(cb, helpers | ours.StopHold | ours.StopRelease):
+        # compile_policy's helpers: the strict-metrics check, TerminateOnNaN's stop record, the
+        # pair a minimum puts around a held rule (the minimum itself says it all).
         return None
+    if isinstance(cb, ours.MinimumEpochs):
+        return ast.TrainAtLeast(amount=cb.epochs, unit="epochs")
+    if isinstance(cb, ours.MinimumSteps):
+        return ast.TrainAtLeast(amount=cb.steps, unit="steps")
     if isinstance(cb, ours.ConditionStopping):
         return _our_stop_when(cb)
     if isinstance(cb, ours.StopAfterEpochs):

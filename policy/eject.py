@@ -38,9 +38,20 @@ def eject(policy: ast.Policy) -> str:
             if len(line) > 100:  # one name a line, as a formatter would
                 line = f"from {module} import (\n" + "".join(f"    {n},\n" for n in sorted(names)) + ")"
             out.append(line)
+    # `train at least` holds back other rules' stops: its callback is built first, as `minimum`,
+    # and wraps each held rule's callback (minimum.hold(...) puts the pair around it).
+    minimum = next((p for p in plans if p.callback.name in ("MinimumEpochs", "MinimumSteps")), None)
+    if minimum is not None:
+        out += ["", f"minimum = {minimum.callback.source()}"]
     out += ["", "callbacks = ["]
     for plan in plans:
         out.append(f"    # {plan.text}")
-        out.extend(f"    {call.source()}," for call in plan.written())
+        for call in plan.written():
+            if plan is minimum and call is plan.callback:
+                out.append("    minimum,")
+            elif plan.held and minimum is not None and call is plan.callback:
+                out.append(f"    *minimum.hold({call.source()}),")
+            else:
+                out.append(f"    {call.source()},")
     out.append("]")
     return "\n".join(out) + "\n"

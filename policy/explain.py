@@ -92,6 +92,12 @@ def sentence(r: ast.Rule) -> str:
         return ("Make fit raise a RuntimeError as soon as the running training loss becomes NaN or infinite "
                 "(checked after every batch): no further batch, epoch end or train end runs, so backups and "
                 "checkpoints stay as they were.")
+    if isinstance(r, ast.TrainAtLeast):
+        until = (f"the end of epoch {r.amount} (counting from 1)" if r.unit == "epochs"
+                 else f"{r.amount} training batches have run since fit began")
+        return (f"No 'stop when' rule may stop training before {until}: until then they still watch every "
+                "epoch (patience keeps counting) but their stops are ignored. Stops on 'is not finite' / 'is nan' "
+                "alone, budgets and failures are not held back.")
     if isinstance(r, ast.StopAfter):
         if r.unit == "epochs":
             n = number(r.amount)

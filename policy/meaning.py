@@ -59,6 +59,18 @@ def _is_terminate_on_nan(rule: ast.StopWhen) -> bool:
     )
 
 
+def held_by_minimum(rule: ast.Rule) -> bool:
+    """Whether ``train at least`` holds back this rule's stops: every ``stop when`` rule, except one
+    whose condition is made only of ``is not finite`` / ``is nan`` atoms (a divergence guard, which
+    Lightning's ``min_epochs`` does not hold back either). Budgets, failures and lr rules never are."""
+    return isinstance(rule, ast.StopWhen) and not all(isinstance(a, ast.NotFinite) for a in ast.atoms(rule.condition))
+
+
+def minimum_of(policy: ast.Policy) -> ast.TrainAtLeast | None:
+    """The policy's ``train at least`` rule (validation allows one at most)."""
+    return next((r for r in policy.rules if isinstance(r, ast.TrainAtLeast)), None)
+
+
 def _is_early_stopping(rule: ast.StopWhen) -> bool:
     """A single absolute plateau is Keras's EarlyStopping, options and all."""
     c = rule.condition

@@ -433,6 +433,12 @@ class _ToAst(Transformer[Token, Any]):
     def fail_when(self, meta: Meta, condition: ast.Condition) -> ast.FailWhen:
         return ast.FailWhen(condition=condition, pos=_pos(meta))
 
+    def min_epochs(self, meta: Meta, number: Token) -> ast.TrainAtLeast:
+        return ast.TrainAtLeast(amount=self._count(number, "the number of epochs"), unit="epochs", pos=_pos(meta))
+
+    def min_steps(self, meta: Meta, number: Token) -> ast.TrainAtLeast:
+        return ast.TrainAtLeast(amount=self._count(number, "the number of steps"), unit="steps", pos=_pos(meta))
+
     def stop_after(self, meta: Meta, number: Token, unit: ast.TimeUnit) -> ast.StopAfter:
         if unit in ("epochs", "steps"):
             amount: float = self._count(number, f"the number of {unit}")

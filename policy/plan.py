@@ -29,6 +29,8 @@ from policy import ast
 from policy.meaning import (
     best_path,
     checkpoint_direction,
+    held_by_minimum,
+    minimum_of,
     plateau_direction,
     restore_target,
     stop_form,
@@ -117,6 +119,9 @@ class RulePlan:
     after: tuple[Call, ...] = ()
     fit_start: bool = False
     ahead: tuple[Call, ...] = ()
+    held: bool = False
+    """The policy's ``train at least`` holds back this rule's stops: its callback goes into the
+    list as ``minimum.hold(callback)`` (:class:`policy.callbacks.MinimumEpochs`)."""
 
     def written(self) -> tuple[Call, ...]:
         """The calls hand-written code makes for this rule (``compile --python``), in order."""
@@ -145,8 +150,16 @@ def list_order(policy: ast.Policy) -> list[int]:
 
 
 def plan_policy(policy: ast.Policy) -> list[RulePlan]:
-    """One plan per rule, in list order (:func:`list_order`)."""
-    return [plan_rule(policy.rules[i]) for i in list_order(policy)]
+    """One plan per rule, in list order (:func:`list_order`); with a ``train at least`` rule, the
+    rules it holds back say so."""
+    order = list_order(policy)
+    plans = [plan_rule(policy.rules[i]) for i in order]
+    if minimum_of(policy) is None:
+        return plans
+    return [
+        dataclasses.replace(p, held=True) if held_by_minimum(policy.rules[i]) else p
+        for i, p in zip(order, plans, strict=True)
+    ]
 
 
 def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
@@ -182,6 +195,9 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
     if isinstance(r, ast.FailWhen):
         # validate() allows only "loss is not finite": TerminateOnNaN's own check, raising.
         return _keras("TerminateOnNaN", ("raise_error", True))
+    if isinstance(r, ast.TrainAtLeast):
+        name, arg = ("MinimumEpochs", "epochs") if r.unit == "epochs" else ("MinimumSteps", "steps")
+        return Call(OURS, name, args=((arg, r.amount),), hidden=(("rule", text),))
     if isinstance(r, ast.StopAfter):
         return _stop_after(r, text)
     if isinstance(r, ast.SaveBest):

@@ -91,6 +91,8 @@ def rule(r: ast.Rule) -> str:
         return out
     if isinstance(r, ast.FailWhen):
         return f"fail when {condition(r.condition)}"
+    if isinstance(r, ast.TrainAtLeast):
+        return f"train at least {r.amount} {r.unit}"
     if isinstance(r, ast.StopAfter):
         unit = {"epochs": " epochs", "steps": " steps", "s": "s", "min": " min", "h": "h"}[r.unit]
         return f"stop after {number(r.amount)}{unit}"

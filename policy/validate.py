@@ -30,6 +30,7 @@ from policy.meaning import (
 )
 from policy.metrics import name_direction
 from policy.printer import number
+from policy.printer import rule as rule_text
 
 
 class _At(Protocol):
@@ -296,7 +297,27 @@ def _check_schedule(rule: ast.Schedule, at: _At) -> Iterator[Problem]:
             yield at(seg, f"a learning-rate target must be positive, got {seg.target:g}")
 
 
+def _check_minimum(policy: ast.Policy, at: _At) -> Iterator[Problem]:
+    """One ``train at least`` at most, and no budget in its unit shorter than it: that budget would
+    end every run before the minimum allows any stop. (A budget in another unit cannot be compared
+    before training: it stays a hard limit, as Lightning's max_steps is over min_epochs.)"""
+    minimums = [r for r in policy.rules if isinstance(r, ast.TrainAtLeast)]
+    for extra in minimums[1:]:
+        yield at(extra, f"two minimums (the other is on line {minimums[0].pos.line})", "keep one 'train at least'")
+    if not minimums:
+        return
+    least = minimums[0]
+    for rule in policy.rules:
+        if isinstance(rule, ast.StopAfter) and rule.unit == least.unit and rule.amount < least.amount:
+            yield at(
+                rule,
+                f"'{rule_text(rule)}' ends training before '{rule_text(least)}' (line {least.pos.line}) is met",
+                f"make the budget at least {least.amount} {least.unit}, or lower the minimum",
+            )
+
+
 def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
+    yield from _check_minimum(policy, at)
     written: dict[str, ast.Node] = {}
     for rule in policy.rules:
         path = _written_path(rule)

@@ -360,6 +360,25 @@ class FailStopsGracefully(Semantics):
         return False
 
 
+class MinimumOffByOne(Semantics):
+    """``train at least N epochs`` compares the 0-based epoch with N (holds one epoch too long)."""
+
+    name = "minimum-off-by-one"
+
+    def minimum_reached(self, epoch: int, steps_run: int, amount: int, unit: ast.SaveUnit) -> bool:
+        return epoch >= amount if unit == "epochs" else steps_run > amount
+
+
+class MinimumAsStartFromEpoch(Semantics):
+    """``train at least`` read as Keras's ``start_from_epoch``: held rules skip the epochs before the
+    minimum entirely, so patience only starts counting there (Lightning's min_epochs keeps counting)."""
+
+    name = "minimum-as-start-from-epoch"
+
+    def evaluates_before_minimum(self) -> bool:
+        return False
+
+
 class ThresholdFloat64(Semantics):
     """Thresholds compared in float64 (``val_loss <= 0.1`` misses float32(0.1))."""
 
@@ -472,6 +491,8 @@ MUTANTS: tuple[type[Semantics], ...] = (
     TimeBudgetStrict,
     TerminateOnNaNIgnoresInf,
     FailStopsGracefully,
+    MinimumOffByOne,
+    MinimumAsStartFromEpoch,
     TopKAdmitsTies,
     TopKDropsOldest,
     TopKDropsEarlierOnTies,

@@ -320,6 +320,8 @@ EPOCH_LEVEL = [
     'save every epoch to "e{epoch}.keras"',
     'save last to "last.keras"',
     'backup to "backup/"',
+    # the minimum in epochs and the pair around a held rule only look at epoch ends
+    "train at least 4 epochs; stop when val_loss not improving for 2",
 ]
 
 
@@ -339,6 +341,8 @@ def test_epoch_level_policies_keep_async_batch_dispatch(text: str, monkeypatch: 
         "stop when loss is not finite",
         'save every 5 steps to "s{batch}.keras"',
         'backup to "b/" every 5 steps',
+        "train at least 40 steps",
+        "fail when loss is not finite",
     ],
 )
 def test_batch_level_policies_do_look_at_batches(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -382,3 +386,32 @@ def test_log_lr_is_first_after_the_metric_check() -> None:
 
     callbacks = compile_policy('log to "t.csv"; stop when learning_rate < 0.001; log lr')
     assert isinstance(callbacks[0], MetricCheck) and isinstance(callbacks[1], LearningRateLogger)
+
+
+def test_train_at_least_holds_keras_early_stopping_and_counts_before_the_minimum(tmp_path: pathlib.Path) -> None:
+    """Keras's own EarlyStopping stays the rule's callback, between the pair that holds its stops:
+    its wait keeps counting before the minimum (Lightning's min_epochs), so it stops at the first
+    epoch allowed, epoch 3, where start_from_epoch=3 would only begin to count."""
+    from policy.callbacks import MinimumEpochs, StopHold, StopRelease
+
+    text = "train at least 4 epochs; stop when val_loss not improving for 2"
+    compiled = compile_policy(text, strict=False)
+    assert [type(cb) for cb in compiled] == [MinimumEpochs, StopHold, keras.callbacks.EarlyStopping, StopRelease]
+    from policy.testing import run_callbacks
+
+    out = run_callbacks(compiled, {"val_loss": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}, workdir=tmp_path).outcome
+    assert out.stop is not None and (out.stop.rule, out.stop.epoch) == ("stop when val_loss not improving for 2", 3)
+    assert compiled[2].wait == 3 and compiled[2].stopped_epoch == 3
+
+
+def test_train_at_least_keeps_a_budget_that_stopped_the_same_epoch(tmp_path: pathlib.Path) -> None:
+    """Undoing a held stop undoes only that rule's: a budget earlier in the list still stops."""
+    text = "train at least 3 steps; stop when val_loss > 0.5; stop after 2 epochs"
+    out = run_in_keras(text, {"val_loss": [1.0, 1.0, 1.0, 1.0]}, workdir=tmp_path)
+    assert out.stop is not None and (out.stop.rule, out.stop.epoch) == ("stop after 2 epochs", 1)
+    out = run_in_keras(
+        "stop after 2 epochs; train at least 3 steps; stop when val_loss > 0.5",
+        {"val_loss": [1.0, 1.0, 1.0, 1.0]},
+        workdir=tmp_path / "b",
+    )
+    assert out.stop is not None and (out.stop.rule, out.stop.epoch) == ("stop after 2 epochs", 1)

@@ -256,7 +256,8 @@ def test_our_callbacks_are_described() -> None:
         "save every 2 epochs to \"e{epoch}.keras\"\n"
         "warm up lr to 0.01 over 3 epochs, then cosine to 0.0001 over 10 epochs\n"
         "stop when loss is not finite\n"
-        "save best on val_loss"
+        "save best on val_loss\n"
+        "train at least 12 steps"
     )
     assert describe(compile_policy(text)) == text
 

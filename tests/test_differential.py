@@ -264,6 +264,21 @@ FACTS: dict[str, Case] = {
         steps_per_epoch=2,
         batch_losses=((1.0, 1.0), (INF, INF), (1.0, 1.0)),
     ),
+    # train at least 4 epochs: EarlyStopping keeps counting before it (wait 1, 2, 3: Lightning's
+    # min_epochs, not start_from_epoch, which would start counting at epoch 3), its stops are held
+    # back until the end of epoch 3 (4 epochs, absolute) and the first one allowed is taken there.
+    "minimum-holds-plateau": pinned(
+        "train at least 4 epochs; stop when val_loss not improving for 1, restore best", _vl(1, 2, 3, 4, 5, 0.5)
+    ),
+    # A held rule's stop record is undone too: the stop is reported at epoch 3, not at epoch 0.
+    "minimum-clears-held-record": pinned(
+        "train at least 3 epochs; stop when val_accuracy >= 0.9 or val_loss < 0",
+        [{"val_accuracy": v, "val_loss": 1.0} for v in (0.95, 0.5, 0.5, 0.95, 0.5)],
+    ),
+    # Steps since train begin, from Keras's batch index: 4 after epoch 1 (held), 6 after epoch 2.
+    "minimum-steps": pinned("train at least 5 steps; stop when val_loss > 0.5", _vl(1, 1, 1, 1), steps_per_epoch=2),
+    # A condition made only of "is not finite" is a divergence guard: not held back.
+    "minimum-keeps-nonfinite-stop": pinned("train at least 4 epochs; stop when val_loss is not finite", _vl(1, NAN, 1)),
     # Threshold compared in float32: float32(0.1) <= 0.1 holds.
     "threshold-f32": pinned("stop when val_loss <= 0.1", _vl(0.5, round_f32(0.1), 0.05)),
     # Top-k: ties keep the earlier epoch; the dropped file is deleted.

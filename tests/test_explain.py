@@ -23,6 +23,8 @@ def call(text: str) -> str:
         ("stop when val_loss not increasing for 2", "EarlyStopping(monitor='val_loss', patience=2, mode='max')"),
         ("stop when loss is not finite", "TerminateOnNaN()"),
         ("fail when loss is not finite", "TerminateOnNaN(raise_error=True)"),
+        ("train at least 3 epochs", "policy.callbacks.MinimumEpochs(epochs=3)"),
+        ("train at least 30 steps", "policy.callbacks.MinimumSteps(steps=30)"),
         ("stop after 3 epochs", "policy.callbacks.StopAfterEpochs(epochs=3)"),
         ("stop when val_accuracy >= 0.9, ignore first 2 epochs",
          "policy.callbacks.ConditionStopping(condition='val_accuracy >= 0.9', ignore_first=2)"),

@@ -51,6 +51,8 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ("stop when loss is not finite", A.StopWhen(condition=A.NotFinite(metric=M("loss")))),
     ("stop when val_loss is nan", A.StopWhen(condition=A.NotFinite(metric=M("val_loss"), nan_only=True))),
     ("fail when loss is not finite", A.FailWhen(condition=A.NotFinite(metric=M("loss")))),
+    ("train at least 10 epochs", A.TrainAtLeast(amount=10, unit="epochs")),
+    ("train at least 500 steps", A.TrainAtLeast(amount=500, unit="steps")),
     ("save best on val_loss min", A.SaveBest(metric=M("val_loss"), direction="min")),
     (
         'save best on val_loss min to "ckpt/best-{epoch:03d}.keras"',
@@ -281,6 +283,10 @@ def test_validation_reports_every_problem_at_once() -> None:
         ('save every 2 epochs to "{epoch.keras"', "not a valid template"),
         ("fail when val_loss is not finite", "a failure can only watch 'loss is not finite'"),
         ("fail when loss is nan", "a failure can only watch 'loss is not finite'"),
+        ("train at least 10 epochs; stop after 5 epochs", "'stop after 5 epochs' ends training before"),
+        ("train at least 10 steps; train at least 2 epochs", "two minimums"),
+        ("train at least 0 epochs", "at least 1"),
+        ("train at least 2.5 steps", "whole number"),
     ],
 )
 def test_bad_policies_raise_policy_error(text: str, fragment: str) -> None:

@@ -29,6 +29,8 @@ PLATEAU_LR = (
     "multiply lr by 0.5 when val_loss not improving for 1, cooldown 1; "
     "stop when val_loss not improving by 0.01 for 3; save every 2 epochs to 'e/{epoch}.keras'; backup to 'bk'"
 )
+# The minimum's step count must survive the restarts: counted afresh, the stop at epoch 6 would be held.
+MINIMUM = "train at least 16 steps; stop when val_loss not improving for 1; backup to 'bk'"
 HISTORY = {
     "loss": [1.0, 0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78],
     "val_loss": [1.0, 0.9, 0.95, 0.85, 0.86, 0.84, 0.9, 0.91, 0.92],
@@ -55,7 +57,7 @@ def _files(folder: pathlib.Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and "bk" not in p.parts)
 
 
-@pytest.mark.parametrize("text", [EVERYTHING, PLATEAU_LR], ids=["everything", "plateau-lr"])
+@pytest.mark.parametrize("text", [EVERYTHING, PLATEAU_LR, MINIMUM], ids=["everything", "plateau-lr", "minimum"])
 @pytest.mark.parametrize("crashes", [(2,), (1, 4), (3, 3, 6)], ids=str)
 def test_crashed_runs_resume_with_the_uninterrupted_decisions(
     text: str, crashes: tuple[int, ...], tmp_path: pathlib.Path

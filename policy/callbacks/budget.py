@@ -83,6 +83,14 @@ class _BatchBudget(keras.callbacks.Callback):  # type: ignore[misc]
         self._epoch = state["epoch"]
 
 
+def steps_into_epoch(params: dict[str, Any] | None, batch: int) -> int:
+    """Training batches run in the epoch once the batch hooks saw index ``batch``: ``batch + 1``,
+    the index clamped to the epoch's batches (``params["steps"]``) when Keras knows them (a short
+    last chunk under ``steps_per_execution`` reports an index past the epoch's end)."""
+    per_epoch = (params or {}).get("steps")
+    return (min(batch, per_epoch - 1) if isinstance(per_epoch, int) and per_epoch > 0 else batch) + 1
+
+
 class StopAfterSteps(_BatchBudget):
     """Stop training after a number of training batches (``stop after N steps``).
 
@@ -117,9 +125,7 @@ class StopAfterSteps(_BatchBudget):
         self._before_epoch = self.seen
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        per_epoch = (self.params or {}).get("steps")
-        ran = min(batch, per_epoch - 1) if isinstance(per_epoch, int) and per_epoch > 0 else batch
-        self.seen = self._before_epoch + ran + 1
+        self.seen = self._before_epoch + steps_into_epoch(self.params, batch)
         if self.seen >= self.steps:
             self._stop(batch, f"{self.seen} training steps ran, the budget was {number(self.steps)}")
 

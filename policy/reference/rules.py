@@ -53,6 +53,8 @@ class EpochRule:
         self.rule = rule
         self.text = text
         self.stopped = False
+        self.held = False
+        """``train at least`` holds back this rule's stops (set by the simulator's plan)."""
 
     def on_epoch_begin(self, run: RunState, epoch: int) -> None:
         return None

@@ -48,6 +48,8 @@ time budget compared with ``>`` instead of ``>=``              :meth:`Semantics.
 clock as ``k * step`` instead of a running sum                 :meth:`Semantics.clock_readings`
 TerminateOnNaN ignores infinities                              :meth:`Semantics.invalid_loss_batch`
 ``fail when`` stops gracefully instead of raising               :meth:`Semantics.fail_raises`
+``train at least N epochs`` counted 0-based (``e >= N``)         :meth:`Semantics.minimum_reached`
+``train at least`` as ``start_from_epoch`` (no state before it)  :meth:`Semantics.evaluates_before_minimum`
 threshold compared in float64 / with the wrong operator        :meth:`Semantics.threshold_holds`
 ``is not finite`` misses -inf, ``is nan`` catches inf          :meth:`Semantics.not_finite`
 top-k admits ties                                              :meth:`Semantics.top_k_admits`
@@ -494,6 +496,17 @@ class Semantics:
         """First batch whose elapsed time is ``>= seconds`` (``readings`` never decrease)."""
         i = bisect.bisect_left(readings, seconds)
         return i if i < len(readings) else None
+
+    def minimum_reached(self, epoch: int, steps_run: int, amount: int, unit: ast.SaveUnit) -> bool:
+        """``train at least N epochs|steps``: at the end of absolute epoch e, stops are allowed when
+        ``e + 1 >= N`` (like ``stop after N epochs``), or once the training steps run since train
+        begin (counted from Keras's batch index, as ``stop after N steps`` counts) reach N."""
+        return epoch + 1 >= amount if unit == "epochs" else steps_run >= amount
+
+    def evaluates_before_minimum(self) -> bool:
+        """Before the minimum a held rule still evaluates every epoch (Lightning's min_epochs: the
+        condition is checked, the stop ignored); Keras's start_from_epoch would skip the epoch."""
+        return True
 
     def fail_raises(self) -> bool:
         """``fail when loss is not finite`` (TerminateOnNaN(raise_error=True)) raises inside the batch

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from policy import ast
 from policy.errors import PolicyError
-from policy.meaning import epoch_end_paths, step_paths, stop_form, watched_names
+from policy.meaning import epoch_end_paths, held_by_minimum, minimum_of, step_paths, stop_form, watched_names
 from policy.outcome import Outcome, Stop
 from policy.printer import rule as rule_text
 from policy.reference import rules as r
@@ -55,6 +55,7 @@ class _Plan:
     batch_stops: tuple[_BatchStop, ...]
     step_checkpoints: tuple[_StepCheckpoint, ...]
     uses_lr: bool
+    minimum: ast.TrainAtLeast | None = None
 
 
 def simulate(
@@ -292,11 +293,14 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
             # Placed before every other rule's callback (docs/semantics.md), wherever it is written.
             epoch_rules.insert(0 if sem.lr_logger_first() else len(epoch_rules), r.LogLearningRate(rule, text))
         # CSV logging and backup rules decide nothing in one uninterrupted run (their callbacks
-        # never touch the logs dict or stop_training); backup's folder is not a save.
+        # never touch the logs dict or stop_training); backup's folder is not a save. Neither
+        # does `train at least` on its own: it holds back the stops of the rules marked here.
+        if epoch_rules and epoch_rules[-1].rule is rule:
+            epoch_rules[-1].held = held_by_minimum(rule) and minimum_of(policy) is not None
     for logger in epoch_rules:
         if isinstance(logger, r.LogLearningRate):
             logger.step_rule = next((s for s in epoch_rules if isinstance(s, r.StepScheduleLR)), None)
-    return _Plan(tuple(epoch_rules), tuple(batch_stops), tuple(checkpoints), uses_lr)
+    return _Plan(tuple(epoch_rules), tuple(batch_stops), tuple(checkpoints), uses_lr, minimum_of(policy))
 
 
 def _check_inputs(plan: _Plan, data: RunInput) -> None:
@@ -311,6 +315,11 @@ def _check_inputs(plan: _Plan, data: RunInput) -> None:
     if data.steps is None and ({"steps", "time"} & kinds or plan.step_checkpoints or stepped):
         raise PolicyError.plain(
             "the policy counts training steps, so the simulation needs the number of batches per epoch",
+            "pass steps_per_epoch (or batch_losses)",
+        )
+    if plan.minimum is not None and plan.minimum.unit == "steps" and data.steps is None:
+        raise PolicyError.plain(
+            "the policy has a minimum in training steps, so the simulation needs the number of batches per epoch",
             "pass steps_per_epoch (or batch_losses)",
         )
     if "time" in kinds and data.step_seconds is None:
@@ -343,7 +352,7 @@ class _Clock:
 def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
     lr0 = sem.lr_round(data.initial_lr) if data.initial_lr is not None else None
     run = r.RunState(sem=sem, lr0=lr0, lr=lr0)
-    if data.steps is not None:
+    if data.steps:  # (an empty history has no epoch to take them from)
         # Keras's params["steps"]: the steps of one epoch, the same for every epoch of a fit.
         run.steps_per_epoch = data.steps[0]
         run.total_steps = (data.initial_epoch + data.epochs) * data.steps[0]
@@ -376,7 +385,18 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
         if failed is not None:
             break  # fit raised inside the batch hook: no epoch end, no train end
         logs = dict(data.logs[index])  # one dict, handed to every rule in order
+        allowed = plan.minimum is None or sem.minimum_reached(
+            epoch, clock.steps_before, plan.minimum.amount, plan.minimum.unit
+        )
         for rule in plan.epoch_rules:
+            if rule.held and not allowed:
+                # Before the minimum a held rule still sees the epoch (its state moves on), but
+                # whatever it decides to stop is undone, its own record of it included.
+                if sem.evaluates_before_minimum():
+                    stopped = rule.stopped
+                    rule.on_epoch_end(run, epoch, logs)
+                    rule.stopped = stopped
+                continue
             reason = rule.on_epoch_end(run, epoch, logs)
             if reason is not None and stop is None:
                 stop = Stop(rule.text, epoch, reason)

@@ -86,7 +86,8 @@ _HUGE_NUMBERS = (
 )
 WORDS = (
     "stop", "when", "or", "and", "not", "improving", "for", "save", "best", "on", "to", "every", "epoch", "epochs",
-    "steps", "after", "multiply", "lr", "by", "then", "warm", "up", "cosine", "decay", "log", "backup", "restore", "fail",
+    "steps", "after", "multiply", "lr", "by", "then", "warm", "up", "cosine", "decay", "log", "backup", "restore",
+    "fail", "train", "at", "least",
     "ignore", "first", "baseline", "min", "max", "top", "last", "weights", "append", "tensorboard", "cooldown",
     ">=", "<", "(", ")", ",", ";", "%", '"x.keras"', "3", "0.5", "-2", "val_loss", "is", "nan", "finite",
 )

@@ -333,6 +333,7 @@ class _Budget:
     index: int = 0
     has_lr_rule: bool = False
     logs_lr: bool = False
+    has_minimum: bool = False
     has_default_best: set[bool] = field(default_factory=set)
     placeholders: set[str] = field(default_factory=set)
 
@@ -488,6 +489,26 @@ def _stop_after(draw: st.DrawFn, steps_per_epoch: int) -> ast.StopAfter:
     return ast.StopAfter(amount=amount, unit=unit)
 
 
+@st.composite
+def _train_at_least(draw: st.DrawFn, steps_per_epoch: int) -> ast.TrainAtLeast:
+    """A minimum inside the histories' length (so stops are both held back and allowed)."""
+    if draw(st.booleans()):
+        return ast.TrainAtLeast(amount=draw(st.sampled_from(range(1, MAX_EPOCHS))), unit="epochs")
+    return ast.TrainAtLeast(amount=draw(st.sampled_from(range(1, 3 * steps_per_epoch + 2))), unit="steps")
+
+
+def _within_budgets(rules: tuple[ast.Rule, ...]) -> tuple[ast.Rule, ...]:
+    """A minimum lowered to the shortest budget in its unit (a longer minimum is a validation error)."""
+    budgets = [r for r in rules if isinstance(r, ast.StopAfter)]
+    out = []
+    for r in rules:
+        if isinstance(r, ast.TrainAtLeast):
+            shorter = [int(b.amount) for b in budgets if b.unit == r.unit and b.amount < r.amount]
+            r = replace(r, amount=min(shorter)) if shorter else r
+        out.append(r)
+    return tuple(out)
+
+
 def _suffix(weights_only: bool) -> str:
     return ".weights.h5" if weights_only else ".keras"
 
@@ -639,7 +660,10 @@ def _rule(
         return draw(_stop_when(metrics, palette, kind.partition(":")[2]))
     if kind == "fail_when" and "loss" in metrics:
         return ast.FailWhen(condition=ast.NotFinite(metric=ast.Metric(name="loss")))
-    if kind in ("stop_after", "fail_when"):
+    if kind == "train_at_least" and not budget.has_minimum:
+        budget.has_minimum = True
+        return draw(_train_at_least(steps_per_epoch))
+    if kind in ("stop_after", "fail_when", "train_at_least"):
         return draw(_stop_after(steps_per_epoch))
     if kind == "save":
         return draw(_save_rule(metrics, palette, budget, steps_per_epoch))
@@ -674,6 +698,7 @@ RULE_KINDS: tuple[str, ...] = (
     "stop_after",
     "stop_after",
     "fail_when",
+    "train_at_least",
     "save",
     "save",
     "save",
@@ -726,6 +751,7 @@ def _policy_and_placeholders(
             where = draw(st.sampled_from(others)) if full else draw(st.integers(0, len(drawn)))
             drawn = (*drawn[:where], draw(_lr_reader(initial_lr)), *drawn[where + full :])
     # Construct, then set ``source`` to the canonical text so a later error can show the line.
+    drawn = _within_budgets(drawn)
     bare = ast.Policy(rules=drawn)
     return _Drawn(ast.Policy(rules=drawn, source=format_policy(bare)), frozenset(budget.placeholders))
 
@@ -788,6 +814,8 @@ _FOCI: tuple[str, ...] = (
     "stop_after",
     "mix",
     "fail_when",
+    "mix",
+    "train_at_least",
     "mix",
     "save",
     "mix",
