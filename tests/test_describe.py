@@ -154,11 +154,12 @@ _RUNTIME = {"model", "stop_record", "best_weights", "best_epoch", "kept", "seen"
 
 def compiled_behaviour(text: str) -> list[tuple[Any, ...]]:
     from policy import compile_policy
-    from policy.callbacks import FitStart, MetricCheck, TerminateOnNaNRecorder
+    from policy.callbacks import FitStart, MetricCheck, StopHold, StopRelease, TerminateOnNaNRecorder
 
     # compile_policy adds helpers (the strict metric check, TerminateOnNaN's stop recorder, the
-    # train-begin reset of Keras's cross-fit state) that have no counterpart in hand-written code.
-    helpers = MetricCheck | TerminateOnNaNRecorder | FitStart
+    # train-begin reset of Keras's cross-fit state) that have no counterpart in hand-written code,
+    # and a minimum's pair around each held rule, which the minimum itself stands for.
+    helpers = MetricCheck | TerminateOnNaNRecorder | FitStart | StopHold | StopRelease
     return [behaviour(cb) for cb in compile_policy(text) if not isinstance(cb, helpers)]
 
 

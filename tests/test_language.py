@@ -198,7 +198,7 @@ def test_misspelled_keyword_error_is_exact() -> None:
         "    stopp when val_loss not improving for 3\n"
         "    ^\n"
         'hint: did you mean \'stop\'? (expected "backup", "cosine", "decay", "fail", "hold", "inverse", "linear", '
-        '"log", "multiply", "save", "stop", "warm", end of policy or end of rule)'
+        '"log", "multiply", "save", "stop", "train", "warm", end of policy or end of rule)'
     )
 
 
