@@ -20,6 +20,7 @@ import keras
 
 from policy import ast
 from policy.callbacks import FitStart, PolicyBackup, StopRecord
+from policy.callbacks.base import POLICY_RULE
 from policy.callbacks.baseline import keras_honours_baseline
 from policy.callbacks.metric_check import metric_check
 from policy.callbacks.minimum import Minimum
@@ -42,10 +43,6 @@ def why_stopped(callbacks: Iterable[Any]) -> Stop | None:
         if record is not None:
             found.append((record.order(position), record.stop))
     return min(found, key=lambda pair: pair[0])[1] if found else None
-
-
-# The attribute naming the rule a compiled callback came from (set on Keras's own classes too).
-POLICY_RULE = "policy_rule"
 
 
 def why_failed(callbacks: Iterable[Any]) -> Stop | None:

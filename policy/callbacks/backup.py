@@ -40,6 +40,7 @@ import numpy as np
 
 from policy import ast
 from policy.callbacks.atomic import PARTIAL_PREFIX, discarded, fsync_path, sweep_partials
+from policy.callbacks.base import POLICY_RULE
 from policy.callbacks.processes import AGREE_EVERY, agree_max, is_writer, process_count
 from policy.callbacks.state import get_state, set_state
 from policy.errors import PolicyError, problem_at
@@ -134,8 +135,6 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
 
     def attach(self, callbacks: Sequence[Any], policy: ast.Policy, rule_texts: Sequence[str]) -> None:
         """Tell the backup which callbacks make up the policy (every one but itself)."""
-        from policy.compiler import POLICY_RULE
-
         seen: Counter[str] = Counter()
         self._members = []
         for cb in callbacks:

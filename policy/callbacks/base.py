@@ -7,6 +7,11 @@ from typing import Any
 
 from policy.outcome import Stop
 
+# The attribute naming the rule a compiled callback came from: compile_policy sets it (on
+# Keras's own classes too), why_stopped and the backup read it. It lives here, below both
+# the compiler and the callbacks, so neither has to import the other to know it.
+POLICY_RULE = "policy_rule"
+
 
 @dataclass(frozen=True)
 class StopRecord:

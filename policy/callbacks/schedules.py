@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 import keras
 
 from policy import ast
+from policy.callbacks.base import POLICY_RULE
 from policy.errors import PolicyError
 from policy.printer import rule as rule_text
 
@@ -310,7 +311,7 @@ class ScheduledLearningRate(keras.callbacks.LearningRateScheduler):  # type: ign
             self.schedule.start(starting_lr(optimizer))
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        refuse_schedule_object(self.model.optimizer, getattr(self, "policy_rule", self.rule))
+        refuse_schedule_object(self.model.optimizer, getattr(self, POLICY_RULE, self.rule))
         if self.schedule.lr0 is None:
             self.schedule.start(starting_lr(self.model.optimizer))
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from policy import ast
+from policy.callbacks.base import POLICY_RULE
 from policy.errors import PolicyError
 
 # Steps an open-ended tail is tabled for beyond the last finite segment when the run's total is
@@ -248,7 +249,7 @@ class StepLearningRate(keras.callbacks.Callback):  # type: ignore[misc]
         current = getattr(optimizer, "_learning_rate", None)
         ours = isinstance(current, PolicyLearningRateSchedule)
         if not ours:
-            refuse_schedule_object(optimizer, getattr(self, "policy_rule", self.text))
+            refuse_schedule_object(optimizer, getattr(self, POLICY_RULE, self.text))
         steps = self.params.get("steps")
         if steps is None:
             raise PolicyError.plain(
