@@ -300,6 +300,11 @@ def _our_stop_when(cb: Any) -> ast.StopWhen:
     if not isinstance(parsed, ast.StopWhen) or (parsed.condition, parsed.ignore_first) != (cb.condition,
                                                                                            cb.ignore_first):
         raise NoEquivalent(f"its rule text {cb.rule!r} does not match its condition; build it with compile_policy")
+    from policy.meaning import plateau_direction
+
+    if tuple(cb.directions) != tuple(plateau_direction(p) for p in ast.plateaus_of(parsed.condition)):
+        # A plateau watched against the way its text reads: no policy text says that.
+        raise NoEquivalent(f"directions={list(cb.directions)!r} is not what {cb.rule!r} reads as")
     return parsed
 
 

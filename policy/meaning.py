@@ -98,6 +98,19 @@ def stop_form(rule: ast.StopWhen) -> StopForm:
     return "ConditionStopping"
 
 
+def fail_form(rule: ast.FailWhen) -> Literal["TerminateOnNaN"]:
+    """The callback a ``fail when`` rule is: Keras's TerminateOnNaN with ``raise_error=True``, which
+    watches the running training loss after every batch and nothing else, so ``loss is not finite``
+    is the one condition a failure has (an epoch-level failure would be a callback of ours for no gain)."""
+    if not is_loss_not_finite(rule.condition):
+        raise Undecided(
+            rule.condition,
+            "a failure can only watch 'loss is not finite' (checked after every training batch)",
+            "write: fail when loss is not finite; or stop gracefully with 'stop when ...'",
+        )
+    return "TerminateOnNaN"
+
+
 # --------------------------------------------------------------------------- paths
 
 

@@ -29,6 +29,7 @@ from policy import ast
 from policy.meaning import (
     best_path,
     checkpoint_direction,
+    fail_form,
     held_by_minimum,
     minimum_of,
     plateau_direction,
@@ -193,8 +194,7 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
             return _early_stopping(r)
         return _condition_stopping(r, text)
     if isinstance(r, ast.FailWhen):
-        # validate() allows only "loss is not finite": TerminateOnNaN's own check, raising.
-        return _keras("TerminateOnNaN", ("raise_error", True))
+        return _keras(fail_form(r), ("raise_error", True))
     if isinstance(r, ast.TrainAtLeast):
         name, arg = ("MinimumEpochs", "epochs") if r.unit == "epochs" else ("MinimumSteps", "steps")
         return Call(OURS, name, args=((arg, r.amount),), hidden=(("rule", text),))
@@ -277,6 +277,10 @@ def _condition_stopping(r: ast.StopWhen, text: str) -> Call:
         args.append(("restore", target))
     if r.ignore_first:
         args.append(("ignore_first", r.ignore_first))
+    directions = tuple(plateau_direction(p) for p in ast.plateaus_of(r.condition))
+    if directions:
+        # Settled here (validation asked the same function), so the callback decides none itself.
+        args.append(("directions", Items(directions)))
     return Call(OURS, "ConditionStopping", args=tuple(args), hidden=(("rule", text),))
 
 

@@ -22,7 +22,7 @@ from policy.meaning import (
     Undecided,
     best_path,
     checkpoint_direction,
-    is_loss_not_finite,
+    fail_form,
     metrics_read,
     plateau_direction,
     restore_target,
@@ -85,14 +85,8 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
     for rule in policy.rules:
         if isinstance(rule, ast.StopWhen):
             yield from _check_stop_when(rule, at)
-        elif isinstance(rule, ast.FailWhen) and not is_loss_not_finite(rule.condition):
-            # Keras's TerminateOnNaN(raise_error=True) watches the running training loss after every
-            # batch, and nothing else; an epoch-level failure would be a callback of ours for no gain.
-            yield at(
-                rule.condition,
-                "a failure can only watch 'loss is not finite' (checked after every training batch)",
-                "write: fail when loss is not finite; or stop gracefully with 'stop when ...'",
-            )
+        elif isinstance(rule, ast.FailWhen):
+            yield from _decided(fail_form, rule, at)
         elif isinstance(rule, ast.ReduceLR):
             yield from _check_condition(rule.when, at)
             if not 0.0 < rule.factor < 1.0:

@@ -357,6 +357,21 @@ def test_stop_when_callback_is_ours_only_for_what_keras_lacks() -> None:
     )
 
 
+def test_condition_stopping_takes_the_directions_validation_settled() -> None:
+    text = "stop when val_accuracy not improving by 1% for 3 or loss not decreasing by 2% for 2"
+    (compiled,) = compile_policy(text, strict=False)
+    assert compiled.directions == ("max", "min")
+    # By hand, without directions: the same ones, from the same meaning function.
+    by_hand = ConditionStopping(compiled.condition)
+    assert by_hand.directions == ("max", "min")
+    assert [p.direction for p in by_hand._plateaus] == ["max", "min"]
+    # Given, they are used as written: the first plateau now watches accuracy fall.
+    flipped = ConditionStopping(compiled.condition, directions=["min", "min"])
+    assert [p.direction for p in flipped._plateaus] == ["min", "min"]
+    with pytest.raises(ValueError, match="one 'min' or 'max' per plateau"):
+        ConditionStopping(compiled.condition, directions=["min"])
+
+
 # ---------------------------------------------------------------- log lr
 
 

@@ -102,6 +102,15 @@ def test_everything_without_an_equivalent_is_named_at_once() -> None:
     ]
 
 
+def test_condition_stopping_watching_against_its_text_has_no_equivalent() -> None:
+    from policy.callbacks import ConditionStopping
+
+    condition = parse_policy("stop when val_loss not improving by 1% for 3").rules[0].condition  # type: ignore[union-attr]
+    assert describe([ConditionStopping(condition)]) == "stop when val_loss not improving by 1% for 3"
+    with pytest.raises(PolicyError, match=r"directions=\['max'\] is not what"):
+        describe([ConditionStopping(condition, directions=["max"])])
+
+
 def test_conflicting_callbacks_are_reported_on_the_described_text() -> None:
     with pytest.raises(PolicyError, match=r"two rules write 'a\.keras'"):
         describe([cbs.ModelCheckpoint("a.keras"), cbs.ModelCheckpoint("a.keras", save_best_only=True)])

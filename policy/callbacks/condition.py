@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -87,8 +87,8 @@ class _Atom(ABC):
 
 
 class _PlateauAtom(_Atom):
-    def __init__(self, node: ast.Plateau) -> None:
-        self.state = PlateauState(node.metric.name, plateau_direction(node), node.patience, node.delta, node.relative)
+    def __init__(self, node: ast.Plateau, direction: ast.Direction) -> None:
+        self.state = PlateauState(node.metric.name, direction, node.patience, node.delta, node.relative)
 
     def reset(self) -> None:
         self.state.reset()
@@ -133,12 +133,14 @@ class _GroupAtom(_Atom):
         return all(results) if self.every else any(results)
 
 
-def _build(node: ast.Condition, plateaus: list[PlateauState]) -> _Atom:
-    """The evaluator of a condition; its plateaus' states are appended to ``plateaus`` in source order."""
+def _build(node: ast.Condition, directions: Sequence[ast.Direction], plateaus: list[PlateauState]) -> _Atom:
+    """The evaluator of a condition whose plateaus watch ``directions`` (in source order); their
+    states are appended to ``plateaus`` in the same order."""
+    ahead = iter(directions)
 
     def atom(leaf: ast.Atom) -> _Atom:
         if isinstance(leaf, ast.Plateau):
-            built = _PlateauAtom(leaf)
+            built = _PlateauAtom(leaf, next(ahead))
             plateaus.append(built.state)
             return built
         if isinstance(leaf, ast.Threshold):
@@ -165,6 +167,11 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
             weights.
         ignore_first: the number of epochs at the start that are not looked at (no state
             changes at all), as EarlyStopping's ``start_from_epoch``. Defaults to 0.
+        directions: one ``"min"`` or ``"max"`` per plateau of the condition, in source order:
+            the way its metric should go (EarlyStopping's ``mode``). ``compile_policy`` passes
+            what validation settled; None (the default) settles it the same way, from the
+            plateau's ``not decreasing`` / ``not increasing`` or else the metric's name
+            (:func:`policy.meaning.plateau_direction`).
     """
 
     def __init__(
@@ -173,13 +180,20 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
         rule: str = "",
         restore: tuple[str, ast.Direction] | None = None,
         ignore_first: int = 0,
+        directions: Sequence[ast.Direction] | None = None,
     ) -> None:
         super().__init__()
         self.condition = condition
         self.rule = rule or rule_text(ast.StopWhen(condition=condition))
         self.ignore_first = ignore_first
+        watched = ast.plateaus_of(condition)
+        if directions is None:
+            directions = [plateau_direction(p) for p in watched]
+        if len(directions) != len(watched) or not set(directions) <= {"min", "max"}:
+            raise ValueError(f"directions: one 'min' or 'max' per plateau ({len(watched)}), got {directions!r}")
+        self.directions: tuple[ast.Direction, ...] = tuple(directions)
         plateaus: list[PlateauState] = []
-        self._root = _build(condition, plateaus)
+        self._root = _build(condition, self.directions, plateaus)
         self._plateaus = plateaus
         self._restore_state: PlateauState | None = None
         self._own_tracker = False
