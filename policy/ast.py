@@ -241,12 +241,16 @@ class SaveLast(Node):
 
 @frozen
 class ReduceLR(Node):
-    """``multiply lr by F when PLATEAU [, cooldown N] [, min lr X]``."""
+    """``multiply lr by F when PLATEAU [, cooldown N] [, min lr X] [, restore best]``.
+
+    ``restore_best``: when the rate is cut, the weights of the best epoch so far are put back first.
+    """
 
     factor: float
     when: Plateau
     cooldown: int = 0
     min_lr: float = 0.0
+    restore_best: bool = False
 
 
 SpanUnit: TypeAlias = Literal["epochs", "steps", "percent"]

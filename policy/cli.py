@@ -316,6 +316,7 @@ def epoch_events(outcome: Outcome, epoch: int) -> list[str]:
     events += [f"save {path}" for e, path in outcome.saves if e == epoch]
     if outcome.stop is not None and outcome.stop.epoch == epoch:
         events.append("STOP")
+    events += [f"weights of epoch {restored} put back" for e, restored in outcome.rollbacks if e == epoch]
     if outcome.failed is not None and outcome.failed.epoch == epoch:
         events.append("FAIL")
     return events

@@ -19,6 +19,7 @@ Keras prints, not what it does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -125,6 +126,9 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
     kind = next((k for k in type(cb).__mro__ if k.__module__.startswith("keras.")), type(cb))
     if kind is cbs.EarlyStopping:
         return _early_stopping(cb)
+    if isinstance(cb, ours.RestoringReduceLROnPlateau):
+        node, note = _reduce_lr(cb)
+        return dataclasses.replace(node, restore_best=True), note
     if kind is cbs.ReduceLROnPlateau:
         return _reduce_lr(cb)
     if kind is cbs.ModelCheckpoint:

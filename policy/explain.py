@@ -139,6 +139,9 @@ def sentence(r: ast.Rule) -> str:
             out += f", then leave the next {_epochs(r.cooldown - 1)} uncounted (cooldown {r.cooldown})"
         if r.min_lr:
             out += f"; never go below {number(r.min_lr)}"
+        if r.restore_best:
+            out += ("; each time it is cut, first put back the weights of the epoch with the best "
+                    f"{r.when.metric.name} so far")
         return out + "."
     if isinstance(r, ast.Schedule) and ast.counts_steps(r):
         text = "Set the learning rate of every optimizer step, inside the train step: " + ", then ".join(

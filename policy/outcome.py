@@ -42,6 +42,9 @@ class Outcome:
     - ``failed``: which rule made ``fit`` raise (``fail when ...``), at which epoch; None if ``fit``
       returned. ``epochs_run`` then counts the epoch that failed, ``saves`` and ``files`` hold what was
       written before the raise, and nothing is restored (``on_train_end`` never runs).
+    - ``rollbacks``: every restore during training (``multiply lr ..., restore best``), in order, as
+      ``(epoch, restored)``: at the end of ``epoch`` the model's weights were set back to those it
+      had at the end of epoch ``restored``.
     """
 
     epochs_run: int
@@ -52,6 +55,7 @@ class Outcome:
     restored_epoch: int | None = None
     stop: Stop | None = None
     failed: Stop | None = None
+    rollbacks: tuple[tuple[int, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -61,4 +65,5 @@ class Outcome:
             del out["step_learning_rates"]
         out["saves"] = [list(s) for s in self.saves]
         out["files"] = list(self.files)
+        out["rollbacks"] = [list(r) for r in self.rollbacks]
         return out

@@ -579,6 +579,16 @@ class _ToAst(Transformer[Token, Any]):
                 'write "multiply lr by F when METRIC not improving for N"',
             )
         fields = self._options(options)
+        if "restore" in fields:
+            metric = fields.pop("restore")
+            if metric is not None:
+                raise error_at(
+                    self.text,
+                    metric.pos,
+                    "restore best on a learning-rate rule takes no metric: 'best' is its own metric's",
+                    "write: restore best",
+                )
+            fields["restore_best"] = True
         return ast.ReduceLR(factor=self._float(factor), when=condition, pos=_pos(meta), **fields)
 
     def cooldown(self, meta: Meta, epochs: Token) -> _Option:

@@ -179,7 +179,7 @@ def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
     if isinstance(r, ast.FailWhen):
         # ...nor of raising; why_failed reads the recorder's, which must see the batch first.
         ahead = (Call(OURS, "TerminateOnNaNRecorder", (text,), (("fails", True),)),)
-    fit_start = call.module == KERAS and call.name in _FIT_START
+    fit_start = (call.module == KERAS and call.name in _FIT_START) or call.name == "RestoringReduceLROnPlateau"
     return RulePlan(text, call, before, after, fit_start, ahead)
 
 
@@ -267,6 +267,10 @@ def _reduce_lr(r: ast.ReduceLR) -> Call:
         args.append(("cooldown", r.cooldown))
     if r.min_lr:
         args.append(("min_lr", r.min_lr))
+    if r.restore_best:
+        # Keras's ReduceLROnPlateau has no such knob: our subclass keeps every decision of Keras's
+        # and adds only the restore.
+        return Call(OURS, "RestoringReduceLROnPlateau", args=tuple(args))
     return _keras("ReduceLROnPlateau", *args)
 
 

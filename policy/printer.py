@@ -116,6 +116,8 @@ def rule(r: ast.Rule) -> str:
             out += f", cooldown {r.cooldown}"
         if r.min_lr:
             out += f", min lr {number(r.min_lr)}"
+        if r.restore_best:
+            out += ", restore best"
         return out
     if isinstance(r, ast.Schedule):
         return ", then ".join(segment(s, i == 0) for i, s in enumerate(r.segments))

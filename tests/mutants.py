@@ -360,6 +360,16 @@ class FailStopsGracefully(Semantics):
         return False
 
 
+class RollbackWhenDue(Semantics):
+    """``multiply lr ..., restore best`` restores whenever a cut is due, also at ``min lr`` where
+    ReduceLROnPlateau cuts nothing."""
+
+    name = "rollback-when-due"
+
+    def rolls_back(self, cut: bool, due: bool) -> bool:
+        return due
+
+
 class MinimumOffByOne(Semantics):
     """``train at least N epochs`` compares the 0-based epoch with N (holds one epoch too long)."""
 
@@ -493,6 +503,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
     FailStopsGracefully,
     MinimumOffByOne,
     MinimumAsStartFromEpoch,
+    RollbackWhenDue,
     TopKAdmitsTies,
     TopKDropsOldest,
     TopKDropsEarlierOnTies,

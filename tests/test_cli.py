@@ -253,7 +253,7 @@ def test_simulate_json(tmp_path: Path, history_csv: Path) -> None:
     assert data["restored_epoch"] == 1
     assert data["stop"]["epoch"] == 4
     assert data["stop"]["rule"] == "stop when val_loss not improving for 3, restore best"
-    assert set(data) == {"epochs_run", "learning_rates", "saves", "files", "restored_epoch", "stop", "failed"}
+    assert set(data) == {"epochs_run", "learning_rates", "saves", "files", "restored_epoch", "stop", "failed", "rollbacks"}
 
 
 @needs_reference

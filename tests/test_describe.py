@@ -267,7 +267,8 @@ def test_our_callbacks_are_described() -> None:
         "warm up lr to 0.01 over 3 epochs, then cosine to 0.0001 over 10 epochs\n"
         "stop when loss is not finite\n"
         "save best on val_loss\n"
-        "train at least 12 steps"
+        "train at least 12 steps\n"
+        "multiply lr by 0.5 when val_loss not improving for 2, restore best"
     )
     assert describe(compile_policy(text)) == text
 

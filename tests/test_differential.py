@@ -279,6 +279,24 @@ FACTS: dict[str, Case] = {
     "minimum-steps": pinned("train at least 5 steps; stop when val_loss > 0.5", _vl(1, 1, 1, 1), steps_per_epoch=2),
     # A condition made only of "is not finite" is a divergence guard: not held back.
     "minimum-keeps-nonfinite-stop": pinned("train at least 4 epochs; stop when val_loss is not finite", _vl(1, NAN, 1)),
+    # multiply lr ..., restore best: each cut puts back the weights of ReduceLROnPlateau's best epoch
+    # (its own best, min_delta included), at the epoch end of the cut.
+    "lr-restore-best": pinned(
+        "multiply lr by 0.5 when val_loss not improving by 0.05 for 2, restore best",
+        _vl(1.0, 0.5, 0.46, 0.8, 0.9, 0.4, 0.6, 0.7),
+    ),
+    # At min lr nothing is cut (the wait keeps growing), so nothing is put back.
+    "lr-restore-not-at-min-lr": pinned(
+        "multiply lr by 0.5 when val_loss not improving for 1, min lr 0.004, restore best",
+        _vl(1.0, 0.5, 0.7, 0.8, 0.9, 0.95),
+    ),
+    # A rule after it that keeps weights at that epoch end keeps the rolled-back ones: EarlyStopping's
+    # best epoch is 2, but the weights it restores at train end are epoch 1's.
+    "lr-restore-then-snapshot": pinned(
+        "multiply lr by 0.5 when val_loss not improving for 1, restore best; "
+        "stop when val_accuracy not improving for 5, restore best",
+        [{"val_loss": a, "val_accuracy": b} for a, b in ((1.0, 0.1), (0.5, 0.2), (0.7, 0.3))],
+    ),
     # Threshold compared in float32: float32(0.1) <= 0.1 holds.
     "threshold-f32": pinned("stop when val_loss <= 0.1", _vl(0.5, round_f32(0.1), 0.05)),
     # Top-k: ties keep the earlier epoch; the dropped file is deleted.
@@ -486,4 +504,4 @@ def test_every_pinned_fact_says_something() -> None:
         if isinstance(result, Raises):
             continue
         lrs = set(result.learning_rates)
-        assert result.stop or result.failed or result.saves or result.restored_epoch is not None or len(lrs) > 1, name
+        assert result.stop or result.failed or result.rollbacks or result.saves or result.restored_epoch is not None or len(lrs) > 1, name

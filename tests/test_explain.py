@@ -24,6 +24,9 @@ def call(text: str) -> str:
         ("stop when loss is not finite", "TerminateOnNaN()"),
         ("fail when loss is not finite", "TerminateOnNaN(raise_error=True)"),
         ("train at least 3 epochs", "policy.callbacks.MinimumEpochs(epochs=3)"),
+        ("multiply lr by 0.5 when val_loss not improving for 2, restore best",
+         "policy.callbacks.RestoringReduceLROnPlateau(monitor='val_loss', factor=0.5, patience=2, mode='min', "
+         "min_delta=0.0)"),
         ("train at least 30 steps", "policy.callbacks.MinimumSteps(steps=30)"),
         ("stop after 3 epochs", "policy.callbacks.StopAfterEpochs(epochs=3)"),
         ("stop when val_accuracy >= 0.9, ignore first 2 epochs",

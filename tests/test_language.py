@@ -52,6 +52,10 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ("stop when val_loss is nan", A.StopWhen(condition=A.NotFinite(metric=M("val_loss"), nan_only=True))),
     ("fail when loss is not finite", A.FailWhen(condition=A.NotFinite(metric=M("loss")))),
     ("train at least 10 epochs", A.TrainAtLeast(amount=10, unit="epochs")),
+    (
+        "multiply lr by 0.5 when val_loss not improving for 3, restore best",
+        A.ReduceLR(factor=0.5, when=A.Plateau(metric=M("val_loss"), patience=3), restore_best=True),
+    ),
     ("train at least 500 steps", A.TrainAtLeast(amount=500, unit="steps")),
     ("save best on val_loss min", A.SaveBest(metric=M("val_loss"), direction="min")),
     (
@@ -285,6 +289,7 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("fail when loss is nan", "a failure can only watch 'loss is not finite'"),
         ("train at least 10 epochs; stop after 5 epochs", "'stop after 5 epochs' ends training before"),
         ("train at least 10 steps; train at least 2 epochs", "two minimums"),
+        ("multiply lr by 0.5 when val_loss not improving for 3, restore best val_loss", "takes no metric"),
         ("train at least 0 epochs", "at least 1"),
         ("train at least 2.5 steps", "whole number"),
     ],

@@ -500,7 +500,7 @@ def test_top_k_keeps_a_file_a_kept_epoch_shares() -> None:
 def test_outcome_json_lists_files() -> None:
     data = simulate('save top 1 on val_loss to "t{epoch}.keras"', {"val_loss": [1.0, 0.5]}).to_json()
     assert data["files"] == ["t2.keras"] and list(data) == [
-        "epochs_run", "learning_rates", "saves", "files", "restored_epoch", "stop", "failed"]
+        "epochs_run", "learning_rates", "saves", "files", "restored_epoch", "stop", "failed", "rollbacks"]
 
 
 # --------------------------------------------------------------------------- learning rate

@@ -31,6 +31,8 @@ PLATEAU_LR = (
 )
 # The minimum's step count must survive the restarts: counted afresh, the stop at epoch 6 would be held.
 MINIMUM = "train at least 16 steps; stop when val_loss not improving for 1; backup to 'bk'"
+# The weights the lr rule keeps must survive the restarts: without them a later cut restores nothing.
+ROLLBACK = "multiply lr by 0.5 when val_loss not improving for 1, restore best; backup to 'bk'"
 HISTORY = {
     "loss": [1.0, 0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78],
     "val_loss": [1.0, 0.9, 0.95, 0.85, 0.86, 0.84, 0.9, 0.91, 0.92],
@@ -57,7 +59,9 @@ def _files(folder: pathlib.Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and "bk" not in p.parts)
 
 
-@pytest.mark.parametrize("text", [EVERYTHING, PLATEAU_LR, MINIMUM], ids=["everything", "plateau-lr", "minimum"])
+@pytest.mark.parametrize(
+    "text", [EVERYTHING, PLATEAU_LR, MINIMUM, ROLLBACK], ids=["everything", "plateau-lr", "minimum", "rollback"]
+)
 @pytest.mark.parametrize("crashes", [(2,), (1, 4), (3, 3, 6)], ids=str)
 def test_crashed_runs_resume_with_the_uninterrupted_decisions(
     text: str, crashes: tuple[int, ...], tmp_path: pathlib.Path
@@ -75,6 +79,7 @@ def test_crashed_runs_resume_with_the_uninterrupted_decisions(
     assert tuple(saves) == tuple(s for s in whole.outcome.saves if s[0] >= resumed_from)
     assert last.outcome.stop == whole.outcome.stop
     assert last.outcome.restored_epoch == whole.outcome.restored_epoch
+    assert last.outcome.rollbacks == tuple(r for r in whole.outcome.rollbacks if r[0] >= resumed_from)
     for mine, theirs in zip(last.final_weights, whole.final_weights, strict=True):
         np.testing.assert_array_equal(mine, theirs)
     # The same files, and (for the log) one row per epoch, none lost, none doubled.

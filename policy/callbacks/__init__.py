@@ -5,7 +5,8 @@ One idea per module: :mod:`.condition` (``stop when`` conditions), :mod:`.budget
 (learning-rate schedules), :mod:`.metric_check` (strict missing-metric check),
 :mod:`.folders` (the folder of a CSV log), :mod:`.lr_log` (``log lr``), :mod:`.baseline` (EarlyStopping's baseline on a
 Keras that dropped it), :mod:`.fit_start` (Keras's own callbacks made fresh for each ``fit``),
-:mod:`.recorder` (when TerminateOnNaN fired), :mod:`.minimum` (``train at least``), :mod:`.atomic` (files that appear only when
+:mod:`.recorder` (when TerminateOnNaN fired), :mod:`.minimum` (``train at least``), :mod:`.rollback`
+(``multiply lr ..., restore best``), :mod:`.atomic` (files that appear only when
 complete), :mod:`.state` and :mod:`.backup` (backups that resume every rule exactly). Importing this package imports keras.
 """
 
@@ -23,6 +24,7 @@ from policy.callbacks.lr_log import LearningRateLogger
 from policy.callbacks.metric_check import MetricCheck
 from policy.callbacks.minimum import MinimumEpochs, MinimumSteps, StopHold, StopRelease
 from policy.callbacks.recorder import TerminateOnNaNRecorder
+from policy.callbacks.rollback import RestoringReduceLROnPlateau
 from policy.callbacks.schedules import (
     CosineSegment,
     DecaySegment,
@@ -56,6 +58,7 @@ __all__ = [
     "PolicyBackup",
     "PolicyLearningRateSchedule",
     "Preempted",
+    "RestoringReduceLROnPlateau",
     "ScheduledLearningRate",
     "StepLearningRate",
     "StopAfterEpochs",

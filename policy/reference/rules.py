@@ -35,6 +35,11 @@ class RunState:
     """``fit``'s epochs x steps per epoch: what "P% of training" is a share of."""
     saves: list[tuple[int, str]] = field(default_factory=list)
     files: dict[str, None] = field(default_factory=dict)
+    weights: int = -1
+    """Whose weights the model holds: the epoch at whose end they were trained. Each epoch end
+    starts with that epoch's own; a rollback (``multiply lr ..., restore best``) sets older ones,
+    which a later rule's snapshot then keeps."""
+    rollbacks: list[tuple[int, int]] = field(default_factory=list)
 
     def write(self, epoch: int, path: str) -> None:
         """A save rule writes ``path`` after ``epoch`` (creating or overwriting the file)."""
@@ -95,12 +100,12 @@ class EarlyStop(EpochRule):
         if value is None or sem.ignores_epoch(epoch, self.start):
             return None
         if self.restore and self.best_epoch is None:
-            self.best_epoch = epoch  # Keras snapshots the weights at the first epoch it evaluates
+            self.best_epoch = run.weights  # Keras snapshots the weights at the first epoch it evaluates
         self.wait += 1
         if sem.monitor_improves(value, self.best, self.delta, self.direction):
             self.best = value
             if self.restore:
-                self.best_epoch = epoch
+                self.best_epoch = run.weights
             if sem.reset_wait_on_improvement(value, self.baseline, self.delta, self.direction):
                 self.wait = 0
             return None
@@ -194,7 +199,7 @@ class StopCondition(EpochRule):
         if isinstance(self.best_source, _BestTracker):
             self.best_source.update(sem, logs)
         if self.best_source is not None and self.best_source.best_changed:
-            self.best_epoch = epoch
+            self.best_epoch = run.weights
         if _combine(self.condition, iter(results)):
             self.stopped = True
             return f"{condition_text(self.condition)} held at epoch {epoch}"
@@ -357,6 +362,8 @@ class PlateauLR(EpochRule):
         self.wait = 0
         self.best: float | None = None
         self.cooldown_counter = 0
+        self.restore = rule.restore_best
+        self.best_weights: int | None = None  # whose weights the restore keeps (RunState.weights)
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         sem = run.sem
@@ -372,12 +379,18 @@ class PlateauLR(EpochRule):
             if sem.monitor_improves(value, self.best, self.delta, self.direction):
                 self.best = value
                 self.wait = 0
+                self.best_weights = run.weights
             elif sem.counts_toward_patience(counter_before, self.cooldown_counter):
                 self.wait += 1
-                if sem.lr_reduce_due(self.wait, self.patience) and sem.lr_can_reduce(run.lr, self.min_lr):
+                due = sem.lr_reduce_due(self.wait, self.patience)
+                cut = due and sem.lr_can_reduce(run.lr, self.min_lr)
+                if cut:
                     run.lr = sem.reduced_lr(run.lr, self.factor, self.min_lr)
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
+                if self.restore and self.best_weights is not None and sem.rolls_back(cut, due):
+                    run.weights = self.best_weights
+                    run.rollbacks.append((epoch, self.best_weights))
         logs["learning_rate"] = sem.logged_lr(before, run.lr)
         return None
 

@@ -48,6 +48,7 @@ time budget compared with ``>`` instead of ``>=``              :meth:`Semantics.
 clock as ``k * step`` instead of a running sum                 :meth:`Semantics.clock_readings`
 TerminateOnNaN ignores infinities                              :meth:`Semantics.invalid_loss_batch`
 ``fail when`` stops gracefully instead of raising               :meth:`Semantics.fail_raises`
+``restore best`` of an lr rule whenever the cut is due (min lr)  :meth:`Semantics.rolls_back`
 ``train at least N epochs`` counted 0-based (``e >= N``)         :meth:`Semantics.minimum_reached`
 ``train at least`` as ``start_from_epoch`` (no state before it)  :meth:`Semantics.evaluates_before_minimum`
 threshold compared in float64 / with the wrong operator        :meth:`Semantics.threshold_holds`
@@ -300,6 +301,12 @@ class Semantics:
     def reduced_lr(self, lr: float, factor: float, min_lr: float) -> float:
         """``max(old_lr * factor, min_lr)`` in float64, then stored in the float32 variable."""
         return self.lr_round(max(lr * factor, min_lr))
+
+    def rolls_back(self, cut: bool, due: bool) -> bool:
+        """``multiply lr ..., restore best`` puts the best weights back when ReduceLROnPlateau cuts the
+        rate (its ``_reduce_optimizer_lr`` reduced it), not merely when a cut was due: at ``min lr``
+        the wait keeps growing and nothing is cut, so nothing is restored."""
+        return cut
 
     def logged_lr(self, before: float, after: float) -> float:
         """What ReduceLROnPlateau leaves in ``logs["learning_rate"]``: the lr before the reduction

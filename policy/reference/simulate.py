@@ -385,6 +385,7 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
         if failed is not None:
             break  # fit raised inside the batch hook: no epoch end, no train end
         logs = dict(data.logs[index])  # one dict, handed to every rule in order
+        run.weights = epoch  # the weights this epoch trained (until a rule rolls them back)
         allowed = plan.minimum is None or sem.minimum_reached(
             epoch, clock.steps_before, plan.minimum.amount, plan.minimum.unit
         )
@@ -416,6 +417,7 @@ def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
         restored_epoch=restored,
         stop=stop,
         failed=failed,
+        rollbacks=tuple(run.rollbacks),
     )
 
 

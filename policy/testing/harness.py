@@ -78,6 +78,18 @@ class _Record:
     learning_rates: list[float] = field(default_factory=list)
     saves: list[tuple[int, str]] = field(default_factory=list)
     enabled: bool = True
+    rollbacks: list[tuple[int, int]] = field(default_factory=list)
+    held: tuple[int, int] = (-1, -1)
+    """(epoch, whose weights the model held after the last callback looked at at that epoch's end)."""
+
+    def note_weights(self, epoch: int, model: Any) -> None:
+        """After a callback's epoch end: did it set the weights back to another epoch's?"""
+        current = self.held[1] if self.held[0] == epoch else epoch
+        found = _decode(model)
+        if found is not None and found != current:
+            self.rollbacks.append((epoch, found))
+            current = found
+        self.held = (epoch, current)
 
     def scan(self, record: bool = True) -> None:
         """Note every model file written since the last scan (and mark it as seen)."""
@@ -175,6 +187,8 @@ def _harness_classes() -> dict[str, Any]:
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.record.epoch = epoch
             self.record.scan()
+            if self.record.enabled:
+                self.record.note_weights(epoch, self.model)
 
     class ScanAfterBatch(ScanAfter):
         """After a per-step checkpoint: also notes the files written after each batch."""
@@ -362,6 +376,7 @@ def run_callbacks(
                 restored_epoch=None,
                 stop=why_stopped(callbacks),
                 failed=failed,
+                rollbacks=tuple(record.rollbacks),
             )
             return Run(outcome, [w.copy() for w in model.get_weights()])
     stop = why_stopped(callbacks)
@@ -372,6 +387,7 @@ def run_callbacks(
         files=record.files_left(),
         restored_epoch=_decode(model),
         stop=stop,
+        rollbacks=tuple(record.rollbacks),
     )
     return Run(outcome, [w.copy() for w in model.get_weights()])
 

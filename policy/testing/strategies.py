@@ -598,6 +598,7 @@ def _reduce_lr(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, initi
         when=draw(_plateau(metrics, palette, relative=False)),
         cooldown=draw(st.integers(0, 3)),
         min_lr=min_lr,
+        restore_best=draw(st.booleans()),
     )
 
 
