@@ -24,6 +24,7 @@ from policy.printer import format_policy
 if TYPE_CHECKING:
     import keras
 
+    from policy.callbacks.step_schedule import lr_schedule
     from policy.describe import describe
     from policy.explain import explain
     from policy.load import load
@@ -51,21 +52,6 @@ __all__ = [
     "why_stopped",
 ]
 __version__ = "0.1.0"
-
-
-def lr_schedule(
-    text: str,
-    *,
-    initial_lr: float | None = None,
-    steps_per_epoch: int | None = None,
-    total_steps: int | None = None,
-) -> Any:
-    """A ``keras.optimizers.schedules.LearningRateSchedule`` from one schedule rule, evaluated per
-    optimizer step (see :func:`policy.callbacks.step_schedule.lr_schedule`); it saves with the model
-    and prints as its policy text."""
-    from policy.callbacks.step_schedule import lr_schedule as build
-
-    return build(text, initial_lr=initial_lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
 
 def parse_policy(text: str | Policy) -> Policy:
@@ -144,6 +130,8 @@ _LAZY = {
     "describe": "policy.describe",
     "explain": "policy.explain",
     "load": "policy.load",
+    # Step schedules import keras; the function itself, not a second signature.
+    "lr_schedule": "policy.callbacks.step_schedule",
     # The reference's own function (its docstring lists every input), not a second signature.
     "simulate": "policy.reference.simulate",
 }

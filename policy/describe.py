@@ -100,16 +100,18 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
         # compile_policy's helpers: the strict-metrics check, TerminateOnNaN's stop record, the
         # pair a minimum puts around a held rule (the minimum itself says it all).
         return None
-    if isinstance(cb, ours.MinimumEpochs):
-        return ast.TrainAtLeast(amount=cb.epochs, unit="epochs")
-    if isinstance(cb, ours.MinimumSteps):
-        return ast.TrainAtLeast(amount=cb.steps, unit="steps")
+    counted: tuple[tuple[type, type[ast.TrainAtLeast] | type[ast.StopAfter], ast.SaveUnit], ...] = (
+        (ours.MinimumEpochs, ast.TrainAtLeast, "epochs"),
+        (ours.MinimumSteps, ast.TrainAtLeast, "steps"),
+        (ours.StopAfterEpochs, ast.StopAfter, "epochs"),
+        (ours.StopAfterSteps, ast.StopAfter, "steps"),
+    )
+    for kind, node, unit in counted:
+        if isinstance(cb, kind):
+            # Each keeps its count in the attribute named after its unit (``epochs``, ``steps``).
+            return node(amount=getattr(cb, unit), unit=unit)
     if isinstance(cb, ours.ConditionStopping):
         return _our_stop_when(cb)
-    if isinstance(cb, ours.StopAfterEpochs):
-        return ast.StopAfter(amount=cb.epochs, unit="epochs")
-    if isinstance(cb, ours.StopAfterSteps):
-        return ast.StopAfter(amount=cb.steps, unit="steps")
     if isinstance(cb, ours.StopAfterTime):
         return _our_stop_after_time(cb)
     if isinstance(cb, ours.TopKCheckpoint):

@@ -151,8 +151,7 @@ class VariantReplay:
 
     @property
     def mean_lost(self) -> float:
-        runs = self.replayed
-        return sum(r.lost for r in runs) / len(runs) if runs else 0.0
+        return _mean([r.lost for r in self.replayed])
 
     @property
     def worst_lost(self) -> float:
@@ -160,8 +159,7 @@ class VariantReplay:
 
     @property
     def mean_lost_fraction(self) -> float:
-        runs = self.replayed
-        return sum(r.lost_fraction for r in runs) / len(runs) if runs else 0.0
+        return _mean([r.lost_fraction for r in self.replayed])
 
     @property
     def worst_lost_fraction(self) -> float:
@@ -512,3 +510,8 @@ def _replay_one(policy: ast.Policy, p: _Prepared, objective: str, tol: Tolerance
 
 
 __all__ = ["DEFAULT_TOLERANCE", "Report", "RunReplay", "Tolerance", "VariantReplay", "recommend", "replay"]
+
+
+def _mean(values: list[float]) -> float:
+    """The mean, 0 for no values (no run replayed)."""
+    return sum(values) / len(values) if values else 0.0

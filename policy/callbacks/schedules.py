@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import keras
 
@@ -20,7 +20,25 @@ from policy.printer import rule as rule_text
 
 
 @dataclass(frozen=True)
-class WarmupSegment:
+class _Toward:
+    """A segment heading for ``target`` over ``epochs`` epochs; whatever comes next starts from
+    ``target``. Subclasses say the curve (``value``) and which policy phrase they are (``_NODE``)."""
+
+    _NODE: ClassVar[type[ast.Warmup] | type[ast.Linear]]
+
+    target: float
+    epochs: int
+
+    def end(self, start: float) -> float:
+        return self.target
+
+    def node(self) -> ast.Warmup | ast.Linear:
+        """The segment as the policy says it."""
+        return self._NODE(target=self.target, over=ast.Span(float(self.epochs)))
+
+
+@dataclass(frozen=True)
+class WarmupSegment(_Toward):
     """A linear warm-up: the rate is ``target * (t + 1) / epochs`` in the segment's epoch t.
 
     Args:
@@ -28,18 +46,10 @@ class WarmupSegment:
         epochs: how many epochs the segment lasts.
     """
 
-    target: float
-    epochs: int
+    _NODE = ast.Warmup
 
     def value(self, t: int, start: float, begin: int = 0) -> float:
         return self.target * (t + 1) / self.epochs
-
-    def end(self, start: float) -> float:
-        return self.target
-
-    def node(self) -> ast.Warmup:
-        """The segment as the policy says it."""
-        return ast.Warmup(target=self.target, over=ast.Span(float(self.epochs)))
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ class CosineSegment:
 
 
 @dataclass(frozen=True)
-class LinearSegment:
+class LinearSegment(_Toward):
     """A straight line: ``start + (target - start) * t / epochs`` in the segment's epoch t.
 
     Args:
@@ -80,18 +90,10 @@ class LinearSegment:
         epochs: how many epochs the segment lasts.
     """
 
-    target: float
-    epochs: int
+    _NODE = ast.Linear
 
     def value(self, t: int, start: float, begin: int = 0) -> float:
         return start + (self.target - start) * t / self.epochs
-
-    def end(self, start: float) -> float:
-        return self.target
-
-    def node(self) -> ast.Linear:
-        """The segment as the policy says it."""
-        return ast.Linear(target=self.target, over=ast.Span(float(self.epochs)))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import os
 import pathlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypedDict, Unpack
 
 from policy import ast
 from policy.logs import HistoryLike, epoch_logs
@@ -177,12 +177,15 @@ def _harness_classes() -> dict[str, Any]:
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
             _encode(self.model, _SENTINEL)
 
-    class ScanAfter(keras.callbacks.Callback):  # type: ignore[misc]
-        """Placed after a callback: notes the checkpoint files it wrote at epoch end."""
+    class Noting(keras.callbacks.Callback):  # type: ignore[misc]
+        """A callback of the harness's own, writing what it sees into the run's record."""
 
         def __init__(self, record: _Record) -> None:
             super().__init__()
             self.record = record
+
+    class ScanAfter(Noting):
+        """Placed after a callback: notes the checkpoint files it wrote at epoch end."""
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.record.epoch = epoch
@@ -196,12 +199,8 @@ def _harness_classes() -> dict[str, Any]:
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             self.record.scan()
 
-    class Observe(keras.callbacks.Callback):  # type: ignore[misc]
+    class Observe(Noting):
         """Last in the list: the learning rate in effect once every callback has run."""
-
-        def __init__(self, record: _Record) -> None:
-            super().__init__()
-            self.record = record
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.record.epoch = epoch
@@ -302,32 +301,55 @@ def working_directory(path: pathlib.Path) -> Iterator[None]:
         os.chdir(before)
 
 
+class FitOptions(TypedDict, total=False):
+    """How the harness runs ``fit`` (every key may be left out; the default is said by each).
+
+    ``initial_lr``: the optimizer's learning rate at train begin (default 0.01).
+    ``steps_per_epoch``: training batches per epoch (1).
+    ``batch_losses``: per epoch, the running-average training loss after each batch, as the
+    batch logs carry it; without it (None) every batch log carries the epoch's ``loss``.
+    ``step_seconds``: how long each training batch takes, for time budgets (None: no time passes).
+    ``validation_freq``: ``fit(validation_freq=)`` (1); scripted ``val_*`` values are shown only
+    on the epochs Keras validated.
+    ``steps_per_execution``: ``compile(steps_per_execution=)`` of the harness model (1).
+    ``initial_epoch``: ``fit(initial_epoch=)`` (0); the history's first entry is that epoch.
+    """
+
+    initial_lr: float | None
+    steps_per_epoch: int
+    batch_losses: Sequence[Sequence[float | None]] | None
+    step_seconds: float | None
+    validation_freq: int
+    steps_per_execution: int
+    initial_epoch: int
+
+
 def run_callbacks(
     callbacks: Sequence[Any],
     history: ScriptedHistory,
     *,
-    initial_lr: float | None = None,
-    steps_per_epoch: int = 1,
-    batch_losses: Sequence[Sequence[float | None]] | None = None,
-    step_seconds: float | None = None,
-    validation_freq: int = 1,
-    steps_per_execution: int = 1,
-    initial_epoch: int = 0,
     workdir: pathlib.Path,
     scan_files: bool = True,
+    **fit: Unpack[FitOptions],
 ) -> Run:
     """Run ``callbacks`` (a compiled policy or hand-written Keras callbacks) and measure them.
 
-    ``validation_freq`` and ``initial_epoch`` go to ``fit`` (the history's first entry is
-    epoch ``initial_epoch``); ``steps_per_execution`` to the model's ``compile``. With
-    ``scan_files=False`` the workdir is not scanned (``saves`` and ``files`` stay empty): for
-    a process of a multi-process run that shares the workdir with the one that writes.
+    ``fit`` holds :class:`FitOptions`. With ``scan_files=False`` the workdir is not scanned
+    (``saves`` and ``files`` stay empty): for a process of a multi-process run that shares
+    the workdir with the one that writes.
     """
     import keras
 
     from policy.callbacks import StopAfterTime
     from policy.compiler import why_failed, why_stopped
 
+    initial_lr = fit.get("initial_lr")
+    steps_per_epoch = fit.get("steps_per_epoch", 1)
+    batch_losses = fit.get("batch_losses")
+    step_seconds = fit.get("step_seconds")
+    validation_freq = fit.get("validation_freq", 1)
+    steps_per_execution = fit.get("steps_per_execution", 1)
+    initial_epoch = fit.get("initial_epoch", 0)
     logs = epoch_logs(history)
     classes = _harness_classes()
     workdir = pathlib.Path(workdir).resolve()
@@ -362,31 +384,22 @@ def run_callbacks(
                 shuffle=False,
                 **_fit_data(steps_per_epoch),
             )
+            epochs_run, restored_epoch, failed = len(fitted.epoch), _decode(model), None
         except Exception:
             failed = why_failed(callbacks)
             if failed is None:
                 raise
             record.scan()  # anything written in the batch that raised
             # fit raised: no History, no train end (nothing restored); every epoch begun counts.
-            outcome = Outcome(
-                epochs_run=len(record.learning_rates),
-                learning_rates=tuple(record.learning_rates),
-                saves=tuple(record.saves),
-                files=record.files_left(),
-                restored_epoch=None,
-                stop=why_stopped(callbacks),
-                failed=failed,
-                rollbacks=tuple(record.rollbacks),
-            )
-            return Run(outcome, [w.copy() for w in model.get_weights()])
-    stop = why_stopped(callbacks)
+            epochs_run, restored_epoch = len(record.learning_rates), None
     outcome = Outcome(
-        epochs_run=len(fitted.epoch),
+        epochs_run=epochs_run,
         learning_rates=tuple(record.learning_rates),
         saves=tuple(record.saves),
         files=record.files_left(),
-        restored_epoch=_decode(model),
-        stop=stop,
+        restored_epoch=restored_epoch,
+        stop=why_stopped(callbacks),
+        failed=failed,
         rollbacks=tuple(record.rollbacks),
     )
     return Run(outcome, [w.copy() for w in model.get_weights()])
@@ -396,15 +409,9 @@ def run_in_keras(
     policy: str | ast.Policy,
     history: ScriptedHistory,
     *,
-    initial_lr: float | None = None,
-    steps_per_epoch: int = 1,
-    batch_losses: Sequence[Sequence[float | None]] | None = None,
-    step_seconds: float | None = None,
-    validation_freq: int = 1,
-    steps_per_execution: int = 1,
-    initial_epoch: int = 0,
     workdir: pathlib.Path,
     strict: bool = True,
+    **fit: Unpack[FitOptions],
 ) -> Outcome:
     """Compile ``policy``, run it in a real ``fit`` over the scripted ``history``, measure the outcome.
 
@@ -413,30 +420,12 @@ def run_in_keras(
         history: the epoch logs, as ``{metric: [value per epoch]}`` or ``[{metric: value}, ...]``;
             a None (or missing) value leaves the metric out of that epoch's logs. ``fit``
             runs ``len(history)`` epochs unless a rule stops it.
-        initial_lr: the optimizer's learning rate at train begin (default 0.01).
-        steps_per_epoch: training batches per epoch.
-        batch_losses: per epoch, the running-average training loss after each batch, as the
-            batch logs carry it. Without it every batch log carries the epoch's ``loss``.
-        step_seconds: how long each training batch takes, for time budgets.
-        validation_freq: ``fit(validation_freq=)``; scripted ``val_*`` values are shown only on
-            the epochs Keras validated.
-        steps_per_execution: ``compile(steps_per_execution=)`` of the harness model.
-        initial_epoch: ``fit(initial_epoch=)``; the history's first entry is that epoch.
         workdir: the folder ``fit`` runs in; the policy's relative paths land there.
         strict: compile with the strict missing-metric check.
+        **fit: how ``fit`` runs (:class:`FitOptions`: ``initial_lr``, ``steps_per_epoch``,
+            ``batch_losses``, ``step_seconds``, ``validation_freq``, ``steps_per_execution``,
+            ``initial_epoch``).
     """
     from policy import compile_policy
 
-    compiled = compile_policy(policy, strict=strict)
-    return run_callbacks(
-        compiled,
-        history,
-        initial_lr=initial_lr,
-        steps_per_epoch=steps_per_epoch,
-        batch_losses=batch_losses,
-        step_seconds=step_seconds,
-        validation_freq=validation_freq,
-        steps_per_execution=steps_per_execution,
-        initial_epoch=initial_epoch,
-        workdir=workdir,
-    ).outcome
+    return run_callbacks(compile_policy(policy, strict=strict), history, workdir=workdir, **fit).outcome

@@ -39,7 +39,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -871,17 +871,10 @@ class Case:
         )
 
     def run_options(self) -> dict[str, Any]:
-        """The keyword arguments ``simulate`` and ``run_in_keras`` both take for this case."""
-        return {
-            "initial_lr": self.initial_lr,
-            "steps_per_epoch": self.steps_per_epoch,
-            "batch_losses": self.batch_losses,
-            "step_seconds": self.step_seconds,
-            "strict": self.strict,
-            "validation_freq": self.validation_freq,
-            "steps_per_execution": self.steps_per_execution,
-            "initial_epoch": self.initial_epoch,
-        }
+        """The keyword arguments ``simulate`` and ``run_in_keras`` both take for this case: every
+        field but the policy and the history (the fit arguments), and ``strict``."""
+        fit = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("policy", "history")}
+        return {**fit, "strict": self.strict}
 
     def key(self) -> tuple[object, ...]:
         """A hashable identity of the case (for caching real-Keras outcomes)."""
