@@ -106,10 +106,10 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
         (ours.StopAfterEpochs, ast.StopAfter, "epochs"),
         (ours.StopAfterSteps, ast.StopAfter, "steps"),
     )
-    for kind, node, unit in counted:
-        if isinstance(cb, kind):
+    for counter, phrase, unit in counted:
+        if isinstance(cb, counter):
             # Each keeps its count in the attribute named after its unit (``epochs``, ``steps``).
-            return node(amount=getattr(cb, unit), unit=unit)
+            return phrase(amount=getattr(cb, unit), unit=unit)
     if isinstance(cb, ours.ConditionStopping):
         return _our_stop_when(cb)
     if isinstance(cb, ours.StopAfterTime):
