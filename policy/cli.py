@@ -100,15 +100,16 @@ def print_policy_error(error: PolicyError, stream: TextIO) -> None:
 
 def read_policy(arg: str, key: str = "policy") -> Policy:
     """The policy an argument names: a file (by its suffix) or the policy text itself."""
-    from policy.load import ALL_SUFFIXES, load
-
-    # os.path, not pathlib, until a file is read: pathlib costs `check` ~4 ms of start-up.
+    # os.path, not pathlib, until a file is read: pathlib costs `check` ~4 ms of start-up; and
+    # policy.load only for a name that could be a file (policy text has spaces).
     name = os.path.basename(os.path.normpath(arg))  # what Path(arg).name is, for the suffix test
-    looks_like_file = os.path.splitext(name)[1].lower() in ALL_SUFFIXES and "\n" not in arg and " " not in name
+    looks_like_file = "\n" not in arg and " " not in name and _has_policy_suffix(name)
     if looks_like_file or _is_file(arg):
         if not _is_file(arg):
             raise UsageError(f"no such file: {arg!r}")
         from pathlib import Path
+
+        from policy.load import load
 
         return load(Path(arg), key=key)
     from policy import parse_policy
@@ -124,6 +125,12 @@ def place_error(error: PolicyError, arg: str, key: str) -> PolicyError:
     from policy.load import place_error as place_in_file
 
     return place_in_file(error, arg, key) if _is_file(arg) else error.with_filename("<policy>")
+
+
+def _has_policy_suffix(name: str) -> bool:
+    from policy.load import ALL_SUFFIXES
+
+    return os.path.splitext(name)[1].lower() in ALL_SUFFIXES
 
 
 def _is_file(arg: str) -> bool:
