@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from policy.errors import PolicyError
+from policy.parser import keywords
 
 METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "val_auc", "score", "learning_rate", "f1/macro")
 
@@ -84,13 +85,13 @@ _HUGE_NUMBERS = (
     "1e308", "1e309", "-1e400", "9" * 400, "1" + "0" * 5000, "0." + "0" * 400 + "1", "1e-400", "nan", "inf",
     "1e999999999999", "-0", "00000003", ".5", "5.", "1e", "--1", "4294967296", "1000000001",
 )
-WORDS = (
-    "stop", "when", "or", "and", "not", "improving", "for", "save", "best", "on", "to", "every", "epoch", "epochs",
-    "steps", "after", "multiply", "lr", "by", "then", "warm", "up", "cosine", "decay", "log", "backup", "restore",
-    "fail", "train", "at", "least",
-    "ignore", "first", "baseline", "min", "max", "top", "last", "weights", "append", "tensorboard", "cooldown",
-    ">=", "<", "(", ")", ",", ";", "%", '"x.keras"', "3", "0.5", "-2", "val_loss", "is", "nan", "finite",
-)
+# Besides the grammar's keywords (read from it, so a new phrase's words are fuzzed with no list
+# to keep up): punctuation, a path, numbers, metric names.
+_OTHER_TOKENS = (">=", "<", "(", ")", ",", ";", "%", '"x.keras"', "3", "0.5", "-2", "val_loss")
+
+
+WORDS = (*sorted(keywords()), *_OTHER_TOKENS)
+"""The words of the language a mutation inserts: every keyword, then other tokens."""
 
 
 def _path(rng: random.Random, suffix: str = ".keras") -> str:
