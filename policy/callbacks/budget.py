@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -91,6 +92,29 @@ def steps_into_epoch(params: dict[str, Any] | None, batch: int) -> int:
     return (min(batch, per_epoch - 1) if isinstance(per_epoch, int) and per_epoch > 0 else batch) + 1
 
 
+@dataclass
+class StepCount:
+    """The training batches run since train begin (``seen``), for the callbacks that count steps
+    (``stop after N steps``, ``train at least N steps``): counted from the batch index Keras passes
+    (:func:`steps_into_epoch`), never from the number of hook calls. ``seen`` is what a backup
+    keeps; the count at the epoch's start is set again at every epoch begin."""
+
+    seen: int = 0
+    _before_epoch: int = 0
+
+    def restart(self) -> None:
+        """At train begin."""
+        self.seen = self._before_epoch = 0
+
+    def epoch_begins(self) -> None:
+        self._before_epoch = self.seen
+
+    def batch_ended(self, params: dict[str, Any] | None, batch: int) -> int:
+        """After a training batch hook with index ``batch``: the count, updated."""
+        self.seen = self._before_epoch + steps_into_epoch(params, batch)
+        return self.seen
+
+
 class StopAfterSteps(_BatchBudget):
     """Stop training after a number of training batches (``stop after N steps``).
 
@@ -112,30 +136,28 @@ class StopAfterSteps(_BatchBudget):
         super().__init__()
         self.steps = steps
         self.rule = rule or rule_text(ast.StopAfter(amount=steps, unit="steps"))
-        self.seen = 0
-        self._before_epoch = 0
+        self.count = StepCount()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.seen = 0
-        self._before_epoch = 0
+        self.count.restart()
         self.stop_record = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_begin(epoch, logs)
-        self._before_epoch = self.seen
+        self.count.epoch_begins()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.seen = self._before_epoch + steps_into_epoch(self.params, batch)
-        if self.seen >= self.steps:
-            self._stop(batch, f"{self.seen} training steps ran, the budget was {number(self.steps)}")
+        seen = self.count.batch_ended(self.params, batch)
+        if seen >= self.steps:
+            self._stop(batch, f"{seen} training steps ran, the budget was {number(self.steps)}")
 
     def get_state(self) -> dict[str, Any]:
         # Steps count across restarts: a resumed run goes on from the backed-up count.
-        return {**super().get_state(), "seen": self.seen}
+        return {**super().get_state(), "seen": self.count.seen}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
-        self.seen = state["seen"]
+        self.count.seen = state["seen"]
 
 
 class StopAfterTime(_BatchBudget):

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 
 from policy import ast
-from policy.callbacks.budget import steps_into_epoch
+from policy.callbacks.budget import StepCount
 from policy.printer import rule as rule_text
 
 # Where a held callback keeps the record of its stop: EarlyStopping its ``stopped_epoch`` (what
@@ -78,27 +78,25 @@ class MinimumSteps(Minimum):
         super().__init__()
         self.steps = steps
         self.rule = rule or rule_text(ast.TrainAtLeast(amount=steps, unit="steps"))
-        self.seen = 0
-        self._before_epoch = 0
+        self.count = StepCount()
 
     def reached(self, epoch: int) -> bool:
-        return self.seen >= self.steps
+        return self.count.seen >= self.steps
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.seen = 0
-        self._before_epoch = 0
+        self.count.restart()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._before_epoch = self.seen
+        self.count.epoch_begins()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.seen = self._before_epoch + steps_into_epoch(self.params, batch)
+        self.count.batch_ended(self.params, batch)
 
     def get_state(self) -> dict[str, Any]:
-        return {"seen": self.seen}
+        return {"seen": self.count.seen}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.seen = state["seen"]
+        self.count.seen = state["seen"]
 
 
 class StopHold(keras.callbacks.Callback):  # type: ignore[misc]
