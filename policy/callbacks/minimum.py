@@ -31,7 +31,9 @@ _RECORDS = ("stopped_epoch", "stop_record")
 class Minimum(keras.callbacks.Callback):  # type: ignore[misc]
     """What both minimums share: :meth:`hold` wraps a callback whose stops they hold back."""
 
-    rule: str
+    def __init__(self, amount: int, unit: ast.SaveUnit, rule: str) -> None:
+        super().__init__()
+        self.rule = rule or rule_text(ast.TrainAtLeast(amount=amount, unit=unit))
 
     def reached(self, epoch: int) -> bool:
         """Whether a stop at the end of ``epoch`` is allowed."""
@@ -56,9 +58,8 @@ class MinimumEpochs(Minimum):
     """
 
     def __init__(self, epochs: int, rule: str = "") -> None:
-        super().__init__()
+        super().__init__(epochs, "epochs", rule)
         self.epochs = epochs
-        self.rule = rule or rule_text(ast.TrainAtLeast(amount=epochs, unit="epochs"))
 
     def reached(self, epoch: int) -> bool:
         return epoch + 1 >= self.epochs
@@ -75,9 +76,8 @@ class MinimumSteps(Minimum):
     """
 
     def __init__(self, steps: int, rule: str = "") -> None:
-        super().__init__()
+        super().__init__(steps, "steps", rule)
         self.steps = steps
-        self.rule = rule or rule_text(ast.TrainAtLeast(amount=steps, unit="steps"))
         self.count = StepCount()
 
     def reached(self, epoch: int) -> bool:
