@@ -79,16 +79,20 @@ def _weights(flag: bool) -> str:
     return " weights" if flag else ""
 
 
+def _options(*options: str | None) -> str:
+    """The options written after a rule, each after a comma (", cooldown 2, restore best"), in
+    the canonical order they are given in; None is an option the rule does not have."""
+    return "".join(f", {o}" for o in options if o is not None)
+
+
 def rule(r: ast.Rule) -> str:
     if isinstance(r, ast.StopWhen):
-        out = f"stop when {condition(r.condition)}"
-        if r.restore_best:
-            out += ", restore best" + (f" {r.restore_metric.name}" if r.restore_metric else "")
-        if r.ignore_first:
-            out += f", ignore first {r.ignore_first} epochs"
-        if r.baseline is not None:
-            out += f", baseline {number(r.baseline)}"
-        return out
+        restore = "restore best" + (f" {r.restore_metric.name}" if r.restore_metric else "")
+        return f"stop when {condition(r.condition)}" + _options(
+            restore if r.restore_best else None,
+            f"ignore first {r.ignore_first} epochs" if r.ignore_first else None,
+            f"baseline {number(r.baseline)}" if r.baseline is not None else None,
+        )
     if isinstance(r, ast.FailWhen):
         return f"fail when {condition(r.condition)}"
     if isinstance(r, ast.TrainAtLeast):
@@ -111,18 +115,15 @@ def rule(r: ast.Rule) -> str:
     if isinstance(r, ast.SaveLast):
         return f"save last{_weights(r.weights_only)} to {path(r.path)}"
     if isinstance(r, ast.ReduceLR):
-        out = f"multiply lr by {number(r.factor)} when {condition(r.when)}"
-        if r.cooldown:
-            out += f", cooldown {r.cooldown}"
-        if r.min_lr:
-            out += f", min lr {number(r.min_lr)}"
-        if r.restore_best:
-            out += ", restore best"
-        return out
+        return f"multiply lr by {number(r.factor)} when {condition(r.when)}" + _options(
+            f"cooldown {r.cooldown}" if r.cooldown else None,
+            f"min lr {number(r.min_lr)}" if r.min_lr else None,
+            "restore best" if r.restore_best else None,
+        )
     if isinstance(r, ast.Schedule):
         return ", then ".join(segment(s, i == 0) for i, s in enumerate(r.segments))
     if isinstance(r, ast.LogCSV):
-        return f"log to {path(r.path)}" + (", append" if r.append else "")
+        return f"log to {path(r.path)}" + _options("append" if r.append else None)
     if isinstance(r, ast.LogTensorBoard):
         return f"log to tensorboard {path(r.path)}"
     if isinstance(r, ast.LogLR):
