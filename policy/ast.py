@@ -223,12 +223,17 @@ class SaveTop(Node):
 
 @frozen
 class SaveEvery(Node):
-    """``save [weights] every epoch|N epochs|N steps to PATH``."""
+    """``save [weights] every epoch|N epochs|N steps to PATH [, keep last K]``.
+
+    ``keep`` (``keep last K``): after each write, the files this rule wrote in this run beyond the
+    newest K are deleted; None keeps every file.
+    """
 
     every: int = 1
     unit: SaveUnit = "epochs"
     path: Path
     weights_only: bool = False
+    keep: int | None = None
 
 
 @frozen

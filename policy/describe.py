@@ -121,7 +121,7 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
             raise NoEquivalent(f"key={cb.key!r} has no equivalent; log lr writes 'learning_rate'")
         return ast.LogLR()
     if isinstance(cb, ours.PeriodicCheckpoint):
-        return ast.SaveEvery(every=cb.every, path=ast.Path(value=cb.path), weights_only=cb.weights_only)
+        return ast.SaveEvery(every=cb.every, path=ast.Path(value=cb.path), weights_only=cb.weights_only, keep=cb.keep)
     cbs = keras.callbacks
     # The Keras class it is or extends: the policy's own ModelCheckpoint and BackupAndRestore
     # are Keras's with only the way files reach the disk changed (policy.callbacks.atomic, .backup).
@@ -243,6 +243,12 @@ def _checkpoint(cb: Any) -> ast.Rule:
             path=None if cb.filepath == default_best_path(weights_only) else to,
             weights_only=weights_only,
         )
+    keep = getattr(cb, "keep", None)  # our KeepLastModelCheckpoint (keep last K)
+    if keep is not None:
+        if cb.save_freq == "epoch":
+            return ast.SaveEvery(path=to, weights_only=weights_only, keep=keep)
+        if _positive_int(cb.save_freq):
+            return ast.SaveEvery(every=cb.save_freq, unit="steps", path=to, weights_only=weights_only, keep=keep)
     if cb.save_freq == "epoch":
         # Both forms compile to the same ModelCheckpoint; pick the one that reads true.
         if "{" in cb.filepath:

@@ -126,7 +126,12 @@ def sentence(r: ast.Rule) -> str:
             when = f"every {r.every} training batches (counted across epochs)"
         else:
             when = "at the end of every epoch" if r.every == 1 else f"at the end of every {_ordinal(r.every)} epoch"
-        return f"Save {_what(r.weights_only)} to {r.path.value!r} {when}."
+        out = f"Save {_what(r.weights_only)} to {r.path.value!r} {when}"
+        if r.keep is None:
+            return out + "."
+        files = "file" if r.keep == 1 else f"{r.keep} files"
+        return (out + f"; after each save, keep only the newest {files} this rule wrote in this run and delete "
+                "its older ones (never a file it did not write).")
     if isinstance(r, ast.SaveLast):
         return (f"Save {_what(r.weights_only)} to {r.path.value!r} at the end of every epoch, overwriting it, "
                 "so it always holds the latest epoch.")

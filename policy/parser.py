@@ -546,10 +546,20 @@ class _ToAst(Transformer[Token, Any]):
         )
 
     def save_every(
-        self, meta: Meta, weights: Token | None, interval: tuple[int, ast.SaveUnit], path: ast.Path
+        self,
+        meta: Meta,
+        weights: Token | None,
+        interval: tuple[int, ast.SaveUnit],
+        path: ast.Path,
+        keep: int | None,
     ) -> ast.SaveEvery:
         every, unit = interval
-        return ast.SaveEvery(every=every, unit=unit, path=path, weights_only=weights is not None, pos=_pos(meta))
+        return ast.SaveEvery(
+            every=every, unit=unit, path=path, weights_only=weights is not None, keep=keep, pos=_pos(meta)
+        )
+
+    def keep_last(self, meta: Meta, count: Token) -> int:
+        return self._count(count, "the number of files to keep")
 
     def save_last(self, meta: Meta, weights: Token | None, path: ast.Path) -> ast.SaveLast:
         return ast.SaveLast(path=path, weights_only=weights is not None, pos=_pos(meta))

@@ -179,7 +179,11 @@ def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
     if isinstance(r, ast.FailWhen):
         # ...nor of raising; why_failed reads the recorder's, which must see the batch first.
         ahead = (Call(OURS, "TerminateOnNaNRecorder", (text,), (("fails", True),)),)
-    fit_start = (call.module == KERAS and call.name in _FIT_START) or call.name == "RestoringReduceLROnPlateau"
+    # KeepLastModelCheckpoint is Keras's ModelCheckpoint underneath: the same counters carry over.
+    fit_start = (call.module == KERAS and call.name in _FIT_START) or call.name in (
+        "RestoringReduceLROnPlateau",
+        "KeepLastModelCheckpoint",
+    )
     return RulePlan(text, call, before, after, fit_start, ahead)
 
 
@@ -213,12 +217,20 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
         mode = checkpoint_direction(r)
         return Call(OURS, "TopKCheckpoint", (r.path.value,), (("k", r.k), ("monitor", r.metric.name), ("mode", mode),
                                                         *_flag("weights_only", r.weights_only)))
+    keep: tuple[tuple[str, Value], ...] = ()
+    if isinstance(r, ast.SaveEvery) and r.keep is not None:
+        keep = (("keep", r.keep),)
     if isinstance(r, ast.SaveEvery) and r.unit == "epochs" and r.every > 1:
-        return Call(OURS, "PeriodicCheckpoint", (r.path.value,), (("every", r.every), *_flag("weights_only", r.weights_only)))
+        return Call(OURS, "PeriodicCheckpoint", (r.path.value,),
+                    (("every", r.every), *_flag("weights_only", r.weights_only), *keep))
     if isinstance(r, ast.SaveEvery | ast.SaveLast):
         freq: tuple[tuple[str, Value], ...] = ()
         if isinstance(r, ast.SaveEvery) and r.unit == "steps":
             freq = (("save_freq", r.every),)
+        if keep:
+            # Keras's ModelCheckpoint deletes nothing: ours is it plus retention (policy/callbacks/retention.py).
+            return Call(OURS, "KeepLastModelCheckpoint", (r.path.value,),
+                        (*keep, *freq, *_flag("save_weights_only", r.weights_only)))
         return _keras("ModelCheckpoint", *freq, *_flag("save_weights_only", r.weights_only), positional=(r.path.value,))
     if isinstance(r, ast.ReduceLR):
         return _reduce_lr(r)

@@ -111,7 +111,8 @@ def rule(r: ast.Rule) -> str:
         return out + f" to {path(r.path)}"
     if isinstance(r, ast.SaveEvery):
         every = ("epoch" if r.every == 1 else f"{r.every} epochs") if r.unit == "epochs" else f"{r.every} steps"
-        return f"save{_weights(r.weights_only)} every {every} to {path(r.path)}"
+        keep = f", keep last {r.keep}" if r.keep is not None else ""
+        return f"save{_weights(r.weights_only)} every {every} to {path(r.path)}{keep}"
     if isinstance(r, ast.SaveLast):
         return f"save last{_weights(r.weights_only)} to {path(r.path)}"
     if isinstance(r, ast.ReduceLR):

@@ -118,6 +118,13 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                 )
         elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
             yield from _check_model_path(rule.path, rule.path.value, rule.weights_only, at)
+            if isinstance(rule, ast.SaveEvery) and rule.keep is not None and not _names_each_save(rule):
+                yield at(
+                    rule.path,
+                    f"'keep last {rule.keep}' needs a path that names each save apart, but every save "
+                    f"writes {rule.path.value!r}",
+                    f'put {{epoch}}{" and {batch}" if rule.unit == "steps" else ""} in it, e.g. "{_with_epoch(rule.path.value)}"',
+                )
         elif isinstance(rule, ast.Schedule):
             yield from _check_schedule(rule, at)
         elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup) and not rule.path.value.strip():
@@ -262,6 +269,20 @@ def _check_template(rule: ast.Node, path: str, at: _At) -> Iterator[Problem]:
                     f"the format spec {spec!r} in {shown} does not apply to {kind}: {exc}",
                     "e.g. {epoch:03d} or {val_loss:.4f}",
                 )
+
+
+def _names_each_save(rule: ast.SaveEvery) -> bool:
+    """Whether the path's placeholders can tell two saves of the rule apart (``{epoch}``, or for
+    step saves ``{batch}``); a metric placeholder alone may repeat."""
+    names = {field.split(".", 1)[0].split("[", 1)[0] for _, field, _, _ in _fields(rule.path.value)}
+    return "epoch" in names or (rule.unit == "steps" and "batch" in names)
+
+
+def _fields(path: str) -> list[tuple[str, str, str | None, str | None]]:
+    try:
+        return [(t, f, s, c) for t, f, s, c in string.Formatter().parse(path) if f is not None]
+    except ValueError:  # reported by the template check
+        return []
 
 
 def _check_schedule(rule: ast.Schedule, at: _At) -> Iterator[Problem]:

@@ -267,6 +267,27 @@ class LogLrWhereWritten(Semantics):
         return False
 
 
+class KeepLastKeepsOneMore(Semantics):
+    """``keep last K`` deletes only beyond K + 1 files (``len > K + 1``): one file too many stays."""
+
+    name = "keep-last-keeps-one-more"
+
+    def retained_after_write(self, written: Sequence[str], path: str, keep: int) -> tuple[list[str], list[str]]:
+        return super().retained_after_write(written, path, keep + 1)
+
+
+class KeepLastRewriteKeepsItsPlace(Semantics):
+    """``keep last K`` leaves a path written again at the place of its first write (so it is deleted
+    as the oldest, though just written) instead of making it the newest."""
+
+    name = "keep-last-rewrite-keeps-its-place"
+
+    def retained_after_write(self, written: Sequence[str], path: str, keep: int) -> tuple[list[str], list[str]]:
+        kept = list(written) if path in written else [*written, path]
+        cut = max(len(kept) - keep, 0)
+        return kept[cut:], kept[:cut]
+
+
 class StepSaveCounterPerEpoch(Semantics):
     """Integer ``save_freq`` counted from 0 again in every epoch (Keras counts across epochs)."""
 
@@ -495,6 +516,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
     SaveBestIgnoresThreshold,
     LogLrWritesStartingRate,
     LogLrWhereWritten,
+    KeepLastKeepsOneMore,
     StepSaveCounterPerEpoch,
     StepBudgetOffByOne,
     EpochBudgetOffByOne,
@@ -520,6 +542,7 @@ HARD_MUTANTS: tuple[type[Semantics], ...] = (
     ThresholdFloat64,
     NotFiniteMissesNegInf,
     TopKDeletesSharedPath,
+    KeepLastRewriteKeepsItsPlace,
 )
 """Mutants observable only on rare combinations (a value beyond float32 reaching a Keras monitor
 that already has a best, a specific best/min_delta pair, 0.1 s steps summed

@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from policy import callbacks as ours  # noqa: E402
 from policy import format_policy, parse_policy  # noqa: E402
 from policy.ast import Policy  # noqa: E402
 from policy.describe import describe  # noqa: E402
@@ -63,6 +64,10 @@ needs_compiler = pytest.mark.skipif(not _has_compiler(), reason="policy.compiler
         (cbs.ModelCheckpoint("best.keras", monitor="val_accuracy", save_best_only=True, initial_value_threshold=0.8),
          'save best on val_accuracy above 0.8 to "best.keras"'),
         (cbs.ModelCheckpoint("e{epoch:02d}.keras"), 'save every epoch to "e{epoch:02d}.keras"'),
+        (ours.KeepLastModelCheckpoint("e{epoch:02d}.keras", keep=3), 'save every epoch to "e{epoch:02d}.keras", keep last 3'),
+        (ours.KeepLastModelCheckpoint("s{batch}.weights.h5", keep=1, save_freq=5, save_weights_only=True),
+         'save weights every 5 steps to "s{batch}.weights.h5", keep last 1'),
+        (ours.PeriodicCheckpoint("p{epoch}.keras", 3, keep=2), 'save every 3 epochs to "p{epoch}.keras", keep last 2'),
         (cbs.ModelCheckpoint("last.keras"), 'save last to "last.keras"'),
         (cbs.ModelCheckpoint("s.weights.h5", save_freq=100, save_weights_only=True),
          'save weights every 100 steps to "s.weights.h5"'),

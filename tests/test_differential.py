@@ -227,6 +227,13 @@ FACTS: dict[str, Case] = {
         "stop when learning_rate < 0.005; multiply lr by 0.5 when val_loss not improving for 1; log lr",
         _vl(1, 1, 1, 1, 1),
     ),
+    # keep last 2: after each write, the rule's files beyond the newest 2 are deleted (e1, e2 go).
+    "keep-last-epochs": pinned('save every epoch to "ck/e{epoch}.keras", keep last 2', _vl(1, 1, 1, 1)),
+    # {batch} alone repeats across epochs: a file written again becomes the newest. Writes b2, b1,
+    # b3, then b2 again in epoch 2: b1 goes (not b2, whose first write was the oldest).
+    "keep-last-rewrite-is-newest": pinned(
+        'save every 2 steps to "ck/b{batch}.keras", keep last 2', _vl(1, 1, 1), steps_per_epoch=3
+    ),
     # integer save_freq counts batches across epoch boundaries.
     "save-freq-across-epochs": pinned(
         'save weights every 2 steps to "ckpt/s{epoch}-{batch}.weights.h5"',
@@ -505,3 +512,20 @@ def test_every_pinned_fact_says_something() -> None:
             continue
         lrs = set(result.learning_rates)
         assert result.stop or result.failed or result.rollbacks or result.saves or result.restored_epoch is not None or len(lrs) > 1, name
+
+
+
+def test_keep_last_leaves_files_it_did_not_write(tmp_path: pathlib.Path) -> None:
+    """``keep last`` deletes only files this rule wrote in this run: e9 (never written) stays, e1
+    (there before fit, overwritten at epoch 0) counts as written and goes once two newer exist."""
+    from policy.testing.harness import run_in_keras
+
+    text = 'save every epoch to "ck/e{epoch}.keras", keep last 2'
+    history = _vl(1.0, 1.0, 1.0)
+    (tmp_path / "ck").mkdir()
+    for name in ("e1.keras", "e9.keras"):
+        (tmp_path / "ck" / name).write_bytes(b"from an earlier run")
+    outcome = run_in_keras(text, history, initial_lr=0.01, workdir=tmp_path)
+    assert outcome == simulate(text, history, initial_lr=0.01)
+    assert outcome.files == ("ck/e2.keras", "ck/e3.keras")
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["e2.keras", "e3.keras", "e9.keras"]

@@ -82,6 +82,14 @@ PHRASES: list[tuple[str, A.Rule]] = [
         A.SaveBest(metric=M("val_loss"), direction="min", path=A.Path(value="w-{epoch:03d}.weights.h5"), weights_only=True),
     ),
     ("log lr", A.LogLR()),
+    (
+        'save every epoch to "ck/{epoch:03d}.keras", keep last 3',
+        A.SaveEvery(path=A.Path(value="ck/{epoch:03d}.keras"), keep=3),
+    ),
+    (
+        'save weights every 100 steps to "ck/{epoch}-{batch}.weights.h5", keep last 1',
+        A.SaveEvery(every=100, unit="steps", path=A.Path(value="ck/{epoch}-{batch}.weights.h5"), weights_only=True, keep=1),
+    ),
     ('save every epoch to "ckpt/e{epoch:03d}.keras"', A.SaveEvery(path=A.Path(value="ckpt/e{epoch:03d}.keras"))),
     (
         'save every 500 steps to "ckpt/e{epoch}-b{batch}.keras"',
@@ -272,6 +280,8 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("save best on val_loss above 0.5", "'above' needs a metric that should go up"),
         ("save best on val_loss below 4e38", "does not fit in float32"),
         ("log lr; log lr", "'log lr' is given twice"),
+        ('save every epoch to "ck/{epoch}.keras", keep last 0', "the number of files to keep must be at least 1"),
+        ('save every 2 epochs to "ck/last.keras", keep last 2', "needs a path that names each save apart"),
         ("stop when learning_rate < 0.1", "add 'log lr'"),
         ('save top 2 on val_loss to "m.keras"', "needs {epoch}"),
         ('save every epoch to "a.keras"; save last to "a.keras"', "two rules write"),

@@ -33,6 +33,10 @@ PLATEAU_LR = (
 MINIMUM = "train at least 16 steps; stop when val_loss not improving for 1; backup to 'bk'"
 # The weights the lr rule keeps must survive the restarts: without them a later cut restores nothing.
 ROLLBACK = "multiply lr by 0.5 when val_loss not improving for 1, restore best; backup to 'bk'"
+KEEP_LAST = (
+    'save every epoch to "ck/e{epoch}.keras", keep last 2; save every 2 epochs to "p/{epoch}.keras", keep last 1; '
+    'save weights every 4 steps to "s/{epoch}-{batch}.weights.h5", keep last 2; backup to "bk"'
+)
 HISTORY = {
     "loss": [1.0, 0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78],
     "val_loss": [1.0, 0.9, 0.95, 0.85, 0.86, 0.84, 0.9, 0.91, 0.92],
@@ -60,7 +64,9 @@ def _files(folder: pathlib.Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "text", [EVERYTHING, PLATEAU_LR, MINIMUM, ROLLBACK], ids=["everything", "plateau-lr", "minimum", "rollback"]
+    "text",
+    [EVERYTHING, PLATEAU_LR, MINIMUM, ROLLBACK, KEEP_LAST],
+    ids=["everything", "plateau-lr", "minimum", "rollback", "keep-last"],
 )
 @pytest.mark.parametrize("crashes", [(2,), (1, 4), (3, 3, 6)], ids=str)
 def test_crashed_runs_resume_with_the_uninterrupted_decisions(

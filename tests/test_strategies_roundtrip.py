@@ -117,6 +117,8 @@ def test_every_rule_kind_and_option_is_generated() -> None:
                     seen.add(f"trend:{plateau.trend}")
                     if plateau.relative:
                         seen.add("relative")
+            if isinstance(rule, ast.SaveEvery) and rule.keep is not None:
+                seen.add(f"keep:{rule.unit}:{rule.every > 1}")
             if isinstance(rule, ast.SaveBest) and rule.threshold is not None:
                 seen.add(f"threshold:{rule.threshold.side}")
             if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.weights_only:
@@ -153,6 +155,10 @@ def test_every_rule_kind_and_option_is_generated() -> None:
         "LogCSV",
         "Backup",
         "LogLR",
+        "keep:epochs:False",
+        "keep:epochs:True",
+        "keep:steps:False",
+        "keep:steps:True",
         "threshold:below",
         "threshold:above",
         "restore",

@@ -24,6 +24,7 @@ from policy.callbacks.lr_log import LearningRateLogger
 from policy.callbacks.metric_check import MetricCheck
 from policy.callbacks.minimum import MinimumEpochs, MinimumSteps, StopHold, StopRelease
 from policy.callbacks.recorder import TerminateOnNaNRecorder
+from policy.callbacks.retention import KeepLastModelCheckpoint
 from policy.callbacks.rollback import RestoringReduceLROnPlateau
 from policy.callbacks.schedules import (
     CosineSegment,
@@ -47,6 +48,7 @@ __all__ = [
     "FitStart",
     "HoldSegment",
     "InverseSqrtSegment",
+    "KeepLastModelCheckpoint",
     "LearningRateChain",
     "LearningRateLogger",
     "LinearSegment",

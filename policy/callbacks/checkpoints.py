@@ -17,6 +17,7 @@ import keras
 from policy import ast
 from policy.callbacks.atomic import remove_file, sweep_partials, write_model
 from policy.callbacks.numeric import is_worse
+from policy.callbacks.retention import retain
 
 
 def format_path(template: str, epoch: int, logs: dict[str, Any]) -> str:
@@ -41,20 +42,34 @@ class PeriodicCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
         every: the number of epochs between saves.
         weights_only: save only the weights (``model.save_weights``) instead of the whole
             model (``model.save``). Defaults to False.
+        keep: keep only the files of the newest ``keep`` saves of this run, deleting older ones
+            this callback wrote (``keep last K``); None (the default) keeps every file.
     """
 
-    def __init__(self, path: str, every: int, weights_only: bool = False) -> None:
+    def __init__(self, path: str, every: int, weights_only: bool = False, keep: int | None = None) -> None:
         super().__init__()
         self.path = path
         self.every = every
         self.weights_only = weights_only
+        self.keep = keep
+        self.retained: list[str] = []
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.retained = []
         sweep_partials(self.path)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if (epoch + 1) % self.every == 0:
-            write_model(self.model, format_path(self.path, epoch, logs or {}), self.weights_only)
+            path = format_path(self.path, epoch, logs or {})
+            write_model(self.model, path, self.weights_only)
+            if self.keep is not None:
+                retain(self.retained, path, self.keep)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"retained": list(self.retained)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.retained = [str(p) for p in state["retained"]]
 
 
 @dataclass(frozen=True)

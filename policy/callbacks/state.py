@@ -53,6 +53,8 @@ def get_state(cb: Any) -> State:
             "batches_since_save": int(cb._batches_seen_since_last_saving),
             "last_batch_seen": cb._last_batch_seen,
             "current_epoch": int(getattr(cb, "_current_epoch", 0)),
+            # keep last K (KeepLastModelCheckpoint): the files it wrote, oldest first.
+            "retained": list(getattr(cb, "retained", [])),
         }
     if isinstance(cb, cbs.CSVLogger):
         if cb.csv_file is not None and not cb.csv_file.closed:
@@ -86,6 +88,8 @@ def set_state(cb: Any, state: State) -> None:
         cb._batches_seen_since_last_saving = state["batches_since_save"]
         cb._last_batch_seen = state["last_batch_seen"]
         cb._current_epoch = state["current_epoch"]
+        if hasattr(cb, "retained"):
+            cb.retained = [str(p) for p in state.get("retained", [])]
     elif isinstance(cb, cbs.CSVLogger):
         _restore_csv(cb, state["content"], state["keys"])
 

@@ -40,11 +40,24 @@ class RunState:
     starts with that epoch's own; a rollback (``multiply lr ..., restore best``) sets older ones,
     which a later rule's snapshot then keeps."""
     rollbacks: list[tuple[int, int]] = field(default_factory=list)
+    retained: dict[int, list[str]] = field(default_factory=dict)
+    """Per ``keep last K`` rule (by its place in the text): the files it wrote, oldest first."""
 
     def write(self, epoch: int, path: str) -> None:
         """A save rule writes ``path`` after ``epoch`` (creating or overwriting the file)."""
         self.saves.append((epoch, path))
         self.files[path] = None
+
+    def write_retained(self, epoch: int, path: str, order: int, keep: int | None) -> None:
+        """A save rule writes ``path``; with ``keep last K`` (``keep``), the files that rule wrote in
+        this run beyond its newest K are then deleted (:meth:`Semantics.retained_after_write`)."""
+        self.write(epoch, path)
+        if keep is None:
+            return
+        kept, dropped = self.sem.retained_after_write(self.retained.get(order, []), path, keep)
+        self.retained[order] = kept
+        for gone in dropped:
+            self.delete(gone)
 
     def delete(self, path: str) -> None:
         """A top-k rule deletes ``path`` (which it wrote); a later write may create it again."""
@@ -280,12 +293,14 @@ class SaveBestCheckpoint(EpochRule):
 class SaveEachEpoch(EpochRule):
     """``save every epoch`` / ``save last``: ModelCheckpoint(save_freq="epoch") writes every epoch."""
 
-    def __init__(self, rule: ast.SaveEvery | ast.SaveLast, text: str) -> None:
+    def __init__(self, rule: ast.SaveEvery | ast.SaveLast, text: str, order: int = 0) -> None:
         super().__init__(rule, text)
         self.path = rule.path.value
+        self.order = order
+        self.keep = rule.keep if isinstance(rule, ast.SaveEvery) else None
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
-        run.write(epoch, run.sem.format_path(self.path, epoch, None, logs))
+        run.write_retained(epoch, run.sem.format_path(self.path, epoch, None, logs), self.order, self.keep)
         return None
 
 
@@ -301,14 +316,16 @@ class TensorBoardLog(EpochRule):
 class SaveEveryEpochs(EpochRule):
     """Our ``save every N epochs`` (N > 1): after epoch e when ``(e + 1) % N == 0``."""
 
-    def __init__(self, rule: ast.SaveEvery, text: str) -> None:
+    def __init__(self, rule: ast.SaveEvery, text: str, order: int = 0) -> None:
         super().__init__(rule, text)
         self.path = rule.path.value
         self.every = rule.every
+        self.order = order
+        self.keep = rule.keep
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         if run.sem.every_epochs_due(epoch, self.every):
-            run.write(epoch, run.sem.format_path(self.path, epoch, None, logs))
+            run.write_retained(epoch, run.sem.format_path(self.path, epoch, None, logs), self.order, self.keep)
         return None
 
 

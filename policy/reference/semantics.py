@@ -58,6 +58,7 @@ top-k drops the earlier of two equal epochs / the oldest       :meth:`Semantics.
 top-k never deletes / deletes a file a kept epoch still uses   :meth:`Semantics.top_k_deletes`
 ``log lr`` writes the rate at train begin                      :meth:`Semantics.rate_in_effect`
 ``log lr`` compiled where written (not first)                  :meth:`Semantics.lr_logger_first`
+``keep last K`` keeps K + 1 files                              :meth:`Semantics.retained_after_write`
 schedule off by one epoch / wrong cosine phase                 :meth:`Semantics.schedule_lr`
 =============================================================  ==================================
 
@@ -411,6 +412,14 @@ class Semantics:
         runs across epochs, so the global 1-based batch counts divisible by ``every``."""
         first_count = (steps_before // every + 1) * every
         return range(first_count - steps_before - 1, steps, every)
+
+    def retained_after_write(self, written: Sequence[str], path: str, keep: int) -> tuple[list[str], list[str]]:
+        """``keep last K`` after a write of ``path``: the rule's files, oldest first (a path written
+        again becomes the newest), and the files it deletes: those beyond the newest K. Only paths
+        the rule wrote in this run are ever in the list."""
+        kept = [p for p in written if p != path] + [path]
+        cut = max(len(kept) - keep, 0)
+        return kept[cut:], kept[:cut]
 
     def top_k_admits(self, value: float, worst: float | None, kept: int, k: int, direction: ast.Direction) -> bool:
         """An epoch enters the top-k set if fewer than k are kept or it is strictly better (float32)

@@ -47,6 +47,7 @@ class _StepCheckpoint:
     path: str
     every: int
     fields: frozenset[str]
+    keep: int | None = None
 
 
 @dataclass(frozen=True)
@@ -274,11 +275,11 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
             epoch_rules.append(r.SaveTopK(rule, text))
         elif isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
             fields = frozenset(placeholder_names(rule.path.value)) - {"epoch", "batch"}
-            checkpoints.append(_StepCheckpoint(order, rule.path.value, rule.every, fields))
+            checkpoints.append(_StepCheckpoint(order, rule.path.value, rule.every, fields, rule.keep))
         elif isinstance(rule, ast.SaveEvery) and rule.every > 1:
-            epoch_rules.append(r.SaveEveryEpochs(rule, text))
+            epoch_rules.append(r.SaveEveryEpochs(rule, text, order))
         elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
-            epoch_rules.append(r.SaveEachEpoch(rule, text))
+            epoch_rules.append(r.SaveEachEpoch(rule, text, order))
         elif isinstance(rule, ast.ReduceLR):
             uses_lr = True
             epoch_rules.append(r.PlateauLR(rule, text))
@@ -478,8 +479,9 @@ def _batch_phase(
             writes.append((batch, ckpt.order, sem.format_path(ckpt.path, epoch, batch, logs)))
     if len(plan.step_checkpoints) > 1:
         writes.sort(key=lambda w: (w[0], w[1]))
-    for _, _, path in writes:
-        run.write(epoch, path)
+    keeps = {ckpt.order: ckpt.keep for ckpt in plan.step_checkpoints}
+    for _, order, path in writes:
+        run.write_retained(epoch, path, order, keeps[order])
 
     ran = sem.steps_counted(seen, seen.index(last), steps)
     clock.steps_before += ran

@@ -561,27 +561,51 @@ def _save_rule(
             weights_only=weights_only,
         )
     if kind == "every":
-        return ast.SaveEvery(
-            path=draw(_epoch_path(budget, "every", weights_only, need_epoch=False)), weights_only=weights_only
+        return draw(
+            _keep_last(
+                ast.SaveEvery(
+                    path=draw(_epoch_path(budget, "every", weights_only, need_epoch=False)), weights_only=weights_only
+                )
+            )
         )
     if kind == "every_n":
-        return ast.SaveEvery(
-            every=draw(st.integers(2, 3)),
-            path=draw(_epoch_path(budget, "every", weights_only, need_epoch=False)),
-            weights_only=weights_only,
+        return draw(
+            _keep_last(
+                ast.SaveEvery(
+                    every=draw(st.integers(2, 3)),
+                    path=draw(_epoch_path(budget, "every", weights_only, need_epoch=False)),
+                    weights_only=weights_only,
+                )
+            )
         )
     if kind == "steps":
         # Batch-level saves format the batch logs, which hold no validation metrics: only
         # {epoch} and {batch} (both 1-based) are safe placeholders.
         name = budget.name("steps")
         template = draw(st.sampled_from(("", "-{epoch}-{batch}", "-{batch:02d}")))
-        return ast.SaveEvery(
-            every=draw(st.integers(1, 2 * steps_per_epoch + 1)),
-            unit="steps",
-            path=ast.Path(value=f"ckpt/{name}{template}{_suffix(weights_only)}"),
-            weights_only=weights_only,
+        return draw(
+            _keep_last(
+                ast.SaveEvery(
+                    every=draw(st.integers(1, 2 * steps_per_epoch + 1)),
+                    unit="steps",
+                    path=ast.Path(value=f"ckpt/{name}{template}{_suffix(weights_only)}"),
+                    weights_only=weights_only,
+                )
+            )
         )
     return ast.SaveLast(path=ast.Path(value=f"ckpt/{budget.name('last')}{_suffix(weights_only)}"), weights_only=weights_only)
+
+
+@st.composite
+def _keep_last(draw: st.DrawFn, rule: ast.SaveEvery) -> ast.SaveEvery:
+    """Half the time ``keep last K`` (K 1-3), where the path tells the saves apart (``{epoch}``, or
+    ``{batch}`` for step saves; ``{batch}`` alone repeats across epochs, which retention must handle)."""
+    names = rule.path.value
+    if "{epoch" not in names and not (rule.unit == "steps" and "{batch" in names):
+        return rule
+    if not draw(st.booleans()):
+        return rule
+    return replace(rule, keep=draw(st.sampled_from((1, 2, 3))))
 
 
 @st.composite
