@@ -229,10 +229,14 @@ FACTS: dict[str, Case] = {
     ),
     # keep last 2: after each write, the rule's files beyond the newest 2 are deleted (e1, e2 go).
     "keep-last-epochs": pinned('save every epoch to "ck/e{epoch}.keras", keep last 2', _vl(1, 1, 1, 1)),
-    # {batch} alone repeats across epochs: a file written again becomes the newest. Writes b2, b1,
-    # b3, then b2 again in epoch 2: b1 goes (not b2, whose first write was the oldest).
-    "keep-last-rewrite-is-newest": pinned(
+    # {batch} alone repeats across epochs: writes b2, b1, b3 (b2 deleted), then b2 again (b1 deleted).
+    "keep-last-step-names-repeat": pinned(
         'save every 2 steps to "ck/b{batch}.keras", keep last 2', _vl(1, 1, 1), steps_per_epoch=3
+    ),
+    # A file written again becomes the newest: names v1, v2, v1, v3 ({epoch!s:.0} formats as ""), so
+    # v2 goes at the last write, not v1 (whose first write was the oldest).
+    "keep-last-rewrite-is-newest": pinned(
+        'save every epoch to "ck/{epoch!s:.0}v{val_loss:.0f}.keras", keep last 2', _vl(1, 2, 1, 3)
     ),
     # integer save_freq counts batches across epoch boundaries.
     "save-freq-across-epochs": pinned(
