@@ -531,9 +531,14 @@ def _epoch_path(draw: st.DrawFn, budget: _Budget, stem: str, weights_only: bool,
 
 @st.composite
 def _save_rule(
-    draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, budget: _Budget, steps_per_epoch: int
+    draw: st.DrawFn,
+    metrics: Sequence[str],
+    palette: _Palette,
+    budget: _Budget,
+    steps_per_epoch: int,
+    only: str | None = None,
 ) -> ast.Rule:
-    kind = draw(st.sampled_from(("best", "top", "best", "top", "every", "every_n", "steps", "last")))
+    kind = only or draw(st.sampled_from(("best", "top", "best", "top", "every", "every_n", "steps", "last")))
     weights_only = draw(st.booleans())
     direction = draw(st.sampled_from(_DIRECTIONS))
     if kind == "best":
@@ -692,6 +697,8 @@ def _rule(
         return draw(_stop_after(steps_per_epoch))
     if kind == "save":
         return draw(_save_rule(metrics, palette, budget, steps_per_epoch))
+    if kind.startswith("save:"):
+        return draw(_save_rule(metrics, palette, budget, steps_per_epoch, kind.partition(":")[2]))
     if kind == "reduce_lr":
         budget.has_lr_rule = True
         return draw(_reduce_lr(metrics, palette, initial_lr))
@@ -843,6 +850,9 @@ _FOCI: tuple[str, ...] = (
     "train_at_least",
     "mix",
     "save",
+    "mix",
+    # Step saves count batches across epochs and hook calls (steps_per_execution): their own share.
+    "save:steps",
     "mix",
     "reduce_lr",
     "mix",
