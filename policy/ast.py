@@ -56,9 +56,14 @@ class Node(Frozen):
 
 @frozen
 class Metric(Node):
-    """A name as it appears in Keras's logs (``val_loss``, ``val_accuracy``)."""
+    """A name as it appears in Keras's logs (``val_loss``, ``val_accuracy``).
+
+    ``window`` > 1 (only in a ``stop when`` condition: ``val_loss averaged over 3 epochs``) reads
+    the mean of the metric's last ``window`` logged values instead of the value itself.
+    """
 
     name: str
+    window: int = 1
 
 
 @frozen

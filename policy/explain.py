@@ -73,11 +73,18 @@ def _atom_phrase(c: ast.Atom) -> str:
         elif c.delta:
             by = f" by more than {number(c.delta)}"
         span = "1 epoch" if c.patience == 1 else f"{c.patience} epochs in a row"
-        return f"{c.metric.name} has not {_moved(direction)}{by} for {span}"
+        return f"{_read(c.metric)} has not {_moved(direction)}{by} for {span}"
     if isinstance(c, ast.Threshold):
         words = {">=": "is at least", ">": "is above", "<=": "is at most", "<": "is below"}[c.op]
-        return f"{c.metric.name} {words} {number(c.value)}"
-    return f"{c.metric.name} is NaN" if c.nan_only else f"{c.metric.name} is NaN or infinite"
+        return f"{_read(c.metric)} {words} {number(c.value)}"
+    return f"{_read(c.metric)} is NaN" if c.nan_only else f"{_read(c.metric)} is NaN or infinite"
+
+
+def _read(m: ast.Metric) -> str:
+    """A metric as a condition reads it, in words."""
+    if m.window == 1:
+        return m.name
+    return f"the mean of the last {m.window} logged values of {m.name} (none until {m.window} are logged)"
 
 
 def _what(weights_only: bool) -> str:

@@ -46,7 +46,12 @@ class Undecided(PolicyError):
 
 def is_loss_not_finite(condition: ast.Condition) -> bool:
     """``loss is not finite``: what Keras's TerminateOnNaN watches (the running training loss)."""
-    return isinstance(condition, ast.NotFinite) and condition.metric.name == "loss" and not condition.nan_only
+    return (
+        isinstance(condition, ast.NotFinite)
+        and condition.metric.name == "loss"
+        and condition.metric.window == 1
+        and not condition.nan_only
+    )
 
 
 def _is_terminate_on_nan(rule: ast.StopWhen) -> bool:
@@ -72,9 +77,9 @@ def minimum_of(policy: ast.Policy) -> ast.TrainAtLeast | None:
 
 
 def _is_early_stopping(rule: ast.StopWhen) -> bool:
-    """A single absolute plateau is Keras's EarlyStopping, options and all."""
+    """A single absolute plateau on a metric as logged is Keras's EarlyStopping, options and all."""
     c = rule.condition
-    return isinstance(c, ast.Plateau) and not c.relative
+    return isinstance(c, ast.Plateau) and not c.relative and c.metric.window == 1
 
 
 StopForm: TypeAlias = Literal["TerminateOnNaN", "EarlyStopping", "ConditionStopping"]
@@ -88,8 +93,10 @@ def stop_form(rule: ast.StopWhen) -> StopForm:
     if _is_early_stopping(rule):
         return "EarlyStopping"
     if rule.baseline is not None:
-        if isinstance(rule.condition, ast.Plateau):  # a relative one
+        if isinstance(rule.condition, ast.Plateau) and rule.condition.relative:
             raise Undecided(rule, "baseline cannot be combined with a relative (%) threshold", "remove one of them")
+        if isinstance(rule.condition, ast.Plateau):  # on an averaged metric
+            raise Undecided(rule, "baseline needs a metric as logged, not averaged", "remove one of them")
         raise Undecided(
             rule,
             "baseline needs a single 'not improving' condition",

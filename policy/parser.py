@@ -413,6 +413,13 @@ class _ToAst(Transformer[Token, Any]):
     def metric(self, meta: Meta, name: Token) -> ast.Metric:
         return ast.Metric(name=str(name), pos=_pos(meta))
 
+    def as_logged(self, meta: Meta, metric: ast.Metric) -> ast.Metric:
+        return metric
+
+    def averaged(self, meta: Meta, metric: ast.Metric, window: Token) -> ast.Metric:
+        count = self._count(window, "the number of values to average")
+        return ast.Metric(name=metric.name, window=count, pos=_pos(meta))
+
     # stopping ---------------------------------------------------------------
     def stop_when(self, meta: Meta, condition: ast.Condition, *options: _Option) -> ast.StopWhen:
         fields = self._options(options)

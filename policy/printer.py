@@ -28,17 +28,22 @@ def condition(c: ast.Condition) -> str:
     return ast.fold(c, _atom, group)
 
 
+def watched(m: ast.Metric) -> str:
+    """A metric as a condition reads it: its name, or ``NAME averaged over N epochs``."""
+    return m.name if m.window == 1 else f"{m.name} averaged over {m.window} epochs"
+
+
 def _atom(c: ast.Atom) -> str:
     if isinstance(c, ast.Plateau):
-        out = f"{c.metric.name} not {c.trend}"
+        out = f"{watched(c.metric)} not {c.trend}"
         if c.relative:
             out += f" by {number(c.delta * 100)}%"
         elif c.delta:
             out += f" by {number(c.delta)}"
         return out + f" for {c.patience}"
     if isinstance(c, ast.Threshold):
-        return f"{c.metric.name} {c.op} {number(c.value)}"
-    return f"{c.metric.name} is nan" if c.nan_only else f"{c.metric.name} is not finite"
+        return f"{watched(c.metric)} {c.op} {number(c.value)}"
+    return f"{watched(c.metric)} is nan" if c.nan_only else f"{watched(c.metric)} is not finite"
 
 
 def group(g: ast.Group, parts: list[str]) -> str:

@@ -89,6 +89,13 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
             yield from _decided(fail_form, rule, at)
         elif isinstance(rule, ast.ReduceLR):
             yield from _check_condition(rule.when, at)
+            if rule.when.metric.window != 1:
+                # Keras's ReduceLROnPlateau reads the logged value; an average would need our own.
+                yield at(
+                    rule.when.metric,
+                    "a learning-rate rule watches a metric as logged, not averaged",
+                    f"write: multiply lr ... when {rule.when.metric.name} not improving for N",
+                )
             if not 0.0 < rule.factor < 1.0:
                 yield at(
                     rule,

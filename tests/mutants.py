@@ -381,6 +381,16 @@ class FailStopsGracefully(Semantics):
         return False
 
 
+class AverageBeforeFull(Semantics):
+    """``M averaged over N epochs`` read as the mean of the values so far before N exist (it is
+    undefined, and not evaluated, until N are logged)."""
+
+    name = "average-before-full"
+
+    def window_mean(self, values: Sequence[float], window: int) -> float | None:
+        return super().window_mean(values, len(values))
+
+
 class RollbackWhenDue(Semantics):
     """``multiply lr ..., restore best`` restores whenever a cut is due, also at ``min lr`` where
     ReduceLROnPlateau cuts nothing."""
@@ -526,6 +536,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
     MinimumOffByOne,
     MinimumAsStartFromEpoch,
     RollbackWhenDue,
+    AverageBeforeFull,
     TopKAdmitsTies,
     TopKDropsOldest,
     TopKDropsEarlierOnTies,

@@ -308,6 +308,20 @@ FACTS: dict[str, Case] = {
         "stop when val_accuracy not improving for 5, restore best",
         [{"val_loss": a, "val_accuracy": b} for a, b in ((1.0, 0.1), (0.5, 0.2), (0.7, 0.3))],
     ),
+    # val_loss averaged over 3 epochs: undefined (the atom does not hold, the plateau does not
+    # count) until 3 values are logged; then the mean of the last 3.
+    "averaged-undefined-until-full": pinned("stop when val_loss averaged over 3 epochs > 0.5", _vl(1.0, 1.0, 0.1, 0.1, 0.1)),
+    "averaged-plateau": pinned(
+        "stop when val_loss averaged over 2 epochs not improving for 2 or val_loss < 0",
+        _vl(1.0, 0.5, 0.7, 0.3, 0.95, 0.1, 0.9),
+    ),
+    # Only logged values count: with validation_freq=2 the window holds the epochs that validated.
+    "averaged-skips-unlogged": pinned(
+        "stop when val_loss averaged over 2 epochs > 0.6 or val_loss < 0",
+        [{"loss": 1.0}, {"loss": 1.0, "val_loss": 1.0}, {"loss": 1.0}, {"loss": 1.0, "val_loss": 0.1},
+         {"loss": 1.0}, {"loss": 1.0, "val_loss": 0.9}, {"loss": 1.0}, {"loss": 1.0, "val_loss": 0.9}],
+        validation_freq=2,
+    ),
     # Threshold compared in float32: float32(0.1) <= 0.1 holds.
     "threshold-f32": pinned("stop when val_loss <= 0.1", _vl(0.5, round_f32(0.1), 0.05)),
     # Top-k: ties keep the earlier epoch; the dropped file is deleted.

@@ -24,6 +24,9 @@ def call(text: str) -> str:
         ("stop when loss is not finite", "TerminateOnNaN()"),
         ("fail when loss is not finite", "TerminateOnNaN(raise_error=True)"),
         ("train at least 3 epochs", "policy.callbacks.MinimumEpochs(epochs=3)"),
+        ("stop when val_loss averaged over 3 epochs not improving for 5",
+         "policy.callbacks.ConditionStopping(condition='val_loss averaged over 3 epochs not improving for 5', "
+         "directions=['min'])"),
         ("multiply lr by 0.5 when val_loss not improving for 2, restore best",
          "policy.callbacks.RestoringReduceLROnPlateau(monitor='val_loss', factor=0.5, patience=2, mode='min', "
          "min_delta=0.0)"),

@@ -53,6 +53,17 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ("fail when loss is not finite", A.FailWhen(condition=A.NotFinite(metric=M("loss")))),
     ("train at least 10 epochs", A.TrainAtLeast(amount=10, unit="epochs")),
     (
+        "stop when val_loss averaged over 3 epochs not improving for 5",
+        A.StopWhen(condition=A.Plateau(metric=A.Metric(name="val_loss", window=3), patience=5)),
+    ),
+    (
+        "stop when loss averaged over 2 epochs > 1.5 or val_loss averaged over 4 epochs is nan",
+        A.StopWhen(condition=A.AnyOf(parts=(
+            A.Threshold(metric=A.Metric(name="loss", window=2), op=">", value=1.5),
+            A.NotFinite(metric=A.Metric(name="val_loss", window=4), nan_only=True),
+        ))),
+    ),
+    (
         "multiply lr by 0.5 when val_loss not improving for 3, restore best",
         A.ReduceLR(factor=0.5, when=A.Plateau(metric=M("val_loss"), patience=3), restore_best=True),
     ),
@@ -228,7 +239,7 @@ def test_truncated_rule_error_is_exact() -> None:
         "1:19: the policy ends too early\n"
         "    stop when val_loss\n"
         "                      ^\n"
-        'hint: expected "<", "<=", ">", ">=", "is" or "not"'
+        'hint: expected "<", "<=", ">", ">=", "averaged", "is" or "not"'
     )
 
 
@@ -299,6 +310,10 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("fail when loss is nan", "a failure can only watch 'loss is not finite'"),
         ("train at least 10 epochs; stop after 5 epochs", "'stop after 5 epochs' ends training before"),
         ("train at least 10 steps; train at least 2 epochs", "two minimums"),
+        ("multiply lr by 0.5 when val_loss averaged over 3 epochs not improving for 2", "as logged, not averaged"),
+        ("fail when loss averaged over 2 epochs is not finite", "a failure can only watch"),
+        ("stop when val_loss averaged over 3 epochs not improving for 2, baseline 1", "baseline needs a metric as logged"),
+        ("stop when val_loss averaged over 0 epochs > 1", "at least 1"),
         ("multiply lr by 0.5 when val_loss not improving for 3, restore best val_loss", "takes no metric"),
         ("train at least 0 epochs", "at least 1"),
         ("train at least 2.5 steps", "whole number"),

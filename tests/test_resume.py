@@ -37,6 +37,8 @@ KEEP_LAST = (
     'save every epoch to "ck/e{epoch}.keras", keep last 2; save every 2 epochs to "p/{epoch}.keras", keep last 1; '
     'save weights every 4 steps to "s/{epoch}-{batch}.weights.h5", keep last 2; backup to "bk"'
 )
+# The averages' last values must survive the restarts: refilled from nothing, the stop moves.
+AVERAGED = "stop when val_loss averaged over 3 epochs not improving for 2 or val_loss < 0.5; backup to 'bk'"
 HISTORY = {
     "loss": [1.0, 0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78],
     "val_loss": [1.0, 0.9, 0.95, 0.85, 0.86, 0.84, 0.9, 0.91, 0.92],
@@ -65,8 +67,8 @@ def _files(folder: pathlib.Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "text",
-    [EVERYTHING, PLATEAU_LR, MINIMUM, ROLLBACK, KEEP_LAST],
-    ids=["everything", "plateau-lr", "minimum", "rollback", "keep-last"],
+    [EVERYTHING, PLATEAU_LR, MINIMUM, ROLLBACK, KEEP_LAST, AVERAGED],
+    ids=["everything", "plateau-lr", "minimum", "rollback", "keep-last", "averaged"],
 )
 @pytest.mark.parametrize("crashes", [(2,), (1, 4), (3, 3, 6)], ids=str)
 def test_crashed_runs_resume_with_the_uninterrupted_decisions(

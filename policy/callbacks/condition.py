@@ -57,8 +57,11 @@ class PlateauState:
 
     def update(self, logs: Mapping[str, Any]) -> bool:
         """Feed one epoch's logs; return whether the plateau holds this epoch."""
+        return self.update_value(logs.get(self.metric))
+
+    def update_value(self, value: Any) -> bool:
+        """Feed the value this epoch's logs give it (None: not logged); return whether it holds."""
         self.improved = False
-        value = logs.get(self.metric)
         if value is None:
             return False
         value = float(value)
@@ -75,6 +78,59 @@ class PlateauState:
         return self.wait >= self.patience
 
 
+class MovingAverage:
+    """``METRIC averaged over N epochs``: the mean of the metric's last N logged values.
+
+    Fed once per evaluated epoch. An epoch whose logs lack the metric adds nothing and reads as
+    missing; so does every epoch before N values exist. The mean is the values added oldest
+    first in float64 (Python floats, as Keras logs them), divided by N, the same arithmetic on
+    every backend; comparisons then round it to float32 as any value.
+
+    Args:
+        metric: the log key.
+        window: N, how many logged values to average.
+    """
+
+    def __init__(self, metric: str, window: int) -> None:
+        self.metric = metric
+        self.window = window
+        self.values: list[float] = []
+
+    def reset(self) -> None:
+        self.values = []
+
+    def read(self, logs: Mapping[str, Any]) -> float | None:
+        value = logs.get(self.metric)
+        if value is None:
+            return None
+        self.values = [*self.values, float(value)][-self.window :]
+        if len(self.values) < self.window:
+            return None
+        total = self.values[0]
+        for v in self.values[1:]:
+            total += v
+        return total / self.window
+
+
+class _Logged:
+    """A metric as logged: the value itself."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def read(self, logs: Mapping[str, Any]) -> float | None:
+        value = logs.get(self.metric)
+        return None if value is None else float(value)
+
+
+def _source(metric: ast.Metric, windows: list[MovingAverage]) -> _Logged | MovingAverage:
+    if metric.window == 1:
+        return _Logged(metric.name)
+    average = MovingAverage(metric.name, metric.window)
+    windows.append(average)
+    return average
+
+
 class _Atom(ABC):
     """A node of the condition tree: ``evaluate`` updates state and says whether it holds."""
 
@@ -87,34 +143,36 @@ class _Atom(ABC):
 
 
 class _PlateauAtom(_Atom):
-    def __init__(self, node: ast.Plateau, direction: ast.Direction) -> None:
+    def __init__(self, node: ast.Plateau, direction: ast.Direction, windows: list[MovingAverage]) -> None:
         self.state = PlateauState(node.metric.name, direction, node.patience, node.delta, node.relative)
+        self.source = _source(node.metric, windows)
 
     def reset(self) -> None:
         self.state.reset()
 
     def evaluate(self, logs: Mapping[str, Any]) -> bool:
-        return self.state.update(logs)
+        return self.state.update_value(self.source.read(logs))
 
 
 class _ThresholdAtom(_Atom):
-    def __init__(self, node: ast.Threshold) -> None:
+    def __init__(self, node: ast.Threshold, windows: list[MovingAverage]) -> None:
         self.node = node
+        self.source = _source(node.metric, windows)
 
     def evaluate(self, logs: Mapping[str, Any]) -> bool:
-        value = logs.get(self.node.metric.name)
-        return value is not None and holds(float(value), self.node.op, self.node.value)
+        value = self.source.read(logs)
+        return value is not None and holds(value, self.node.op, self.node.value)
 
 
 class _NotFiniteAtom(_Atom):
-    def __init__(self, node: ast.NotFinite) -> None:
+    def __init__(self, node: ast.NotFinite, windows: list[MovingAverage]) -> None:
         self.node = node
+        self.source = _source(node.metric, windows)
 
     def evaluate(self, logs: Mapping[str, Any]) -> bool:
-        value = logs.get(self.node.metric.name)
+        value = self.source.read(logs)
         if value is None:
             return False
-        value = float(value)
         return math.isnan(value) if self.node.nan_only else not math.isfinite(value)
 
 
@@ -133,19 +191,24 @@ class _GroupAtom(_Atom):
         return all(results) if self.every else any(results)
 
 
-def _build(node: ast.Condition, directions: Sequence[ast.Direction], plateaus: list[PlateauState]) -> _Atom:
+def _build(
+    node: ast.Condition,
+    directions: Sequence[ast.Direction],
+    plateaus: list[PlateauState],
+    windows: list[MovingAverage],
+) -> _Atom:
     """The evaluator of a condition whose plateaus watch ``directions`` (in source order); their
     states are appended to ``plateaus`` in the same order."""
     ahead = iter(directions)
 
     def atom(leaf: ast.Atom) -> _Atom:
         if isinstance(leaf, ast.Plateau):
-            built = _PlateauAtom(leaf, next(ahead))
+            built = _PlateauAtom(leaf, next(ahead), windows)
             plateaus.append(built.state)
             return built
         if isinstance(leaf, ast.Threshold):
-            return _ThresholdAtom(leaf)
-        return _NotFiniteAtom(leaf)
+            return _ThresholdAtom(leaf, windows)
+        return _NotFiniteAtom(leaf, windows)
 
     return ast.fold(node, atom, lambda group, parts: _GroupAtom(parts, every=isinstance(group, ast.AllOf)))
 
@@ -154,7 +217,8 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
     """Stop training at the end of the first epoch where a condition holds (``stop when ...``).
 
     The condition is any mix of thresholds (``val_accuracy >= 0.9``), plateaus (absolute or
-    relative), ``is not finite`` / ``is nan`` checks and ``and``/``or`` groups; every part is
+    relative), ``is not finite`` / ``is nan`` checks and ``and``/``or`` groups, on metrics as
+    logged or averaged over their last N logged values (:class:`MovingAverage`); every part is
     updated at every epoch looked at, so ``A or B`` decides as two separate rules would. A
     metric missing from an epoch's logs makes the parts that read it not hold.
 
@@ -193,7 +257,8 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
             raise ValueError(f"directions: one 'min' or 'max' per plateau ({len(watched)}), got {directions!r}")
         self.directions: tuple[ast.Direction, ...] = tuple(directions)
         plateaus: list[PlateauState] = []
-        self._root = _build(condition, self.directions, plateaus)
+        self._windows: list[MovingAverage] = []
+        self._root = _build(condition, self.directions, plateaus, self._windows)
         self._plateaus = plateaus
         self._restore_state: PlateauState | None = None
         self._own_tracker = False
@@ -210,6 +275,8 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._root.reset()
+        for window in self._windows:
+            window.reset()
         if self._own_tracker and self._restore_state is not None:
             self._restore_state.reset()
         self.stop_record = None
@@ -236,6 +303,7 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
         own = self._restore_state if self._own_tracker and self._restore_state is not None else None
         return {
             "plateaus": [p.get_state() for p in self._plateaus],
+            "windows": [list(w.values) for w in self._windows],
             "restore_tracker": None if own is None else own.get_state(),
             "best_weights": self.best_weights,
             "best_epoch": self.best_epoch,
@@ -245,6 +313,8 @@ class ConditionStopping(keras.callbacks.Callback):  # type: ignore[misc]
     def set_state(self, state: dict[str, Any]) -> None:
         for plateau, saved in zip(self._plateaus, state["plateaus"], strict=True):
             plateau.set_state(saved)
+        for window, values in zip(self._windows, state["windows"], strict=True):
+            window.values = list(values)
         if state["restore_tracker"] is not None and self._restore_state is not None:
             self._restore_state.set_state(state["restore_tracker"])
         self.best_weights = state["best_weights"]

@@ -150,9 +150,9 @@ class _PlateauAtom:
         self.best: float | None = None
         self.best_changed = False
 
-    def update(self, sem: Semantics, logs: EpochLogs) -> bool:
+    def update(self, sem: Semantics, value: float | None) -> bool:
+        """One evaluated epoch, with the value the atom reads (None: missing or not yet averaged)."""
         self.best_changed = False
-        value = logs.get(self.metric)
         if value is None:
             return False
         self.wait += 1
@@ -192,7 +192,7 @@ class StopCondition(EpochRule):
         super().__init__(rule, text)
         self.condition = rule.condition
         self.start = rule.ignore_first
-        self.atoms: list[ast.Condition] = list(ast.atoms(rule.condition))
+        self.atoms: list[ast.Atom] = list(ast.atoms(rule.condition))
         self.plateaus: dict[int, _PlateauAtom] = {
             i: _PlateauAtom(a) for i, a in enumerate(self.atoms) if isinstance(a, ast.Plateau)
         }
@@ -203,12 +203,14 @@ class StopCondition(EpochRule):
             watching = [p for p in self.plateaus.values() if p.metric == name]
             self.best_source = watching[0] if watching else _BestTracker(name, direction)
         self.best_epoch: int | None = None
+        # ``M averaged over N epochs``: each such atom's last N logged values, oldest first.
+        self.windows: dict[int, list[float]] = {i: [] for i, a in enumerate(self.atoms) if a.metric.window > 1}
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         sem = run.sem
         if sem.ignores_epoch(epoch, self.start):
             return None
-        results = [self._atom(sem, i, atom, logs) for i, atom in enumerate(self.atoms)]
+        results = [self._atom(sem, i, atom, self._read(sem, i, atom, logs)) for i, atom in enumerate(self.atoms)]
         if isinstance(self.best_source, _BestTracker):
             self.best_source.update(sem, logs)
         if self.best_source is not None and self.best_source.best_changed:
@@ -218,11 +220,21 @@ class StopCondition(EpochRule):
             return f"{condition_text(self.condition)} held at epoch {epoch}"
         return None
 
-    def _atom(self, sem: Semantics, index: int, atom: ast.Condition, logs: EpochLogs) -> bool:
-        if index in self.plateaus:
-            return self.plateaus[index].update(sem, logs)
-        assert isinstance(atom, ast.Threshold | ast.NotFinite)
+    def _read(self, sem: Semantics, index: int, atom: ast.Atom, logs: EpochLogs) -> float | None:
+        """What an atom reads this epoch: the logged value, or the mean of the last N logged ones
+        (None while fewer than N have been logged, and on an epoch that logs none)."""
         value = logs.get(atom.metric.name)
+        if index not in self.windows or value is None:
+            return value
+        window = self.windows[index]
+        window.append(value)
+        del window[: -atom.metric.window]
+        return sem.window_mean(window, atom.metric.window)
+
+    def _atom(self, sem: Semantics, index: int, atom: ast.Condition, value: float | None) -> bool:
+        if index in self.plateaus:
+            return self.plateaus[index].update(sem, value)
+        assert isinstance(atom, ast.Threshold | ast.NotFinite)
         if value is None:
             return False
         if isinstance(atom, ast.Threshold):

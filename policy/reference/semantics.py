@@ -49,6 +49,7 @@ clock as ``k * step`` instead of a running sum                 :meth:`Semantics.
 TerminateOnNaN ignores infinities                              :meth:`Semantics.invalid_loss_batch`
 ``fail when`` stops gracefully instead of raising               :meth:`Semantics.fail_raises`
 ``restore best`` of an lr rule whenever the cut is due (min lr)  :meth:`Semantics.rolls_back`
+averaged metric defined before N values exist                  :meth:`Semantics.window_mean`
 ``train at least N epochs`` counted 0-based (``e >= N``)         :meth:`Semantics.minimum_reached`
 ``train at least`` as ``start_from_epoch`` (no state before it)  :meth:`Semantics.evaluates_before_minimum`
 threshold compared in float64 / with the wrong operator        :meth:`Semantics.threshold_holds`
@@ -512,6 +513,17 @@ class Semantics:
         """First batch whose elapsed time is ``>= seconds`` (``readings`` never decrease)."""
         i = bisect.bisect_left(readings, seconds)
         return i if i < len(readings) else None
+
+    def window_mean(self, values: Sequence[float], window: int) -> float | None:
+        """``M averaged over N epochs``: undefined (None) until N values have been logged; then the
+        last N added oldest first in float64 and divided by N (plain IEEE arithmetic, so the same
+        on every backend; not ``sum()``, which compensates since Python 3.12, nor ``fsum``)."""
+        if len(values) < window:
+            return None
+        total = values[0]
+        for v in values[1:]:
+            total = total + v
+        return total / window
 
     def minimum_reached(self, epoch: int, steps_run: int, amount: int, unit: ast.SaveUnit) -> bool:
         """``train at least N epochs|steps``: at the end of absolute epoch e, stops are allowed when

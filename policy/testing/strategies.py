@@ -368,8 +368,16 @@ def _metric(draw: st.DrawFn, metrics: Sequence[str]) -> ast.Metric:
 
 
 @st.composite
-def _plateau(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, relative: bool) -> ast.Plateau:
-    metric = draw(_metric(metrics))
+def _watched(draw: st.DrawFn, metrics: Sequence[str]) -> ast.Metric:
+    """A metric as a ``stop when`` condition reads it: mostly as logged, sometimes averaged."""
+    return ast.Metric(name=draw(st.sampled_from(tuple(metrics))), window=draw(st.sampled_from((1, 1, 1, 2, 3))))
+
+
+@st.composite
+def _plateau(
+    draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, relative: bool, windowed: bool = False
+) -> ast.Plateau:
+    metric = draw(_watched(metrics) if windowed else _metric(metrics))
     # "improving" follows the name (every pool name has a direction); the explicit words are
     # drawn too, including against the name (a loss "not increasing").
     trend = draw(st.sampled_from(_TRENDS))
@@ -391,14 +399,14 @@ def _atom(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, lone: bool
     kind = draw(st.sampled_from(("plateau", "threshold", "plateau", "threshold", "not_finite")))
     if kind == "plateau":
         # A lone absolute plateau is Keras's EarlyStopping: as a condition of ours it is relative.
-        plateau = draw(_plateau(metrics, palette, relative=True))
-        if lone and not plateau.relative:
+        plateau = draw(_plateau(metrics, palette, relative=True, windowed=True))
+        if lone and not plateau.relative and plateau.metric.window == 1:
             plateau = replace(plateau, relative=True, delta=draw(st.sampled_from(palette.fractions)))
         return plateau
     if kind == "threshold":
         op = draw(st.sampled_from(_COMPARISONS))
-        return ast.Threshold(metric=draw(_metric(metrics)), op=op, value=draw(_numbers(palette.values)))
-    return ast.NotFinite(metric=draw(_metric(metrics)), nan_only=draw(st.booleans()))
+        return ast.Threshold(metric=draw(_watched(metrics)), op=op, value=draw(_numbers(palette.values)))
+    return ast.NotFinite(metric=draw(_watched(metrics)), nan_only=draw(st.booleans()))
 
 
 @st.composite
@@ -456,7 +464,9 @@ def _stop_when(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, shape
             restore_metric = ast.Metric(name=draw(st.sampled_from(choices)))
     ignore_first = draw(st.sampled_from((0, 0, 0, 1, 2, 3)))
     baseline: float | None = None
-    if isinstance(condition, ast.Plateau) and not condition.relative and draw(st.booleans()):
+    if isinstance(condition, ast.Plateau) and not condition.relative and condition.metric.window == 1 and draw(
+        st.booleans()
+    ):
         baseline = draw(_numbers(palette.values))
     return ast.StopWhen(
         condition=condition,
