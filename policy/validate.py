@@ -136,7 +136,22 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
             yield from _check_schedule(rule, at)
         elif isinstance(rule, ast.LogCSV | ast.LogTensorBoard | ast.Backup) and not rule.path.value.strip():
             yield at(rule, "the path is empty", "write a file or folder name")
+    yield from _check_averaged_outside_conditions(policy, at)
     yield from _check_conflicts(policy, at)
+
+
+def _check_averaged_outside_conditions(policy: ast.Policy, at: _At) -> Iterator[Problem]:
+    """Only a ``stop when`` condition reads a metric averaged; the text cannot say it anywhere
+    else, but a hand-built syntax tree can."""
+    for rule in policy.rules:
+        named: tuple[ast.Metric | None, ...] = ()
+        if isinstance(rule, ast.StopWhen):
+            named = (rule.restore_metric,)
+        elif isinstance(rule, ast.SaveBest | ast.SaveTop):
+            named = (rule.metric,)
+        for metric in named:
+            if metric is not None and metric.window != 1:
+                yield at(metric, f"only a 'stop when' condition can read {metric.name} averaged", "use the metric itself")
 
 
 def _check_best_threshold(

@@ -254,6 +254,8 @@ def test_describe_a_single_callback_says_to_wrap_it() -> None:
         (ast.Policy(rules=(ast.StopWhen(condition=ast.Threshold(metric=ast.Metric(name="a"), op="==", value=1.0)),)),
          TypeError,
          "policy.rules[0].condition.op must be one of '>=', '>', '<=', '<'; got str '=='"),
+        (ast.Policy(rules=(ast.SaveBest(metric=ast.Metric(name="val_loss", window=2)),)), PolicyError,
+         "only a 'stop when' condition can read val_loss averaged"),
         (ast.Policy(rules=(ast.StopAfter(amount=10**400, unit="steps"),)), PolicyError,
          "policy.rules[0].amount must be a finite number, got an integer of 1329 bits"),
         (ast.Policy(rules=(ast.SaveTop(k=-2, metric=ast.Metric(name="loss"), path=ast.Path(value="{epoch}.keras")),)), PolicyError,

@@ -454,7 +454,7 @@ def _stop_when(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, shape
     if restore:
         if isinstance(condition, ast.Plateau):
             if draw(st.booleans()):
-                restore_metric = condition.metric
+                restore_metric = ast.Metric(name=condition.metric.name)
         elif len(plateau_names) == 1 and draw(st.booleans()):
             restore_metric = None
         else:
