@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import keras
 
@@ -131,6 +131,9 @@ def _source(metric: ast.Metric, windows: list[MovingAverage]) -> _Logged | Movin
     return average
 
 
+_Leaf = TypeVar("_Leaf", ast.Threshold, ast.NotFinite)
+
+
 class _Atom(ABC):
     """A node of the condition tree: ``evaluate`` updates state and says whether it holds."""
 
@@ -154,25 +157,29 @@ class _PlateauAtom(_Atom):
         return self.state.update_value(self.source.read(logs))
 
 
-class _ThresholdAtom(_Atom):
-    def __init__(self, node: ast.Threshold, windows: list[MovingAverage]) -> None:
-        self.node = node
+class _ValueAtom(_Atom, Generic[_Leaf]):
+    """An atom that looks at its metric's value of the epoch (logged or averaged), no state of its own."""
+
+    def __init__(self, node: _Leaf, windows: list[MovingAverage]) -> None:
+        self.node: _Leaf = node
         self.source = _source(node.metric, windows)
 
     def evaluate(self, logs: Mapping[str, Any]) -> bool:
         value = self.source.read(logs)
-        return value is not None and holds(value, self.node.op, self.node.value)
+        return value is not None and self.holds_for(value)
+
+    @abstractmethod
+    def holds_for(self, value: float) -> bool:
+        """Whether the atom holds for this epoch's value (a missing value never does)."""
 
 
-class _NotFiniteAtom(_Atom):
-    def __init__(self, node: ast.NotFinite, windows: list[MovingAverage]) -> None:
-        self.node = node
-        self.source = _source(node.metric, windows)
+class _ThresholdAtom(_ValueAtom[ast.Threshold]):
+    def holds_for(self, value: float) -> bool:
+        return holds(value, self.node.op, self.node.value)
 
-    def evaluate(self, logs: Mapping[str, Any]) -> bool:
-        value = self.source.read(logs)
-        if value is None:
-            return False
+
+class _NotFiniteAtom(_ValueAtom[ast.NotFinite]):
+    def holds_for(self, value: float) -> bool:
         return math.isnan(value) if self.node.nan_only else not math.isfinite(value)
 
 
