@@ -36,6 +36,7 @@ Direction: TypeAlias = Literal["min", "max"]
 Trend: TypeAlias = Literal["improving", "decreasing", "increasing"]
 Comparison: TypeAlias = Literal[">=", ">", "<=", "<"]
 TimeUnit: TypeAlias = Literal["epochs", "steps", "s", "min", "h"]
+ClockUnit: TypeAlias = Literal["s", "min", "h"]
 SaveUnit: TypeAlias = Literal["epochs", "steps"]
 Side: TypeAlias = Literal["below", "above"]
 
@@ -242,6 +243,17 @@ class SaveEvery(Node):
 
 
 @frozen
+class SaveTimed(Node):
+    """``save [weights] every T s|min|h to PATH``: a write after the first training batch that ends
+    at least T of training after the previous write (or train begin)."""
+
+    amount: float
+    unit: ClockUnit
+    path: Path
+    weights_only: bool = False
+
+
+@frozen
 class SaveLast(Node):
     """``save last [weights] to PATH``: one file, overwritten after every epoch."""
 
@@ -403,6 +415,7 @@ Rule: TypeAlias = (
     | SaveBest
     | SaveTop
     | SaveEvery
+    | SaveTimed
     | SaveLast
     | ReduceLR
     | Schedule

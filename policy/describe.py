@@ -116,6 +116,8 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
         return _our_stop_after_time(cb)
     if isinstance(cb, ours.TopKCheckpoint):
         return _our_save_top(cb)
+    if isinstance(cb, ours.TimedCheckpoint):
+        return _our_timed(cb)
     if isinstance(cb, ours.LearningRateLogger):
         if cb.key != "learning_rate":
             raise NoEquivalent(f"key={cb.key!r} has no equivalent; log lr writes 'learning_rate'")
@@ -257,6 +259,19 @@ def _checkpoint(cb: Any) -> ast.Rule:
     if _positive_int(cb.save_freq):
         return ast.SaveEvery(every=cb.save_freq, unit="steps", path=to, weights_only=weights_only)
     raise NoEquivalent(f"save_freq={cb.save_freq!r} has no equivalent")
+
+
+def _our_timed(cb: Any) -> ast.SaveTimed:
+    """The largest unit that writes the interval exactly (as ``stop after`` is described)."""
+    seconds = float(cb.seconds)
+    for unit in ("h", "min"):
+        amount = seconds / ast.SECONDS_PER_UNIT[unit]
+        if amount.is_integer() and amount >= 1:
+            return ast.SaveTimed(amount=int(amount), unit=unit, path=ast.Path(value=cb.path), weights_only=cb.weights_only)
+    return ast.SaveTimed(
+        amount=int(seconds) if seconds.is_integer() else seconds, unit="s", path=ast.Path(value=cb.path),
+        weights_only=cb.weights_only,
+    )
 
 
 def _positive_int(value: Any) -> bool:

@@ -139,6 +139,11 @@ def sentence(r: ast.Rule) -> str:
         files = "file" if r.keep == 1 else f"{r.keep} files"
         return (out + f"; after each save, keep only the newest {files} this rule wrote in this run and delete "
                 "its older ones (never a file it did not write).")
+    if isinstance(r, ast.SaveTimed):
+        unit = {"s": "seconds", "min": "minutes", "h": "hours"}[r.unit]
+        return (f"Save {_what(r.weights_only)} to {r.path.value!r} after the first training batch that ends at least "
+                f"{number(r.amount)} {unit} of training after the previous save (or after fit began); several "
+                "processes agree on the time.")
     if isinstance(r, ast.SaveLast):
         return (f"Save {_what(r.weights_only)} to {r.path.value!r} at the end of every epoch, overwriting it, "
                 "so it always holds the latest epoch.")

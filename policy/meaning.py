@@ -141,9 +141,10 @@ def epoch_end_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
 
 
 def step_paths(policy: ast.Policy) -> Iterator[tuple[ast.Rule, str]]:
-    """The checkpoint path templates formatted after training batches (``save every N steps``)."""
+    """The checkpoint path templates formatted after training batches (``save every N steps``,
+    ``save every T min``)."""
     for rule in policy.rules:
-        if isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
+        if (isinstance(rule, ast.SaveEvery) and rule.unit == "steps") or isinstance(rule, ast.SaveTimed):
             yield rule, rule.path.value
 
 

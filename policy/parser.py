@@ -565,6 +565,25 @@ class _ToAst(Transformer[Token, Any]):
             every=every, unit=unit, path=path, weights_only=weights is not None, keep=keep, pos=_pos(meta)
         )
 
+    def save_timed(
+        self, meta: Meta, weights: Token | None, number: Token, unit: ast.TimeUnit, path: ast.Path
+    ) -> ast.SaveTimed:
+        amount = self._float(number)
+        if amount <= 0:
+            raise error_at(self.text, _tpos(number), f"a time between saves must be positive, got {number}")
+        if unit not in ("s", "min", "h"):  # unreachable: epoch(s)/step(s) are keywords, not names
+            raise error_at(self.text, _tpos(number), f"unknown clock unit {unit!r}", "use s, min or h")
+        return ast.SaveTimed(
+            amount=int(amount) if amount.is_integer() else amount,
+            unit=unit,
+            path=path,
+            weights_only=weights is not None,
+            pos=_pos(meta),
+        )
+
+    def clock_unit(self, meta: Meta, word: Token) -> ast.TimeUnit:
+        return self.unit(meta, word)
+
     def keep_last(self, meta: Meta, count: Token) -> int:
         return self._count(count, "the number of files to keep")
 

@@ -217,6 +217,9 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
         mode = checkpoint_direction(r)
         return Call(OURS, "TopKCheckpoint", (r.path.value,), (("k", r.k), ("monitor", r.metric.name), ("mode", mode),
                                                         *_flag("weights_only", r.weights_only)))
+    if isinstance(r, ast.SaveTimed):
+        seconds = r.amount * ast.SECONDS_PER_UNIT[r.unit]
+        return Call(OURS, "TimedCheckpoint", (r.path.value,), (("seconds", seconds), *_flag("weights_only", r.weights_only)))
     keep: tuple[tuple[str, Value], ...] = ()
     if isinstance(r, ast.SaveEvery) and r.keep is not None:
         keep = (("keep", r.keep),)

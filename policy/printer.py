@@ -118,6 +118,9 @@ def rule(r: ast.Rule) -> str:
         every = ("epoch" if r.every == 1 else f"{r.every} epochs") if r.unit == "epochs" else f"{r.every} steps"
         keep = f", keep last {r.keep}" if r.keep is not None else ""
         return f"save{_weights(r.weights_only)} every {every} to {path(r.path)}{keep}"
+    if isinstance(r, ast.SaveTimed):
+        unit = {"s": "s", "min": " min", "h": "h"}[r.unit]
+        return f"save{_weights(r.weights_only)} every {number(r.amount)}{unit} to {path(r.path)}"
     if isinstance(r, ast.SaveLast):
         return f"save last{_weights(r.weights_only)} to {path(r.path)}"
     if isinstance(r, ast.ReduceLR):

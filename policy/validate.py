@@ -123,7 +123,7 @@ def _problems(policy: ast.Policy) -> Iterator[Problem]:
                     "a top-k checkpoint path needs {epoch} in it, so the k files have different names",
                     f'e.g. "{_with_epoch(path)}"',
                 )
-        elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
+        elif isinstance(rule, ast.SaveEvery | ast.SaveLast | ast.SaveTimed):
             yield from _check_model_path(rule.path, rule.path.value, rule.weights_only, at)
             if isinstance(rule, ast.SaveEvery) and rule.keep is not None and not _names_each_save(rule):
                 yield at(
@@ -424,7 +424,9 @@ def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]
 def _written_path(rule: ast.Rule) -> str | None:
     if isinstance(rule, ast.SaveBest):
         return best_path(rule)
-    if isinstance(rule, ast.SaveTop | ast.SaveEvery | ast.SaveLast | ast.LogCSV | ast.LogTensorBoard | ast.Backup):
+    if isinstance(
+        rule, ast.SaveTop | ast.SaveEvery | ast.SaveTimed | ast.SaveLast | ast.LogCSV | ast.LogTensorBoard | ast.Backup
+    ):
         return rule.path.value.rstrip("/") or rule.path.value
     return None
 

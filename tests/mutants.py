@@ -288,6 +288,15 @@ class KeepLastRewriteKeepsItsPlace(Semantics):
         return kept[cut:], kept[:cut]
 
 
+class TimedSaveStrict(Semantics):
+    """``save every T`` writes only once strictly more than T has passed (``>`` for ``>=``)."""
+
+    name = "timed-save-strict"
+
+    def timed_save_due(self, since: float, seconds: float) -> bool:
+        return since > seconds
+
+
 class StepSaveCounterPerEpoch(Semantics):
     """Integer ``save_freq`` counted from 0 again in every epoch (Keras counts across epochs)."""
 
@@ -527,6 +536,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
     LogLrWritesStartingRate,
     LogLrWhereWritten,
     KeepLastKeepsOneMore,
+    TimedSaveStrict,
     StepSaveCounterPerEpoch,
     StepBudgetOffByOne,
     EpochBudgetOffByOne,

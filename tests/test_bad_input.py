@@ -247,7 +247,8 @@ def test_describe_a_single_callback_says_to_wrap_it() -> None:
     ("policy", "kind", "message"),
     [
         (ast.Policy(rules=(None,)), TypeError,  # type: ignore[arg-type]
-         "policy.rules[0] must be StopWhen or FailWhen or TrainAtLeast or StopAfter or SaveBest or SaveTop or SaveEvery or SaveLast or "
+         "policy.rules[0] must be StopWhen or FailWhen or TrainAtLeast or StopAfter or SaveBest or SaveTop or SaveEvery or "
+         "SaveTimed or SaveLast or "
          "ReduceLR or Schedule or LogCSV or LogTensorBoard or LogLR or Backup; got NoneType None"),
         (ast.Policy(rules=(ast.StopWhen(condition="loss > 1"),)), TypeError,  # type: ignore[arg-type]
          "policy.rules[0].condition must be Plateau or Threshold or NotFinite or AnyOf or AllOf; got str 'loss > 1'"),

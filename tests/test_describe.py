@@ -67,6 +67,8 @@ needs_compiler = pytest.mark.skipif(not _has_compiler(), reason="policy.compiler
         (ours.KeepLastModelCheckpoint("e{epoch:02d}.keras", keep=3), 'save every epoch to "e{epoch:02d}.keras", keep last 3'),
         (ours.KeepLastModelCheckpoint("s{batch}.weights.h5", keep=1, save_freq=5, save_weights_only=True),
          'save weights every 5 steps to "s{batch}.weights.h5", keep last 1'),
+        (ours.TimedCheckpoint("t{epoch}-{batch}.keras", 1800), 'save every 30 min to "t{epoch}-{batch}.keras"'),
+        (ours.TimedCheckpoint("t.weights.h5", 90, weights_only=True), 'save weights every 90s to "t.weights.h5"'),
         (ours.PeriodicCheckpoint("p{epoch}.keras", 3, keep=2), 'save every 3 epochs to "p{epoch}.keras", keep last 2'),
         (cbs.ModelCheckpoint("last.keras"), 'save last to "last.keras"'),
         (cbs.ModelCheckpoint("s.weights.h5", save_freq=100, save_weights_only=True),

@@ -238,6 +238,17 @@ FACTS: dict[str, Case] = {
     "keep-last-rewrite-is-newest": pinned(
         'save every epoch to "ck/{epoch!s:.0}v{val_loss:.0f}.keras", keep last 2', _vl(1, 2, 1, 3)
     ),
+    # save every T: written after the first batch call whose clock reading is >= T after the last
+    # write (or train begin), the timer restarting from that reading: 1 s of 0.5 s steps is met
+    # exactly at every second batch, across epochs.
+    "timed-save-reached-exactly": pinned(
+        'save every 1s to "ck/t{epoch}-{batch}.keras"', _vl(1, 1, 1), steps_per_epoch=3, step_seconds=0.5
+    ),
+    # ...on a summed clock: 0.1 s eight times is 0.7999999999999999 < 0.8, so the first write
+    # comes after the 9th batch (epoch 2, batch 3), and the next is timed from that reading.
+    "timed-save-running-sum": pinned(
+        'save every 0.8s to "ck/t{epoch}-{batch}.keras"', _vl(1, 1, 1, 1, 1, 1), steps_per_epoch=3, step_seconds=0.1
+    ),
     # integer save_freq counts batches across epoch boundaries.
     "save-freq-across-epochs": pinned(
         'save weights every 2 steps to "ckpt/s{epoch}-{batch}.weights.h5"',

@@ -94,6 +94,14 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ),
     ("log lr", A.LogLR()),
     (
+        'save every 30 min to "ck/{epoch}-{batch}.keras"',
+        A.SaveTimed(amount=30, unit="min", path=A.Path(value="ck/{epoch}-{batch}.keras")),
+    ),
+    (
+        'save weights every 90s to "ck/{epoch}.weights.h5"',
+        A.SaveTimed(amount=90, unit="s", path=A.Path(value="ck/{epoch}.weights.h5"), weights_only=True),
+    ),
+    (
         'save every epoch to "ck/{epoch:03d}.keras", keep last 3',
         A.SaveEvery(path=A.Path(value="ck/{epoch:03d}.keras"), keep=3),
     ),
@@ -292,6 +300,8 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("save best on val_loss below 4e38", "does not fit in float32"),
         ("log lr; log lr", "'log lr' is given twice"),
         ('save every epoch to "ck/{epoch}.keras", keep last 0', "the number of files to keep must be at least 1"),
+        ('save every 0 min to "ck/{epoch}.keras"', "a time between saves must be positive"),
+        ('save every 30 min to "ck/{epoch}.h5"', "must end in .keras"),
         ('save every 2 epochs to "ck/last.keras", keep last 2', "needs a path that names each save apart"),
         ("stop when learning_rate < 0.1", "add 'log lr'"),
         ('save top 2 on val_loss to "m.keras"', "needs {epoch}"),

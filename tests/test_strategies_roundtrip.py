@@ -118,7 +118,7 @@ def test_every_rule_kind_and_option_is_generated() -> None:
                     if plateau.relative:
                         seen.add("relative")
             if isinstance(rule, ast.SaveEvery) and rule.keep is not None:
-                seen.add(f"keep:{rule.unit}:{rule.every > 1}")
+                seen.add("keep:steps" if rule.unit == "steps" else f"keep:epochs:{rule.every > 1}")
             if isinstance(rule, ast.SaveBest) and rule.threshold is not None:
                 seen.add(f"threshold:{rule.threshold.side}")
             if isinstance(rule, ast.SaveBest | ast.SaveTop | ast.SaveEvery | ast.SaveLast) and rule.weights_only:
@@ -157,8 +157,7 @@ def test_every_rule_kind_and_option_is_generated() -> None:
         "LogLR",
         "keep:epochs:False",
         "keep:epochs:True",
-        "keep:steps:False",
-        "keep:steps:True",
+        "keep:steps",
         "threshold:below",
         "threshold:above",
         "restore",
@@ -244,3 +243,18 @@ def test_cases_draw_every_fit_argument() -> None:
     expected |= {("steps_per_execution", k) for k in FIT_STEPS_PER_EXECUTION}
     expected |= {("initial_epoch", e) for e in FIT_INITIAL_EPOCHS}
     assert expected <= seen, expected - seen
+
+
+def test_cases_draw_time_based_saves_with_a_clock() -> None:
+    """``save every T`` comes from cases() (its "save:time" focus), which also gives the step times
+    it needs; policies() alone does not draw it."""
+    found: list[Case] = []
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(cases())
+    def collect(case: Case) -> None:
+        if any(isinstance(r, ast.SaveTimed) for r in case.policy.rules):
+            found.append(case)
+
+    collect()
+    assert found and all(case.step_seconds is not None for case in found)

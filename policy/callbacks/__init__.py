@@ -38,6 +38,7 @@ from policy.callbacks.schedules import (
     WarmupSegment,
 )
 from policy.callbacks.step_schedule import PolicyLearningRateSchedule, StepLearningRate
+from policy.callbacks.timed import TimedCheckpoint
 
 __all__ = [
     "AtomicModelCheckpoint",
@@ -70,6 +71,7 @@ __all__ = [
     "StopRecord",
     "StopRelease",
     "TerminateOnNaNRecorder",
+    "TimedCheckpoint",
     "TopKCheckpoint",
     "WarmupSegment",
 ]

@@ -59,6 +59,7 @@ top-k drops the earlier of two equal epochs / the oldest       :meth:`Semantics.
 top-k never deletes / deletes a file a kept epoch still uses   :meth:`Semantics.top_k_deletes`
 ``log lr`` writes the rate at train begin                      :meth:`Semantics.rate_in_effect`
 ``log lr`` compiled where written (not first)                  :meth:`Semantics.lr_logger_first`
+``save every T`` compared with ``>`` instead of ``>=``         :meth:`Semantics.timed_save_due`
 ``keep last K`` keeps K + 1 files                              :meth:`Semantics.retained_after_write`
 schedule off by one epoch / wrong cosine phase                 :meth:`Semantics.schedule_lr`
 =============================================================  ==================================
@@ -540,6 +541,12 @@ class Semantics:
         """``fail when loss is not finite`` (TerminateOnNaN(raise_error=True)) raises inside the batch
         hook: no epoch end, no train end, no stop. (False would be TerminateOnNaN's graceful stop.)"""
         return True
+
+    def timed_save_due(self, since: float, seconds: float) -> bool:
+        """``save every T``: after a training batch call, write when the clock reading minus the one
+        at the previous write (or at train begin) is ``>= seconds``; the timer then restarts from
+        this reading (not from the due time), as Lightning's ``train_time_interval`` does."""
+        return since >= seconds
 
     def invalid_loss_batch(self, losses: Sequence[float | None]) -> int | None:
         """TerminateOnNaN: the first batch whose running loss is NaN or +-inf (None = not logged)."""

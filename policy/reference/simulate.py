@@ -48,6 +48,8 @@ class _StepCheckpoint:
     every: int
     fields: frozenset[str]
     keep: int | None = None
+    seconds: float | None = None
+    """``save every T min``: the training time between writes (``every`` is then unused)."""
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,10 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
         elif isinstance(rule, ast.SaveEvery) and rule.unit == "steps":
             fields = frozenset(placeholder_names(rule.path.value)) - {"epoch", "batch"}
             checkpoints.append(_StepCheckpoint(order, rule.path.value, rule.every, fields, rule.keep))
+        elif isinstance(rule, ast.SaveTimed):
+            fields = frozenset(placeholder_names(rule.path.value)) - {"epoch", "batch"}
+            seconds = sem.budget_seconds(rule.amount, rule.unit)
+            checkpoints.append(_StepCheckpoint(order, rule.path.value, 0, fields, None, seconds))
         elif isinstance(rule, ast.SaveEvery) and rule.every > 1:
             epoch_rules.append(r.SaveEveryEpochs(rule, text, order))
         elif isinstance(rule, ast.SaveEvery | ast.SaveLast):
@@ -323,6 +329,11 @@ def _check_inputs(plan: _Plan, data: RunInput) -> None:
             "the policy has a minimum in training steps, so the simulation needs the number of batches per epoch",
             "pass steps_per_epoch (or batch_losses)",
         )
+    if any(ckpt.seconds is not None for ckpt in plan.step_checkpoints) and data.step_seconds is None:
+        raise PolicyError.plain(
+            "the policy saves by training time, so the simulation needs how long each batch takes",
+            "pass step_seconds",
+        )
     if "time" in kinds and data.step_seconds is None:
         raise PolicyError.plain(
             "the policy has a time budget, so the simulation needs how long each batch takes",
@@ -348,6 +359,8 @@ class _Clock:
     elapsed: float = 0.0
     since_save: dict[int, int] = field(default_factory=dict)
     """Per step checkpoint (by rule order), ModelCheckpoint's ``_batches_seen_since_last_saving``."""
+    last_save: dict[int, float] = field(default_factory=dict)
+    """Per time-based save (by rule order), the elapsed time of its last write (0: train begin)."""
 
 
 def _run(plan: _Plan, data: RunInput, sem: Semantics) -> Outcome:
@@ -466,9 +479,22 @@ def _batch_phase(
     writes: list[tuple[int, int, str]] = []
     for ckpt in plan.step_checkpoints:
         since = clock.since_save.get(ckpt.order, 0)
-        if data.steps_per_execution == 1:
+        if ckpt.seconds is not None:
+            assert data.step_seconds is not None
+            if readings is None:
+                readings = sem.clock_readings(clock.elapsed, data.step_seconds[index])
+            timed: list[int] = []
+            for b in seen:
+                if b > last:
+                    break
+                now = readings[min(b, steps - 1)]
+                if sem.timed_save_due(now - clock.last_save.get(ckpt.order, 0.0), ckpt.seconds):
+                    clock.last_save[ckpt.order] = now
+                    timed.append(b)
+            batches: Sequence[int] = timed
+        elif data.steps_per_execution == 1:
             # One call per batch: the sum since the last save is the batch count modulo N.
-            batches: Sequence[int] = [b for b in sem.step_save_batches(since, steps, ckpt.every) if b <= last]
+            batches = [b for b in sem.step_save_batches(since, steps, ckpt.every) if b <= last]
             clock.since_save[ckpt.order] = (since + last + 1) % ckpt.every
         else:
             batches, clock.since_save[ckpt.order] = sem.step_save_seen(since, seen, last, ckpt.every)

@@ -340,7 +340,7 @@ def run_callbacks(
     """
     import keras
 
-    from policy.callbacks import StopAfterTime
+    from policy.callbacks import StopAfterTime, TimedCheckpoint
     from policy.compiler import why_failed, why_stopped
 
     initial_lr = fit.get("initial_lr")
@@ -356,7 +356,7 @@ def run_callbacks(
     workdir.mkdir(parents=True, exist_ok=True)
     clock = _Clock(step_seconds or 0.0)
     for cb in callbacks:
-        if isinstance(cb, StopAfterTime):
+        if isinstance(cb, StopAfterTime | TimedCheckpoint):
             cb.clock = clock
     excluded = tuple(
         (workdir / cb.backup_dir).resolve() for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)
@@ -367,7 +367,9 @@ def run_callbacks(
     wrapped: list[Any] = [classes["Script"](logs, batch_losses, clock, initial_epoch)]
     for cb in callbacks:
         wrapped.append(cb)
-        per_step = isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_freq != "epoch"
+        per_step = (isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_freq != "epoch") or isinstance(
+            cb, TimedCheckpoint
+        )
         if scan_files:
             wrapped.append(classes["ScanAfterBatch" if per_step else "ScanAfter"](record))
     wrapped.append(classes["Observe"](record))

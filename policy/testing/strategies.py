@@ -593,6 +593,19 @@ def _save_rule(
                 )
             )
         )
+    if kind == "time":
+        # Time-based saves: intervals met exactly at a step end (1 s after two 0.5 s steps) and
+        # between two, and 0.8 s against 0.1 s steps, where a running sum of readings lands just
+        # short (0.7999999999999999); {epoch} and {batch} tell the writes apart.
+        unit: ast.ClockUnit = draw(st.sampled_from(("s", "s", "s", "min")))
+        amount = draw(st.sampled_from((1, 0.8, 2, 0.75, 1.5))) if unit == "s" else draw(st.sampled_from((0.025, 0.05)))
+        template = draw(st.sampled_from(("-{epoch}-{batch}", "-{epoch}", "")))
+        return ast.SaveTimed(
+            amount=amount,
+            unit=unit,
+            path=ast.Path(value=f"ckpt/{budget.name('time')}{template}{_suffix(weights_only)}"),
+            weights_only=weights_only,
+        )
     if kind == "steps":
         # Batch-level saves format the batch logs, which hold no validation metrics: only
         # {epoch} and {batch} (both 1-based) are safe placeholders.
@@ -613,14 +626,13 @@ def _save_rule(
 
 @st.composite
 def _keep_last(draw: st.DrawFn, rule: ast.SaveEvery) -> ast.SaveEvery:
-    """Half the time ``keep last K`` (K 1-3), where the path tells the saves apart (``{epoch}``, or
+    """Three times in four ``keep last K`` (K 1-3), where the path tells the saves apart (``{epoch}``, or
     ``{batch}`` for step saves; ``{batch}`` alone repeats across epochs, which retention must handle)."""
     names = rule.path.value
     if "{epoch" not in names and not (rule.unit == "steps" and "{batch" in names):
         return rule
-    if not draw(st.booleans()):
-        return rule
-    return replace(rule, keep=draw(st.sampled_from((1, 2, 3))))
+    keep = draw(st.sampled_from((None, 1, 2, 3)))
+    return rule if keep is None else replace(rule, keep=keep)
 
 
 @st.composite
@@ -790,7 +802,9 @@ def _policy_and_placeholders(
         if full and not others:
             pass  # a lone `log lr` under max_rules=1: nothing reads it
         else:
-            where = draw(st.sampled_from(others)) if full else draw(st.integers(0, len(drawn)))
+            # Mostly first: before the lr rule, which would otherwise write the key itself.
+            anywhere = others if full else list(range(len(drawn) + 1))
+            where = draw(st.sampled_from((anywhere[0], *anywhere)))
             drawn = (*drawn[:where], draw(_lr_reader(initial_lr)), *drawn[where + full :])
     # Construct, then set ``source`` to the canonical text so a later error can show the line.
     drawn = _within_budgets(drawn)
@@ -863,6 +877,8 @@ _FOCI: tuple[str, ...] = (
     "mix",
     # Step saves count batches across epochs and hook calls (steps_per_execution): their own share.
     "save:steps",
+    "mix",
+    "save:time",
     "mix",
     "reduce_lr",
     "mix",
@@ -1044,7 +1060,10 @@ def cases(
         for r in drawn.policy.rules
     )
     batch_losses = draw(_batch_losses(history, steps_per_epoch)) if needs_batches else None
-    timed = any(isinstance(r, ast.StopAfter) and r.unit in ("s", "min", "h") for r in drawn.policy.rules)
+    timed = any(
+        (isinstance(r, ast.StopAfter) and r.unit in ("s", "min", "h")) or isinstance(r, ast.SaveTimed)
+        for r in drawn.policy.rules
+    )
     step_seconds = draw(st.sampled_from((0.5, 0.1, 1.0, 0.1, 1.5, 0.25))) if timed else None
     # The fit arguments people use, mostly at their defaults (the first value is what shrinking
     # goes to): validation every k epochs, k batches per hook call, a run starting at epoch e0.
