@@ -533,7 +533,6 @@ MUTANTS: tuple[type[Semantics], ...] = (
     ZeroBasedEpochInPath,
     SaveBestSkipsMissing,
     SaveBestIgnoresThreshold,
-    LogLrWritesStartingRate,
     LogLrWhereWritten,
     KeepLastKeepsOneMore,
     TimedSaveStrict,
@@ -564,11 +563,14 @@ HARD_MUTANTS: tuple[type[Semantics], ...] = (
     NotFiniteMissesNegInf,
     TopKDeletesSharedPath,
     KeepLastRewriteKeepsItsPlace,
+    LogLrWritesStartingRate,
 )
 """Mutants observable only on rare combinations (a value beyond float32 reaching a Keras monitor
 that already has a best, a specific best/min_delta pair, 0.1 s steps summed
 across an epoch boundary, a float32-inexact threshold met exactly, -inf under ``is not finite``, a
-top-k path template that formats two epochs alike, which the generator never draws):
+top-k path template that formats two epochs alike, which the generator never draws, a name a
+``keep last`` rule writes again while still keeping it, a ``learning_rate`` reader placed before an
+lr rule that has already changed the rate, with a threshold between the two rates):
 the default sample does not reliably contain one, a deep run (POLICY_MUTANT_EXAMPLES in the tens
 of thousands) does. Each is still pinned by an ``@example`` in ``tests/test_differential.py``."""
 
