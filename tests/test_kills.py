@@ -27,7 +27,8 @@ from policy.testing.kills import BACKUP_DIR, ChainResult, Kill, run_chain
 from policy.testing.strategies import RULE_KINDS, Case, cases
 
 EXAMPLES = int(os.environ.get("POLICY_KILL_EXAMPLES", "4"))
-KINDS = [k for k in RULE_KINDS if k not in ("backup", "tensorboard")]
+# `fail when` makes fit raise by design: a chain of restarts cannot finish a run that fails.
+KINDS = [k for k in RULE_KINDS if k not in ("backup", "tensorboard", "fail_when")]
 
 
 def _with_backup(policy: ast.Policy) -> ast.Policy:
