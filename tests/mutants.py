@@ -400,6 +400,21 @@ class AverageBeforeFull(Semantics):
         return super().window_mean(values, len(values))
 
 
+class AverageInFloat32(Semantics):
+    """``M averaged over N epochs`` summed and divided in float32 (the logged values are float64
+    Python floats, and the mean is taken on them before any rounding)."""
+
+    name = "average-in-float32"
+
+    def window_mean(self, values: Sequence[float], window: int) -> float | None:
+        if len(values) < window:
+            return None
+        total = round_f32(values[0])
+        for v in values[1:]:
+            total = round_f32(total + round_f32(v))
+        return round_f32(total / window)
+
+
 class RollbackWhenDue(Semantics):
     """``multiply lr ..., restore best`` restores whenever a cut is due, also at ``min lr`` where
     ReduceLROnPlateau cuts nothing."""
@@ -564,13 +579,15 @@ HARD_MUTANTS: tuple[type[Semantics], ...] = (
     TopKDeletesSharedPath,
     KeepLastRewriteKeepsItsPlace,
     LogLrWritesStartingRate,
+    AverageInFloat32,
 )
 """Mutants observable only on rare combinations (a value beyond float32 reaching a Keras monitor
 that already has a best, a specific best/min_delta pair, 0.1 s steps summed
 across an epoch boundary, a float32-inexact threshold met exactly, -inf under ``is not finite``, a
 top-k path template that formats two epochs alike, which the generator never draws, a name a
 ``keep last`` rule writes again while still keeping it, a ``learning_rate`` reader placed before an
-lr rule that has already changed the rate, with a threshold between the two rates):
+lr rule that has already changed the rate, with a threshold between the two rates, an averaged
+metric whose float64 and float32 means fall either side of a threshold):
 the default sample does not reliably contain one, a deep run (POLICY_MUTANT_EXAMPLES in the tens
 of thousands) does. Each is still pinned by an ``@example`` in ``tests/test_differential.py``."""
 

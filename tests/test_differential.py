@@ -322,6 +322,9 @@ FACTS: dict[str, Case] = {
     # val_loss averaged over 3 epochs: undefined (the atom does not hold, the plateau does not
     # count) until 3 values are logged; then the mean of the last 3.
     "averaged-undefined-until-full": pinned("stop when val_loss averaged over 3 epochs > 0.5", _vl(1.0, 1.0, 0.1, 0.1, 0.1)),
+    # The mean is taken in float64 and only then rounded: (0.4 + 0.7 + 0.7) / 3 is 0.6, which holds
+    # >= 0.6 in float32; summing and dividing in float32 gives 0.59999996, which does not.
+    "averaged-float64-mean": pinned("stop when val_loss averaged over 3 epochs >= 0.6", _vl(0.4, 0.7, 0.7, 0.1)),
     "averaged-plateau": pinned(
         "stop when val_loss averaged over 2 epochs not improving for 2 or val_loss < 0",
         _vl(1.0, 0.5, 0.7, 0.3, 0.95, 0.1, 0.9),
