@@ -208,3 +208,19 @@ def test_a_backup_being_written_when_killed_is_swept_away(tmp_path: pathlib.Path
     out = run_callbacks([*compile_policy(text), Look()], HISTORY, workdir=tmp_path).outcome
     assert out.learning_rates[0] == pytest.approx(0.01 * 0.5**3)  # resumed from the complete epoch 2 backup
     assert seen and not any(seen)  # gone at train begin
+
+
+def test_time_based_saves_count_training_time_across_restarts(tmp_path: pathlib.Path) -> None:
+    """The time since the last timed save is in the backup: the resumed run writes at the batches the
+    uninterrupted run wrote at (counted afresh, every interval would restart at the resume)."""
+    text = 'save every 1s to "t/{epoch}-{batch}.keras"; backup to "bk"'
+    options: dict[str, Any] = {"steps_per_epoch": 3, "step_seconds": 0.5}
+    whole = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / "whole", **options)
+    for at in (2, 5):
+        with pytest.raises(RuntimeError, match="crash"):
+            run_callbacks([*compile_policy(text), Crash(at)], HISTORY, workdir=tmp_path / "cut", **options)
+    last = run_callbacks(compile_policy(text), HISTORY, workdir=tmp_path / "cut", **options)
+    resumed_from = whole.outcome.epochs_run - last.outcome.epochs_run
+    assert resumed_from > 0
+    assert last.outcome.saves == tuple(s for s in whole.outcome.saves if s[0] >= resumed_from)
+    assert _files(tmp_path / "cut") == _files(tmp_path / "whole")
