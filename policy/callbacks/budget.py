@@ -16,7 +16,7 @@ import keras
 
 from policy import ast
 from policy.callbacks.base import StopRecord, record_state
-from policy.callbacks.processes import agree_max, agreement_due, process_count
+from policy.callbacks.processes import BatchAgreement
 from policy.outcome import Stop
 from policy.printer import number
 from policy.printer import rule as rule_text
@@ -183,25 +183,18 @@ class StopAfterTime(_BatchBudget):
         self.rule = rule or rule_text(ast.StopAfter(amount=seconds, unit="s"))
         self.clock = clock
         self._start = 0.0
-        self._processes = 1
-        self._batches = 0
+        self._agreement = BatchAgreement()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._start = self.clock()
         self.stop_record = None
-        self._processes = process_count()
-        self._batches = 0
+        self._agreement.begin()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        elapsed = self.clock() - self._start
-        if self._processes > 1:
-            # Each process has its own clock: the processes agree, at the same batches on all
-            # of them, on the longest elapsed time, and all stop or none does.
-            self._batches += 1
-            if not agreement_due(self._batches, batch, (self.params or {}).get("steps")):
-                return
-            elapsed = agree_max([elapsed])[0]
-        if elapsed >= self.seconds:
+        # Each process has its own clock: the processes agree, at the same batches on all of
+        # them, on the longest elapsed time, and all stop or none does.
+        elapsed = self._agreement.after_batch(self.clock() - self._start, batch, self.params)
+        if elapsed is not None and elapsed >= self.seconds:
             self._stop(batch, f"{elapsed:g}s of training had elapsed, the budget was {self.seconds:g}s")
 
     def get_state(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -79,6 +80,30 @@ def agreement_due(steps_run: int, batch: int, steps_per_epoch: object) -> bool:
     """
     last = isinstance(steps_per_epoch, int) and steps_per_epoch > 0 and batch >= steps_per_epoch - 1
     return last or steps_run % AGREE_EVERY == 0
+
+
+class BatchAgreement:
+    """Where a batch-level decision on a local value (a clock reading) is taken: after every batch
+    in one process; under several, only at the agreement points (:func:`agreement_due`), on the
+    longest value of any process, so every process decides the same at the same batch."""
+
+    def __init__(self) -> None:
+        self.processes = 1
+        self.batches = 0
+
+    def begin(self) -> None:
+        """At train begin: how many processes train, and no batch counted yet."""
+        self.processes = process_count()
+        self.batches = 0
+
+    def after_batch(self, value: float, batch: int, params: dict[str, Any] | None) -> float | None:
+        """The value to decide on after training batch ``batch``; None where no decision is taken."""
+        if self.processes == 1:
+            return value
+        self.batches += 1
+        if not agreement_due(self.batches, batch, (params or {}).get("steps")):
+            return None
+        return agree_max([value])[0]
 
 
 def agree_max(values: Sequence[float]) -> list[float]:

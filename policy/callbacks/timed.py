@@ -21,7 +21,7 @@ from typing import Any
 import keras
 
 from policy.callbacks.atomic import sweep_partials, write_model
-from policy.callbacks.processes import agree_max, agreement_due, process_count
+from policy.callbacks.processes import BatchAgreement
 
 
 def format_step_path(template: str, epoch: int, batch: int, logs: dict[str, Any]) -> str:
@@ -61,13 +61,11 @@ class TimedCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
         self.clock = clock
         self._last = 0.0
         self._epoch = 0
-        self._processes = 1
-        self._batches = 0
+        self._agreement = BatchAgreement()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._last = self.clock()
-        self._processes = process_count()
-        self._batches = 0
+        self._agreement.begin()
         sweep_partials(self.path)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -75,13 +73,8 @@ class TimedCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         now = self.clock()
-        since = now - self._last
-        if self._processes > 1:
-            self._batches += 1
-            if not agreement_due(self._batches, batch, (self.params or {}).get("steps")):
-                return
-            since = agree_max([since])[0]
-        if since >= self.seconds:
+        since = self._agreement.after_batch(now - self._last, batch, self.params)
+        if since is not None and since >= self.seconds:
             self._last = now
             write_model(self.model, format_step_path(self.path, self._epoch, batch, dict(logs or {})), self.weights_only)
 
