@@ -66,6 +66,18 @@ CASES: list[dict[str, Any]] = [
         "steps_per_epoch": 4,
         "step_seconds": [1.0, 2.5],
     },
+    # Time-based saves agree like the budget: process 1's clock reaches 10 s since the last write
+    # at the last batch of every epoch (an agreement point), process 0's never does; both write
+    # there (process 0 only, really), as one process on the faster clock does. keep last 2 deletes
+    # on process 0 only.
+    {
+        "kind": "scripted",
+        "name": "timed",
+        "policy": 'save every 10s to "t/{epoch}-{batch}.keras"; save every epoch to "k/e{epoch}.keras", keep last 2',
+        "history": {"loss": [1.0] * 4},
+        "steps_per_epoch": 4,
+        "step_seconds": [1.0, 2.5],
+    },
     # With 40 steps an epoch, process 1's budget runs out at step 12, between agreement points:
     # both stop at step 16 (AGREE_EVERY), with the longest clock (40 s) in the reason.
     {
@@ -149,7 +161,7 @@ def _one_process(name: str, folder: pathlib.Path) -> Outcome:
 
 
 @needs_jax
-@pytest.mark.parametrize("name", ["everything", "plateau", "clock"])
+@pytest.mark.parametrize("name", ["everything", "plateau", "clock", "timed"])
 def test_two_processes_decide_as_one_process_and_as_simulate(
     name: str, two: tuple[pathlib.Path, list[dict[str, Any]]], tmp_path: pathlib.Path
 ) -> None:
