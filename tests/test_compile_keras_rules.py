@@ -244,14 +244,17 @@ DISK_ONLY: dict[type, tuple[type, set[str]]] = {
     keras.callbacks.BackupAndRestore: (
         PolicyBackup,
         {
-            "attach", "on_train_begin", "on_train_end", "on_train_batch_begin", "on_epoch_end", "_save_model",
-            "_install_sigterm", "_uninstall_sigterm", "_on_sigterm", "_stop_if_preempted", "_remove_generation",
-            "_generations", "_newest_complete", "_verify", "_check_policy", "_apply", "_write_generation",
+            "attach", "on_train_begin", "on_train_end", "on_epoch_begin", "on_train_batch_end", "on_epoch_end",
+            "_save_model", "_install_sigterm", "_uninstall_sigterm", "_on_sigterm", "_agreed_preempted",
+            "_remove_generation", "_generations", "_newest_complete", "_verify", "_check_policy", "_apply",
+            "_write_generation", "_start_skip", "_begin_resumed_epoch", "_restore_metrics", "_finish_resume",
+            "_end_skip", "_restore_members",
         },
     ),
 }
 BACKUP_WIRING = {
-    "_members", "_rules", "_source", "_positions", "_next", "_preempted", "_previous_handler", "_processes", "_batches_begun",
+    "_members", "_rules", "_source", "_positions", "_next", "_preempted", "_previous_handler", "_processes",
+    "_batches_ended", "_epoch_now", "_in_epoch", "_resume", "_skip", "_skip_until", "_muted", "_saved_at",
 }
 
 _MODE_OPS = {"min": np.less, "max": np.greater}

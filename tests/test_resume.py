@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
 from typing import Any
 
 import keras
@@ -16,9 +17,9 @@ import numpy as np
 import pytest
 
 from policy import PolicyError, compile_policy
-from policy.callbacks import AtomicModelCheckpoint, PolicyBackup
+from policy.callbacks import AtomicModelCheckpoint, PolicyBackup, Preempted
 from policy.testing import run_callbacks
-from policy.testing.harness import tiny_model
+from policy.testing.harness import tiny_model, working_directory
 
 EVERYTHING = (
     'backup to "bk/"; decay lr by 0.5 every 1 epochs; stop when val_loss not improving for 2, restore best; '
@@ -224,3 +225,93 @@ def test_time_based_saves_count_training_time_across_restarts(tmp_path: pathlib.
     assert resumed_from > 0
     assert last.outcome.saves == tuple(s for s in whole.outcome.saves if s[0] >= resumed_from)
     assert _files(tmp_path / "cut") == _files(tmp_path / "whole")
+
+
+# --------------------------------------------------------------------------- inside an epoch
+
+MID_EPOCH = (
+    "backup to 'bk' every 2 steps; decay lr by 0.5 every 1 epochs; "
+    "save weights every 3 steps to 'st/{epoch}-{batch}.weights.h5'; log to 'log.csv'; stop after 17 steps"
+)
+
+
+class CrashAtBatch(keras.callbacks.Callback):  # type: ignore[misc]
+    """Raises at the end of training batch ``at = (epoch, batch)``; with ``sigterm``, sends the
+    process a SIGTERM there instead (the backup then writes itself and ends fit)."""
+
+    def __init__(self, at: tuple[int, int], sigterm: bool = False) -> None:
+        super().__init__()
+        self.at = at
+        self.sigterm = sigterm
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if (self.epoch, batch) == self.at:
+            if self.sigterm:
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise RuntimeError("crash")
+
+
+def _learning(spe: int) -> Any:
+    """A model that really learns (dropout included), the same from the same seed."""
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dropout(0.3), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"], steps_per_execution=spe)
+    return model
+
+
+def _fit_learning(workdir: pathlib.Path, spe: int, extra: list[Any], before: bool = False) -> tuple[Any, list[Any]]:
+    x = np.random.RandomState(0).randn(20, 3).astype("float32")
+    y = x @ np.array([[1.0], [2.0], [-1.0]], "float32") + 0.5
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = _learning(spe)
+    rows: list[Any] = []
+    logger = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: rows.append((e, logs["loss"], logs["mae"])))
+    callbacks = compile_policy(MID_EPOCH)
+    callbacks = [*extra, *callbacks] if before else [*callbacks, *extra]
+    with working_directory(workdir):
+        model.fit(x, y, batch_size=4, epochs=4, shuffle=False, verbose=0, callbacks=[logger, *callbacks],
+                  validation_data=(x[:4], y[:4]))
+    return model, rows
+
+
+def _spes() -> list[int]:
+    return [1] if keras.backend.backend() == "torch" else [1, 2]  # torch runs one batch per execution
+
+
+@pytest.mark.parametrize("spe", _spes())
+@pytest.mark.parametrize(("at", "before", "sigterm"), [(0, True, False), (1, False, False), (2, False, True)], ids=str)
+def test_a_backup_inside_an_epoch_resumes_exactly(
+    spe: int, at: int, before: bool, sigterm: bool, tmp_path: pathlib.Path
+) -> None:
+    """Killed inside an epoch (after a step backup, or before it: the backup of two batches
+    earlier; or by SIGTERM, which writes one), the resumed run trains every batch once: the
+    weights, the epoch logs (running metrics included), the CSV rows and the step files are
+    the uninterrupted run's, bit for bit, with steps_per_execution 1 and 2."""
+    whole, whole_rows = _fit_learning(tmp_path / "whole", spe, [])
+    ends = list(range(spe - 1, 5 + spe - 1, spe))  # the batch indices fit's hooks see
+    point = [(0, ends[1]), (1, ends[-1]), (2, ends[0])][at]
+    crash = CrashAtBatch(point, sigterm=sigterm)
+    with pytest.raises(Preempted if sigterm else RuntimeError):
+        _fit_learning(tmp_path / "cut", spe, [crash], before)
+    resumed, rows = _fit_learning(tmp_path / "cut", spe, [])
+    for mine, theirs in zip(resumed.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert rows == [r for r in whole_rows if r[0] >= point[0]]
+    assert _csv_rows(tmp_path / "cut" / "log.csv") == _csv_rows(tmp_path / "whole" / "log.csv")
+    assert _files(tmp_path / "cut") == _files(tmp_path / "whole")
+
+
+def test_a_backup_inside_an_epoch_needs_the_same_batches(tmp_path: pathlib.Path) -> None:
+    if keras.backend.backend() == "torch":
+        pytest.skip("torch runs one batch per execution")
+    with pytest.raises(RuntimeError):
+        _fit_learning(tmp_path, 1, [CrashAtBatch((1, 2))])
+    with pytest.raises(PolicyError, match="taken inside an epoch of 5 batches run 1 per execution"):
+        _fit_learning(tmp_path, 2, [])

@@ -13,7 +13,15 @@ end) and replaces only how a backup is written and read:
 - ``state.json`` holds checksums of the other two files. At train begin the newest
   generation that verifies is used; a damaged newest generation falls back to the one
   before it (a warning says so); nothing is applied before everything is verified;
-- a folder written under a different policy is refused with :class:`PolicyError`.
+- a folder written under a different policy is refused with :class:`PolicyError`;
+- a backup taken inside an epoch (``every N steps``, or on SIGTERM) also holds the model's
+  metric accumulators, and the position (epoch, batch). The resumed run starts that epoch
+  and lets its first batches go by untrained (:class:`_Skip` stands in for the model's train
+  function; the policy's own callbacks do not see those batches), so the batches after the
+  backup are trained exactly once, with the logs, counters and rates of the uninterrupted run.
+
+Every backup also holds the state of the model's random seed generators (dropout's), which
+``save_weights`` leaves out, so a resumed run draws the same masks as the uninterrupted one.
 
 The compiler puts this callback last in the list, whatever the rule's place in the text:
 at train begin it restores after every other callback has reset itself, and at an epoch end
@@ -41,7 +49,7 @@ import numpy as np
 from policy import ast
 from policy.callbacks.atomic import PARTIAL_PREFIX, discarded, fsync_path, sweep_partials
 from policy.callbacks.base import POLICY_RULE
-from policy.callbacks.processes import AGREE_EVERY, agree_max, is_writer, process_count
+from policy.callbacks.processes import agree_max, agreement_due, is_writer, process_count
 from policy.callbacks.state import get_state, set_state
 from policy.errors import PolicyError, problem_at
 
@@ -66,6 +74,93 @@ class Preempted(SystemExit):
 
     def __str__(self) -> str:
         return f"training stopped on SIGTERM; run the same script again to resume from the backup in {self.backup_dir!r}"
+
+
+class _Skip:
+    """The model's train function while a resumed epoch's already-trained batches go by.
+
+    It consumes the batches one execution of the real train function would consume (fit's own
+    loop hands it what it hands the real one: TensorFlow an iterator, JAX the state and an
+    iterator, torch a batch already taken) and returns the logs the backup recorded, trains
+    nothing and leaves every variable alone.
+    """
+
+    def __init__(self, original: Any, steps_per_execution: int) -> None:
+        self.original = original
+        self.steps_per_execution = steps_per_execution
+        self.logs: dict[str, Any] | None = None  # set before the first call, or by ``first``
+        self.first: Any = None  # called with the first skipped batch when logs is still None
+
+    def __call__(self, *args: Any) -> Any:
+        backend = keras.backend.backend()
+        if backend == "jax":
+            state, iterator = args
+            self._advance(iterator)
+            return self._logs(), state
+        if backend == "tensorflow":
+            self._advance(args[0])
+        else:
+            self._seen(args[0][0])  # torch: fit's loop took the batch itself
+        return self._logs()
+
+    def _logs(self) -> dict[str, Any]:
+        assert self.logs is not None
+        return dict(self.logs)
+
+    def _seen(self, batch: Any) -> None:
+        if self.logs is None:
+            self.logs = self.first(batch)
+
+    def _advance(self, iterator: Any) -> None:
+        for i in range(self.steps_per_execution):
+            if hasattr(iterator, "get_next_as_optional"):  # a tf.data or distributed iterator
+                optional = iterator.get_next_as_optional()
+                if not bool(optional.has_value()):
+                    if i == 0:
+                        raise StopIteration
+                    return
+                if self.logs is None:
+                    self._seen(optional.get_value())
+                continue
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                if i == 0:
+                    raise
+                return
+            self._seen(batch)
+
+
+def _seed_states(model: Any) -> list[Any]:
+    """The model's variables ``save_weights`` leaves out: its seed generators' states."""
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.non_trainable_variables if id(v) not in saved]
+
+
+def _global_rng() -> list[np.ndarray]:
+    """torch's global random state (what Keras's unseeded dropout draws from on torch)."""
+    if keras.backend.backend() != "torch":
+        return []
+    import torch
+
+    states = [torch.get_rng_state().numpy().copy()]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states.extend(s.numpy().copy() for s in torch.cuda.get_rng_state_all())
+    return states
+
+
+def _set_global_rng(states: Sequence[np.ndarray]) -> None:
+    if keras.backend.backend() != "torch" or not states:
+        return
+    import torch
+
+    torch.set_rng_state(torch.from_numpy(np.array(states[0])))
+    if len(states) > 1 and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.from_numpy(np.array(s)) for s in states[1:]])
+
+
+def _values(variables: Sequence[Any]) -> list[np.ndarray]:
+    return [np.array(keras.ops.convert_to_numpy(v.value), copy=True) for v in variables]
 
 
 class _Damaged(Exception):
@@ -131,7 +226,14 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         self._preempted = False
         self._previous_handler: Any = None
         self._processes = 1
-        self._batches_begun = 0
+        self._batches_ended = 0
+        self._epoch_now = 0
+        self._in_epoch: int | None = None  # the last batch index ended in this epoch, if any
+        self._resume: tuple[dict[str, Any], Any] | None = None  # a mid-epoch backup being resumed
+        self._skip: _Skip | None = None
+        self._skip_until = -1
+        self._muted: list[Any] = []
+        self._saved_at: tuple[int, int | None] | None = None
 
     def attach(self, callbacks: Sequence[Any], policy: ast.Policy, rule_texts: Sequence[str]) -> None:
         """Tell the backup which callbacks make up the policy (every one but itself)."""
@@ -157,7 +259,9 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             )
         self._preempted = False
         self._processes = process_count()
-        self._batches_begun = 0
+        self._batches_ended = 0
+        self._end_skip()  # whatever an earlier fit of this model that raised left behind
+        self._resume = None
         self._install_sigterm()
         sweep_partials(os.path.join(self.backup_dir, "x"))
         generations = self._generations()
@@ -171,6 +275,7 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             self.model._initial_epoch = None
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._end_skip()
         self._uninstall_sigterm()
         if is_writer():
             super().on_train_end(logs)  # Keras: delete the folder once fit has finished
@@ -197,28 +302,130 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         # Only a flag: the handler may run in the middle of any write. The batch hooks act on it.
         self._preempted = True
 
-    def _stop_if_preempted(self) -> None:
+    def _agreed_preempted(self) -> bool:
         preempted = self._preempted
         if self._processes > 1:
             # A SIGTERM reaches each process at its own moment: all leave if any was told to,
             # at the same step, or the others would wait for it in the next collective.
             preempted = agree_max([1.0 if preempted else 0.0])[0] > 0
-        if preempted:
+        return preempted
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_now = epoch
+        self._in_epoch = None
+        if self._resume is not None and self._skip is not None:
+            self._begin_resumed_epoch(*self._resume)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._skip is not None:
+            # A batch the backed-up run had trained went by untrained; the last one ends the skip.
+            if batch >= self._skip_until:
+                self._finish_resume()
+            return
+        self._in_epoch = batch
+        super().on_train_batch_end(batch, logs)  # Keras's cadence: every save_freq batches
+        self._batches_ended += 1
+        if self._processes > 1 and not agreement_due(self._batches_ended, batch, (self.params or {}).get("steps")):
+            return
+        if self._agreed_preempted():
+            # Write the backup at the end of this batch (unless the cadence just did), then stop.
+            if self._saved_at != (self._epoch_now, batch):
+                self._save_model()
             self._uninstall_sigterm()
             raise Preempted(self.backup_dir)
 
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # The previous batch has ended; the newest backup on disk is complete. With several
-        # processes the signal is agreed every AGREE_EVERY batches (and at every epoch end).
-        self._batches_begun += 1
-        ended = self._batches_begun - 1
-        if self._processes > 1 and (ended == 0 or ended % AGREE_EVERY):
-            return
-        self._stop_if_preempted()
-
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._in_epoch = None
         super().on_epoch_end(epoch, logs)
-        self._stop_if_preempted()
+        if self._agreed_preempted():
+            self._uninstall_sigterm()
+            raise Preempted(self.backup_dir)
+
+    # ------------------------------------------------------------------ resuming inside an epoch
+
+    def _start_skip(self, state: dict[str, Any]) -> None:
+        """At train begin: the backup was taken after batch ``in_epoch`` of its epoch.
+
+        Until that batch has gone by, the model's train function is a :class:`_Skip` and the
+        batch hooks of the policy's other callbacks are muted (their state is the backed-up
+        one, which already counts those batches); their epoch-begin hooks still run.
+        """
+        model = self.model
+        spe = int(getattr(model, "steps_per_execution", 1) or 1)
+        steps = (self.params or {}).get("steps")
+        if state.get("steps_per_execution") != spe or state.get("steps") != steps:
+            raise PolicyError.plain(
+                f"the backup in {self.backup_dir!r} was taken inside an epoch of "
+                f"{state.get('steps')} batches run {state.get('steps_per_execution')} per execution; "
+                f"this fit has {steps} batches per epoch run {spe} per execution, so its batches "
+                "cannot be matched to the backed-up ones",
+                "resume with the batch size, data and steps_per_execution the backup was written with, "
+                "or delete the folder to start afresh",
+            )
+        self._skip = _Skip(model.train_function, spe)
+        self._skip_until = int(state["in_epoch"])
+        model.train_function = self._skip
+        for _, cb in self._members:
+            for hook in ("on_train_batch_begin", "on_train_batch_end"):
+                if hook not in vars(cb):
+                    setattr(cb, hook, _ignore)
+            self._muted.append(cb)
+
+    def _begin_resumed_epoch(self, state: dict[str, Any], arrays: Any) -> None:
+        """At the resumed epoch's begin (fit has just reset the metrics): put back the learning
+        rate and the metric accumulators the backup holds, and the logs the skip returns."""
+        model = self.model
+        optimizer = model.optimizer
+        rate = state.get("learning_rate")
+        if rate is not None and optimizer is not None and isinstance(optimizer._learning_rate, keras.Variable):
+            optimizer.learning_rate = rate
+        assert self._skip is not None
+        if len(model.metrics_variables) == len(state.get("metrics") or []):
+            self._skip.logs = self._restore_metrics(state, arrays)
+        else:
+            # TensorFlow without a strategy builds the compiled metrics when it first traces the
+            # train step: build them from the first skipped batch, then put the values back.
+            self._skip.first = lambda batch: self._restore_metrics(state, arrays, batch)
+
+    def _restore_metrics(self, state: dict[str, Any], arrays: Any, batch: Any = None) -> dict[str, Any]:
+        model = self.model
+        names = state.get("metrics") or []
+        if batch is not None and len(model.metrics_variables) != len(names):
+            with model.distribute_strategy.scope() if hasattr(model, "distribute_strategy") else contextlib.nullcontext():
+                model._symbolic_build(data_batch=batch)
+        for variable, name in zip(model.metrics_variables, names, strict=True):
+            variable.assign(arrays[name])
+        return {k: float(np.asarray(keras.ops.convert_to_numpy(v))) for k, v in model.get_metrics_result().items()}
+
+    def _finish_resume(self) -> None:
+        """The last backed-up batch has gone by: every rule gets its backed-up state again (an
+        epoch-begin hook may have moved it), training goes on with the next batch."""
+        assert self._resume is not None
+        state, arrays = self._resume
+        self._end_skip()
+        self._restore_members(state, arrays)
+        self._last_batch_seen = state["batch"]
+        self._batches_seen_since_last_saving = state["batches_since_save"]
+        self._in_epoch = self._skip_until
+        self._resume = None
+        # After the batches went by (torch's data loader draws from it when an epoch starts).
+        _set_global_rng([arrays[name] for name in state.get("global_rng") or []])
+        if state["stopped"]:
+            # A rule stopped training at this batch: the epoch ends here, as it did.
+            self.model.stop_training = True
+
+    def _end_skip(self) -> None:
+        skip = self._skip
+        if skip is not None:
+            original = skip.original
+            if getattr(self.model, "train_function", None) is skip:
+                self.model.train_function = original
+            self._skip = None
+        for cb in self._muted:
+            for hook in ("on_train_batch_begin", "on_train_batch_end"):
+                if vars(cb).get(hook) is _ignore:
+                    delattr(cb, hook)
+        self._muted = []
 
     # ------------------------------------------------------------------ writing
 
@@ -230,6 +437,7 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         is deleted at once, and remove nothing.
         """
         name = f"generation-{self._next:08d}"
+        self._saved_at = (self._epoch_now, self._in_epoch)
         if not is_writer():
             with discarded(name) as tmp:
                 os.makedirs(tmp)
@@ -253,18 +461,40 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
 
     def _write_generation(self, tmp: str) -> None:
         """Write the three files of one generation into the folder ``tmp``, each flushed."""
-        self.model.save_weights(os.path.join(tmp, WEIGHTS), overwrite=True)
+        model = self.model
+        model.save_weights(os.path.join(tmp, WEIGHTS), overwrite=True)
         arrays: dict[str, np.ndarray] = {}
         states = {key: _split_arrays(get_state(cb), arrays) for key, cb in self._members}
+        seeds = _split_arrays({"seeds_weights": _values(_seed_states(model))}, arrays)["seeds_weights"]["arrays"]
+        rng = _split_arrays({"rng_weights": _global_rng()}, arrays)["rng_weights"]["arrays"]
+        in_epoch = self._in_epoch
+        position: dict[str, Any] = {"epoch": self._current_epoch, "in_epoch": None}
+        if in_epoch is not None:
+            # Inside an epoch: resume that epoch after this batch, with its running metrics.
+            metrics = _split_arrays({"m_weights": _values(model.metrics_variables)}, arrays)["m_weights"]["arrays"]
+            optimizer = model.optimizer
+            rate = None
+            if optimizer is not None and isinstance(optimizer._learning_rate, keras.Variable):
+                rate = float(keras.ops.convert_to_numpy(optimizer._learning_rate))
+            position = {
+                "epoch": self._epoch_now,
+                "in_epoch": in_epoch,
+                "steps": (self.params or {}).get("steps"),
+                "steps_per_execution": int(getattr(model, "steps_per_execution", 1) or 1),
+                "metrics": metrics,
+                "learning_rate": rate,
+            }
         with open(os.path.join(tmp, ARRAYS), "wb") as out:
             savez: Any = np.savez
             savez(out, **arrays)
         state = {
             "format": FORMAT,
-            "epoch": self._current_epoch,
+            **position,
             "batch": self._last_batch_seen,
             "batches_since_save": self._batches_seen_since_last_saving,
-            "stopped": bool(self.model.stop_training),
+            "stopped": bool(model.stop_training),
+            "seeds": seeds,
+            "global_rng": rng,
             "rules": self._rules,
             "callbacks": states,
             "checksums": {f: _sha256(os.path.join(tmp, f)) for f in (WEIGHTS, ARRAYS)},
@@ -370,18 +600,33 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(path, WEIGHTS))
-        saved = state["callbacks"]
-        for key, cb in self._members:
-            if key in saved:
-                set_state(cb, _join_arrays(saved[key], arrays))
+        model = self.model
+        model.load_weights(os.path.join(path, WEIGHTS))
+        for variable, name in zip(_seed_states(model), state.get("seeds") or [], strict=False):
+            variable.assign(arrays[name])
+        _set_global_rng([arrays[name] for name in state.get("global_rng") or []])
+        self._restore_members(state, arrays)
         self._current_epoch = state["epoch"]
         self._last_batch_seen = state["batch"]
         self._batches_seen_since_last_saving = state["batches_since_save"]
         epoch = int(state["epoch"])
-        if state["stopped"]:
+        if state.get("in_epoch") is not None:
+            # Taken inside epoch `epoch`: run it again, its backed-up batches going by untrained.
+            self._resume = (state, arrays)
+            self._start_skip(state)
+        elif state["stopped"]:
             # A rule had stopped training when this backup was taken: run no more epochs.
             epoch = max(epoch, int(self.params.get("epochs", epoch)))
-        self.model._initial_epoch = epoch
+        model._initial_epoch = epoch
         with contextlib.suppress(AttributeError):
-            self.model.stop_training = False
+            model.stop_training = False
+
+    def _restore_members(self, state: dict[str, Any], arrays: Any) -> None:
+        saved = state["callbacks"]
+        for key, cb in self._members:
+            if key in saved:
+                set_state(cb, _join_arrays(saved[key], arrays))
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    """A muted batch hook (see :meth:`PolicyBackup._start_skip`)."""

@@ -114,6 +114,14 @@ class StepCount:
         self.seen = self._before_epoch + steps_into_epoch(params, batch)
         return self.seen
 
+    def get_state(self) -> dict[str, Any]:
+        # With the count at the epoch's start: a backup taken inside an epoch resumes there.
+        return {"seen": self.seen, "before_epoch": self._before_epoch}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.seen = state["seen"]
+        self._before_epoch = state.get("before_epoch", self.seen)
+
 
 class StopAfterSteps(_BatchBudget):
     """Stop training after a number of training batches (``stop after N steps``).
@@ -153,11 +161,11 @@ class StopAfterSteps(_BatchBudget):
 
     def get_state(self) -> dict[str, Any]:
         # Steps count across restarts: a resumed run goes on from the backed-up count.
-        return {**super().get_state(), "seen": self.count.seen}
+        return {**super().get_state(), **self.count.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
-        self.count.seen = state["seen"]
+        self.count.set_state(state)
 
 
 class StopAfterTime(_BatchBudget):

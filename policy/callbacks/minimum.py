@@ -93,10 +93,10 @@ class MinimumSteps(Minimum):
         self.count.batch_ended(self.params, batch)
 
     def get_state(self) -> dict[str, Any]:
-        return {"seen": self.count.seen}
+        return self.count.get_state()
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.count.seen = state["seen"]
+        self.count.set_state(state)
 
 
 class StopHold(keras.callbacks.Callback):  # type: ignore[misc]
