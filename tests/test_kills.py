@@ -6,12 +6,17 @@ a file written into a .keras archive (so between epochs, mid-epoch and in the mi
 save). The chain of killed runs plus a final one must make exactly the decisions of an
 uninterrupted run, which must equal ``simulate``: learning rate of every epoch, every
 checkpoint write, the files left, the stop, the final weights, and the CSV log's rows.
-Budgets: ``POLICY_KILL_EXAMPLES`` generated cases (default 4) with 4 kills each, plus a fixed
-rich policy killed 30 times.
+Backups every N steps and SIGTERMs land inside epochs: the resumed run goes on after the
+backed-up batch, so with a model that really learns (``learn``: its weights change every batch,
+its dropout draws masks) the final weights and fit's own epoch logs must be the uninterrupted
+run's to the bit. Budgets: ``POLICY_KILL_EXAMPLES`` generated cases (default 4) with 4 kills
+each, plus a fixed rich policy killed 30 times, and ``POLICY_KILL_STEP_KILLS`` (default 12)
+kills of the rich policy backed up every 2 steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import tempfile
@@ -27,12 +32,13 @@ from policy.testing.kills import BACKUP_DIR, ChainResult, Kill, run_chain
 from policy.testing.strategies import RULE_KINDS, Case, cases
 
 EXAMPLES = int(os.environ.get("POLICY_KILL_EXAMPLES", "4"))
+STEP_KILLS = int(os.environ.get("POLICY_KILL_STEP_KILLS", "12"))
 # `fail when` makes fit raise by design: a chain of restarts cannot finish a run that fails.
 KINDS = [k for k in RULE_KINDS if k not in ("backup", "tensorboard", "fail_when")]
 
 
-def _with_backup(policy: ast.Policy) -> ast.Policy:
-    rules = (*policy.rules, ast.Backup(path=ast.Path(value=BACKUP_DIR), steps=None))
+def _with_backup(policy: ast.Policy, steps: int | None = None) -> ast.Policy:
+    rules = (*policy.rules, ast.Backup(path=ast.Path(value=BACKUP_DIR), steps=steps))
     return ast.Policy(rules=rules, source=format_policy(ast.Policy(rules=rules)))
 
 
@@ -60,7 +66,10 @@ def _check(spec: dict[str, Any], kills: list[Kill], expected: Outcome | None) ->
     assert _decisions(cut.outcome) == _decisions(whole.outcome)
     assert cut.final_weights == whole.final_weights
     assert cut.csv_rows == whole.csv_rows
+    assert cut.real_logs == whole.real_logs
     if expected is not None:
+        if spec.get("learn"):  # the weights are learned, not the epoch's mark: restored best is in them
+            expected = dataclasses.replace(expected, restored_epoch=None)
         assert _decisions(whole.outcome) == _decisions(expected)
     return cut
 
@@ -82,9 +91,15 @@ def _spec(case: Case, policy: ast.Policy) -> dict[str, Any]:
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(cases(kinds=KINDS, max_rules=4), st.lists(st.integers(1, 40), min_size=4, max_size=4))
-def test_killed_and_restarted_runs_decide_as_one_uninterrupted_run(case: Case, events: list[int]) -> None:
-    policy = _with_backup(case.policy)
+@given(
+    cases(kinds=KINDS, max_rules=4),
+    st.lists(st.integers(1, 40), min_size=4, max_size=4),
+    st.sampled_from([None, 1, 2, 3]),
+)
+def test_killed_and_restarted_runs_decide_as_one_uninterrupted_run(
+    case: Case, events: list[int], backup_steps: int | None
+) -> None:
+    policy = _with_backup(case.policy, backup_steps)
     spec = _spec(case, policy)
     try:
         expected = simulate(policy, case.history, **case.run_options())
@@ -152,6 +167,41 @@ def test_sigterm_under_a_backup_rule_stops_cleanly_and_resumes_exactly() -> None
     cut = _check(spec, [Kill(event=e, signal="SIGTERM") for e in (10, 30, 50)], None)
     # Each stop is policy.Preempted, a SystemExit with the code of a process ended by SIGTERM.
     assert cut.exit_codes[:3] == [143, 143, 143] and cut.exit_codes[-1] == 0
+
+
+STEPPED = RICH.replace(f'backup to "{BACKUP_DIR}"', f'backup to "{BACKUP_DIR}" every 2 steps').replace(
+    'log to "logs/train.csv"', 'log to "logs/train.csv"\nsave weights every 4 steps to "st/{epoch}-{batch}.weights.h5"'
+)
+
+
+def test_kills_with_backups_every_2_steps_resume_inside_epochs_exactly() -> None:
+    """SIGKILLs anywhere (batches, saves, backups) with a backup every 2 steps: most restarts
+    resume inside an epoch, and the learned weights, fit's own running losses, every decision,
+    file and CSV row are the uninterrupted run's."""
+    spec = {"kind": "policy", "policy": STEPPED, "history": RICH_HISTORY, "steps_per_epoch": 3, "learn": True}
+    kills = [Kill(event=4 + (11 * i) % 29) for i in range(STEP_KILLS)]
+    expected = simulate(STEPPED, RICH_HISTORY, steps_per_epoch=3, initial_lr=0.01)
+    cut = _check(spec, kills, expected)
+    assert cut.kills >= min(STEP_KILLS, 10)
+    assert sum(batch >= 0 for _, batch in cut.resumes) >= cut.kills // 3  # inside an epoch, really
+
+
+@pytest.mark.parametrize("spe", [1, 2])
+def test_sigterm_inside_an_epoch_writes_a_backup_there_and_loses_no_work(spe: int) -> None:
+    """SIGTERM after a batch: the backup is written at the end of that batch and the restart
+    goes on with the next one (no batch trained twice: the learned weights show it)."""
+    import keras
+
+    if spe > 1 and keras.backend.backend() == "torch":
+        pytest.skip("torch runs one batch per execution")
+    spec = {
+        "kind": "policy", "policy": RICH, "history": RICH_HISTORY, "steps_per_epoch": 3, "learn": True,
+        "steps_per_execution": spe,
+    }
+    # The 4th batch end of a run is inside an epoch (3 batches an epoch), as is the 3rd with 2 per execution.
+    cut = _check(spec, [Kill(batch=4 if spe == 1 else 3, signal="SIGTERM")] * 3, None)
+    assert cut.exit_codes[:3] == [143, 143, 143] and cut.exit_codes[-1] == 0
+    assert [batch >= 0 for _, batch in cut.resumes[1:]] == [True, True, True]
 
 
 def test_sigterm_without_a_backup_rule_is_left_alone() -> None:

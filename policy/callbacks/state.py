@@ -12,13 +12,15 @@ their code documents (EarlyStopping's ``wait``/``best``/``best_weights``...).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import keras
 import numpy as np
 
-from policy.callbacks.atomic import write_bytes
+from policy.callbacks.atomic import PARTIAL_PREFIX, write_bytes
+from policy.callbacks.processes import is_writer
 
 State = dict[str, Any]
 
@@ -103,8 +105,20 @@ def _restore_csv(cb: Any, content: str, keys: list[str] | None) -> None:
     """
     if cb.csv_file is not None and not cb.csv_file.closed:
         cb.csv_file.close()
+    _sweep_own_partials(cb.filename)  # a run killed while rewinding this log left one
     write_bytes(cb.filename, content.encode("utf-8"))
     cb.csv_file = open(cb.filename, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed by CSVLogger
     cb.writer = None
     cb.keys = list(keys) if keys is not None else None
     cb.append_header = not content
+
+
+def _sweep_own_partials(path: str) -> None:
+    """Remove the temporary files of ``path`` a killed run left beside it (``.partial-PID-name``)."""
+    folder, name = os.path.split(path)
+    if not is_writer() or not os.path.isdir(folder or "."):
+        return
+    for entry in os.listdir(folder or "."):
+        if entry.startswith(PARTIAL_PREFIX) and entry.endswith(f"-{name}"):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, entry))

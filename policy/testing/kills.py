@@ -19,6 +19,7 @@ weights, the CSV log's rows, and the torn files and failed restarts seen along t
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import math
 import os
@@ -42,13 +43,15 @@ _real_fsync = os.fsync  # the journal's own flushes are not kill points
 
 @dataclass(frozen=True)
 class Kill:
-    """When a worker kills itself: after ``event`` events, or ``delay`` seconds after train begin.
+    """When a worker kills itself: after ``event`` events, after the ``batch``-th training batch
+    end of the run (inside an epoch, or at its last batch), or ``delay`` seconds after train begin.
 
     ``signal`` is ``"SIGKILL"`` (the default) or ``"SIGTERM"`` (what schedulers send first).
     """
 
     event: int | None = None
     delay: float | None = None
+    batch: int | None = None
     signal: str = "SIGKILL"
 
 
@@ -59,6 +62,8 @@ class ChainResult:
     outcome: Outcome
     final_weights: list[float]
     csv_rows: list[str]
+    real_logs: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # with ``learn``: fit's own epoch logs
+    resumes: list[tuple[int, int]] = field(default_factory=list)  # where each run began: (epoch, last batch done or -1)
     torn: list[str] = field(default_factory=list)  # model files at their final name that do not load
     failed_restarts: list[str] = field(default_factory=list)  # restarts that raised instead of training
     kills: int = 0  # workers that really died of the kill (SIGKILL, or SIGTERM's clean stop)
@@ -181,20 +186,20 @@ def run_worker(spec: Mapping[str, Any]) -> None:
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.epoch = epoch
 
-        def scan(self) -> None:
+        def scan(self, batch: int | None) -> None:
             now = _model_files(workdir, excluded)
             for path in sorted(p for p, t in now.items() if self.seen.get(p) != t):
-                journal.write(kind="save", epoch=self.epoch, path=path)
+                journal.write(kind="save", epoch=self.epoch, batch=batch, path=path)
             self.seen = now
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            self.scan()
+            self.scan(batch)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.scan()
+            self.scan(None)
 
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-            self.scan()
+            self.scan(None)
             events.armed = False
             for t in timer:
                 t.cancel()
@@ -202,13 +207,15 @@ def run_worker(spec: Mapping[str, Any]) -> None:
             stop = why_stopped(callbacks)
             journal.write(
                 kind="end",
-                restored_epoch=_decode(self.model),
+                restored_epoch=None if learn else _decode(self.model),
                 weights=weights,
                 stop=None if stop is None else [stop.rule, stop.epoch],
             )
 
     class Ticks(keras.callbacks.Callback):  # type: ignore[misc]
         """First: counts batches and epoch boundaries as events; journals each epoch's lr last."""
+
+        batches = 0
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             delay = spec.get("kill_delay")
@@ -223,21 +230,48 @@ def run_worker(spec: Mapping[str, Any]) -> None:
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             events.tick()
+            self.batches += 1
+            if self.batches == spec.get("kill_batch"):
+                os.kill(os.getpid(), events.signum)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             events.tick()
 
     class LearningRate(keras.callbacks.Callback):  # type: ignore[misc]
+        """Last: journals where this run began (after the backup has put everything back) and
+        each epoch's lr once every callback has set it."""
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            epoch = self.model._initial_epoch or initial_epoch
+            batch = -1
+            for i in backups:
+                if getattr(callbacks[i], "_skip", None) is not None:
+                    batch = int(callbacks[i]._skip_until)  # resumed after this batch of `epoch`
+            journal.write(kind="resume", epoch=int(epoch), batch=batch)
+
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             journal.write(kind="lr", epoch=epoch, lr=lr)
 
+    class RealLogs(keras.callbacks.Callback):  # type: ignore[misc]
+        """Before the script: journals the epoch logs fit itself computed (running metrics)."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            journal.write(kind="real", epoch=epoch, logs={k: float(v) for k, v in (logs or {}).items()})
+
     initial_epoch = int(spec.get("initial_epoch") or 0)
+    learn = bool(spec.get("learn"))
+    spe = int(spec.get("steps_per_execution") or 1)
     script = _harness_classes()["Script"](history, spec.get("batch_losses"), clock, initial_epoch)
     where = backups[0] if backups else len(callbacks)
     ordered = [script, Ticks(), *callbacks[:where], Journaling(), *callbacks[where:], LearningRate()]
+    if learn:
+        script.on_epoch_end = functools.partial(_script_logs_only, script)  # the weights are learned
+        script.on_train_end = lambda logs=None: None
+        ordered.insert(0, RealLogs())
     journal.write(kind="start", pid=os.getpid())
-    model = tiny_model(spec.get("initial_lr") or 0.01, int(spec.get("steps_per_execution") or 1))
+    model = learning_model(spec.get("initial_lr") or 0.01, spe) if learn else tiny_model(spec.get("initial_lr") or 0.01, spe)
+    data = _learning_data(spec.get("steps_per_epoch", 1)) if learn else _fit_data(spec.get("steps_per_epoch", 1))
     os.chdir(workdir)
     model.fit(
         epochs=initial_epoch + len(history),
@@ -246,8 +280,42 @@ def run_worker(spec: Mapping[str, Any]) -> None:
         callbacks=ordered,
         verbose=0,
         shuffle=False,
-        **_fit_data(spec.get("steps_per_epoch", 1)),
+        **data,
     )
+
+
+def learning_model(initial_lr: float, steps_per_execution: int = 1) -> Any:
+    """A model whose weights really change every batch (and whose dropout draws masks): with
+    ``learn``, a batch trained twice or with another rate, or a mask drawn anew, shows in the
+    final weights. Built from a fixed seed, so every run starts from the same weights."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential(
+        [keras.Input(shape=(1,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dropout(0.25), keras.layers.Dense(1)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=initial_lr), loss="mse", steps_per_execution=steps_per_execution
+    )
+    return model
+
+
+def _learning_data(steps_per_epoch: int) -> dict[str, Any]:
+    import numpy as np
+
+    x = np.linspace(-1.0, 1.0, steps_per_epoch, dtype="float32").reshape(-1, 1)
+    y = 2.0 * x + 1.0
+    return {"x": x, "y": y, "batch_size": 1, "validation_data": (x[:1], y[:1])}
+
+
+def _script_logs_only(script: Any, epoch: int, logs: dict[str, Any] | None = None) -> None:
+    """The script's epoch end without writing the epoch into the weights."""
+    if logs is not None:
+        validated = any(k.startswith("val_") for k in logs)
+        logs.clear()
+        logs.update(
+            {k: v for k, v in script.logs[epoch - script.initial_epoch].items() if validated or not k.startswith("val_")}
+        )
 
 
 # --------------------------------------------------------------------------- the chain
@@ -284,12 +352,26 @@ def torn_files(workdir: pathlib.Path) -> list[str]:
     return sorted(found)
 
 
-def stitch(journal: pathlib.Path) -> tuple[list[tuple[int, float]], list[tuple[int, str]], dict[str, Any] | None]:
-    """The decisions of a chain of runs: later runs replace what they repeated."""
-    lrs: list[tuple[int, float]] = []
-    saves: list[tuple[int, str]] = []
+@dataclass
+class Stitched:
+    """The decisions of a chain of runs (see :func:`stitch`)."""
+
+    lrs: list[tuple[int, float]] = field(default_factory=list)
+    saves: list[tuple[int, str]] = field(default_factory=list)
     end: dict[str, Any] | None = None
-    resumed: int | None = None
+    real: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    resumes: list[tuple[int, int]] = field(default_factory=list)
+
+
+_EPOCH_END = 1 << 30  # a save at an epoch end comes after every batch of that epoch
+
+
+def stitch(journal: pathlib.Path) -> Stitched:
+    """The decisions of a chain of runs: each run says where it began (an epoch, and inside it
+    the last batch its backup had done, or -1); what earlier runs journaled after that point
+    is replaced by what the later run does again."""
+    out = Stitched()
+    saves: list[tuple[int, int, str]] = []
     for line in journal.read_text(encoding="utf-8").splitlines():
         try:
             entry = json.loads(line)
@@ -297,22 +379,24 @@ def stitch(journal: pathlib.Path) -> tuple[list[tuple[int, float]], list[tuple[i
             continue  # a line cut by the kill
         kind = entry["kind"]
         if kind == "start":
-            resumed = None
-            end = None
-            continue
-        epoch = entry.get("epoch")
-        if kind in ("lr", "save") and resumed is None:
-            # The first decision of a run tells where it resumed; earlier runs' later ones go.
-            resumed = epoch
-            lrs = [x for x in lrs if x[0] < epoch]
-            saves = [x for x in saves if x[0] < epoch]
-        if kind == "lr":
-            lrs.append((epoch, entry["lr"]))
+            out.end = None
+        elif kind == "resume":
+            epoch, batch = entry["epoch"], entry["batch"]
+            out.resumes.append((epoch, batch))
+            out.lrs = [x for x in out.lrs if x[0] < epoch]
+            out.real = [x for x in out.real if x[0] < epoch]
+            saves = [x for x in saves if (x[0], x[1]) <= (epoch, batch)]
+        elif kind == "lr":
+            out.lrs.append((entry["epoch"], entry["lr"]))
+        elif kind == "real":
+            out.real.append((entry["epoch"], entry["logs"]))
         elif kind == "save":
-            saves.append((epoch, entry["path"]))
+            batch = entry.get("batch")
+            saves.append((entry["epoch"], _EPOCH_END if batch is None else batch, entry["path"]))
         elif kind == "end":
-            end = entry
-    return lrs, saves, end
+            out.end = entry
+    out.saves = [(e, p) for e, _, p in saves]
+    return out
 
 
 class _Server:
@@ -422,6 +506,7 @@ def run_chain(
         if kill is not None:
             full["kill_event"] = kill.event
             full["kill_delay"] = kill.delay
+            full["kill_batch"] = kill.batch
             full["kill_signal"] = kill.signal
         if in_process and kill is None and not kills:
             before = os.getcwd()
@@ -448,7 +533,8 @@ def run_chain(
             continue
         if kill is not None:
             break  # finished before the kill came: the chain is complete
-    lrs, saves, end = stitch(journal)
+    stitched = stitch(journal)
+    lrs, saves, end = stitched.lrs, stitched.saves, stitched.end
     files = tuple(sorted(_model_files(workdir, [workdir / BACKUP_DIR])))
     stop = None
     if end is not None and end["stop"] is not None:
@@ -465,7 +551,7 @@ def run_chain(
     for log in sorted(workdir.rglob("*.csv")):
         csv_rows.extend(f"{log.relative_to(workdir).as_posix()}: {row}" for row in log.read_text().splitlines())
     weights = [] if end is None else list(end["weights"])
-    return ChainResult(outcome, weights, csv_rows, torn, failed, died, codes)
+    return ChainResult(outcome, weights, csv_rows, stitched.real, stitched.resumes, torn, failed, died, codes)
 
 
 def same(a: float, b: float) -> bool:
