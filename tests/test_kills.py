@@ -105,6 +105,8 @@ def test_killed_and_restarted_runs_decide_as_one_uninterrupted_run(
         expected = simulate(policy, case.history, **case.run_options())
     except Exception:
         return
+    if expected.failed is not None:
+        return  # a `fail when` rule ends fit with an exception: no finished run to compare with
     _check(spec, [Kill(event=e) for e in events], expected)
 
 

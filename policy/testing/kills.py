@@ -461,6 +461,9 @@ def serve() -> None:
             try:
                 err = os.open(f"{spec_path}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                 os.dup2(err, 2)
+                # stdout is the server's answer channel: what Keras prints (TerminateOnNaN's
+                # message) goes to the .err file, never into an answer.
+                os.dup2(err, 1)
                 run_worker(json.loads(spec_path.read_text(encoding="utf-8")))
             except SystemExit as e:  # what a SIGTERM under a backup rule ends in (policy.Preempted)
                 traceback.print_exc()
@@ -469,6 +472,7 @@ def serve() -> None:
                 traceback.print_exc()
                 code = 1
             finally:
+                sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
