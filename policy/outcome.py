@@ -7,7 +7,7 @@ Plain data only (no keras import), so the CLI can print and serialise it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -27,8 +27,8 @@ class Outcome:
     - ``epochs_run``: how many epochs ran (``len(history.epoch)`` in Keras).
     - ``learning_rates``: the learning rate in effect during each epoch run (float32 values as floats).
     - ``step_learning_rates``: the learning rate each optimizer step ran with, in order (float32
-      values as floats); empty unless the steps per epoch are known. Not part of ``==`` (the
-      general harness measures rates per epoch; the step-schedule tests compare these directly).
+      values as floats); empty when unknown (``simulate`` without ``steps_per_epoch``). Two
+      outcomes that both know them compare them in ``==``; empty on either side is not compared.
     - ``saves``: every checkpoint write, in order, as ``(epoch, path)`` with a 0-based epoch and the
       path formatted as Keras formats it.
     - ``files``: the checkpoint files that exist at the end because of the policy's save rules,
@@ -57,6 +57,17 @@ class Outcome:
     failed: Stop | None = None
     rollbacks: tuple[tuple[int, int], ...] = ()
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Outcome):
+            return NotImplemented
+        mine, theirs = self.step_learning_rates, other.step_learning_rates
+        if mine and theirs and mine != theirs:
+            return False
+        return _compared(self) == _compared(other)
+
+    def __hash__(self) -> int:
+        return hash(_compared(self))
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["learning_rates"] = list(self.learning_rates)
@@ -67,3 +78,8 @@ class Outcome:
         out["files"] = list(self.files)
         out["rollbacks"] = [list(r) for r in self.rollbacks]
         return out
+
+
+def _compared(outcome: Outcome) -> tuple[Any, ...]:
+    """Every field ``==`` compares as such (all but ``step_learning_rates``)."""
+    return tuple(getattr(outcome, f.name) for f in fields(outcome) if f.compare)

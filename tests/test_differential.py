@@ -188,6 +188,9 @@ INF = math.inf
 
 # One case per Keras callback fact the reference relies on (and per docs/semantics.md rule of ours where float32 or
 # counting matters). The comment says what a wrong implementation would do instead.
+# steps_per_execution > 1 where Keras allows it (not on torch).
+FACTS_MULTI_STEP = BACKEND != "torch"
+
 FACTS: dict[str, Case] = {
     # float32: 1.0 then 1.0 - 1e-9 is not an improvement -> patience 1 stops at epoch 1.
     "f32-invisible-step": pinned("stop when val_loss not improving for 1", _vl(1.0, 1.0 - 1e-9, 0.5)),
@@ -357,6 +360,27 @@ FACTS: dict[str, Case] = {
         "multiply lr by 0.1 when val_loss not improving for 1, min lr 0.0005", _vl(1, 1, 1), initial_lr=0.001
     ),
     # Chained schedule: warm-up, cosine, then open-ended decay, each from where the last ended.
+    # Counted in optimizer steps: a LearningRateSchedule inside the train step, the rate of every
+    # step measured (also between the hook calls of steps_per_execution 2, on TF and JAX).
+    "step-schedule-chain": pinned(
+        "warm up lr to 0.01 over 3 steps, then cosine to 0.001 over 50% of training, then decay by 0.5 every 2 steps",
+        _vl(1, 1, 1, 1),
+        initial_lr=0.002,
+        steps_per_epoch=3,
+        steps_per_execution=2 if FACTS_MULTI_STEP else 1,
+    ),
+    "step-schedule-shapes": pinned(
+        "linear lr to 0.001 over 1 epoch, then hold for 2 steps, then cosine to 0.004 over 25% of training, "
+        "restart every 2 steps, then multiply lr by 0.5 at steps 1, 3",
+        _vl(1, 1, 1, 1, 1),
+        initial_lr=0.01,
+        steps_per_epoch=2,
+    ),
+    "step-schedule-inverse-sqrt": pinned(
+        "warm up lr to 0.01 over 2 steps, then inverse sqrt; stop after 5 steps",
+        _vl(1, 1, 1),
+        steps_per_epoch=2,
+    ),
     "schedule-chain": pinned(
         "warm up lr to 0.01 over 2 epochs, then cosine to 0.001 over 2 epochs, then decay by 0.5 every epoch",
         _vl(1, 1, 1, 1, 1, 1, 1),

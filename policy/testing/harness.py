@@ -8,6 +8,12 @@ history under test. The harness then measures what happened, from the outside:
 - ``epochs_run`` from the ``History`` that ``fit`` returns;
 - the learning rate in effect during each epoch, read at epoch begin after every other
   callback (a LearningRateScheduler among them) has run;
+- the learning rate every optimizer step ran with (``step_learning_rates``), read off a probe
+  weight: the input carries a one-hot of the step's position in the epoch, and a probe layer
+  adds ``sum(one_hot * p)`` to the loss, so plain SGD moves row j of ``p`` by exactly ``-lr`` at
+  the epoch's step j, inside the compiled step whatever ``steps_per_execution`` is. The probe is
+  zeroed at epoch begin and read at epoch end (epoch hooks only), for the steps the optimizer
+  ran (``optimizer.iterations``); epochs longer than the probe (``PROBE_STEPS``) are not read;
 - every checkpoint write, found on disk: after each callback's epoch end (and batch end
   for per-step checkpoints) the workdir is scanned for model files written since the last
   scan, so writes are listed in the order the callbacks made them;
@@ -44,6 +50,7 @@ ScriptedHistory: TypeAlias = HistoryLike
 """The logs a harness run scripts: anything :func:`policy.logs.epoch_logs` reads."""
 
 DEFAULT_LR = 0.01
+PROBE_STEPS = 32  # rows of the step-rate probe: epochs up to this many steps are measured per step
 _SENTINEL = -1000.0  # the kernel value meaning "no epoch's weights were put back"
 _MARK_NS = 1  # mtime given to checkpoint files already recorded; any new write changes it
 _MODEL_SUFFIXES = (".keras", ".h5")
@@ -76,6 +83,8 @@ class _Record:
     excluded: tuple[pathlib.Path, ...]
     epoch: int = 0
     learning_rates: list[float] = field(default_factory=list)
+    step_learning_rates: list[float] = field(default_factory=list)
+    step_rates_known: bool = True
     saves: list[tuple[int, str]] = field(default_factory=list)
     enabled: bool = True
     rollbacks: list[tuple[int, int]] = field(default_factory=list)
@@ -121,7 +130,7 @@ def _harness_classes() -> dict[str, Any]:
     import keras
 
     class Script(keras.callbacks.Callback):  # type: ignore[misc]
-        """First in the list: writes the scripted values into the logs everyone else sees."""
+        """First in the list after StepRates: writes the scripted values into the logs everyone else sees."""
 
         def __init__(
             self,
@@ -210,7 +219,71 @@ def _harness_classes() -> dict[str, Any]:
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
             self.record.scan()
 
-    return {"Script": Script, "ScanAfter": ScanAfter, "ScanAfterBatch": ScanAfterBatch, "Observe": Observe}
+    class StepRates(keras.callbacks.Callback):  # type: ignore[misc]
+        """First in the list: zeroes the step-rate probe at epoch begin and reads it at epoch end,
+        before any callback can set the weights back (a restore during training would put back
+        an earlier epoch's probe)."""
+
+        def __init__(self, record: _Record) -> None:
+            super().__init__()
+            self.record = record
+            self.iterations = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            probe = _probe(self.model)
+            probe.assign(_constant(0.0, tuple(probe.shape)))
+            self.iterations = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            ran = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) - self.iterations
+            if ran > PROBE_STEPS:
+                self.record.step_rates_known = False
+            rows = keras.ops.convert_to_numpy(_probe(self.model))[:ran]
+            self.record.step_learning_rates.extend(float(-v) for v in rows)
+
+    return {
+        "Script": Script,
+        "ScanAfter": ScanAfter,
+        "ScanAfterBatch": ScanAfterBatch,
+        "Observe": Observe,
+        "StepRates": StepRates,
+    }
+
+
+@functools.cache
+def _probe_layer() -> Any:
+    """The probe layer class: passes the first input column on, adds ``sum(one_hot * p)`` to the loss."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="policy_harness")
+    class StepRateProbe(keras.layers.Layer):  # type: ignore[misc]
+        def build(self, input_shape: Any) -> None:
+            self.p = self.add_weight(shape=(PROBE_STEPS,), initializer="zeros", name="p")
+
+        def call(self, x: Any) -> Any:
+            self.add_loss(keras.ops.sum(x[:, 1:] * self.p))
+            return x[:, :1]
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return (input_shape[0], 1)
+
+    return StepRateProbe
+
+
+def _probe(model: Any) -> Any:
+    return model.get_layer("step_rate_probe").p
+
+
+def _dense(model: Any) -> Any:
+    return model.get_layer("dense")
+
+
+def main_weights(model: Any) -> list[Any]:
+    """The weights that say which epoch's weights the model holds: the harness model's Dense unit
+    (not the step-rate probe, whose rows depend on how many steps ran), any other model's all."""
+    if any(layer.name == "step_rate_probe" for layer in model.layers):
+        return list(_dense(model).get_weights())
+    return list(model.get_weights())
 
 
 _models: dict[str, Any] = {}
@@ -219,7 +292,7 @@ _data: dict[int, dict[str, Any]] = {}
 
 def _encode(model: Any, value: float) -> None:
     """Set the kernel to ``value`` (and the bias to 0): weights that say which epoch they are."""
-    kernel, bias = model.layers[0].kernel, model.layers[0].bias
+    kernel, bias = _dense(model).kernel, _dense(model).bias
     kernel.assign(_constant(value, tuple(kernel.shape)))
     bias.assign(_constant(0.0, tuple(bias.shape)))
 
@@ -232,7 +305,7 @@ def _constant(value: float, shape: tuple[int, ...]) -> Any:
 
 
 def _decode(model: Any) -> int | None:
-    kernel = float(model.get_weights()[0].reshape(-1)[0])
+    kernel = float(main_weights(model)[0].reshape(-1)[0])
     return None if kernel == _SENTINEL else round(kernel) - 1
 
 
@@ -242,17 +315,27 @@ def tiny_model(initial_lr: float = DEFAULT_LR, steps_per_execution: int = 1) -> 
     import keras
 
     from policy.callbacks.schedules import forget_starting_lr
+    from policy.callbacks.step_schedule import remove_step_schedule
 
     model = _models.get(str(steps_per_execution))
     if model is None:
-        model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(1 + PROBE_STEPS,)),
+                _probe_layer()(name="step_rate_probe"),
+                keras.layers.Dense(1, name="dense"),
+            ]
+        )
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=initial_lr),
             loss="mse",
             steps_per_execution=steps_per_execution,
         )
         _models[str(steps_per_execution)] = model
+    if remove_step_schedule(model.optimizer):
+        model.train_function = None  # traced with the schedule: trace again with the variable
     model.optimizer.learning_rate = initial_lr
+    model.optimizer.iterations.assign(0)  # a fresh optimizer: step schedules count from 0
     forget_starting_lr(model.optimizer)
     _encode(model, 0.0)
     model.stop_training = False
@@ -270,7 +353,12 @@ def _fit_data(steps_per_epoch: int) -> dict[str, Any]:
         import keras
         import numpy as np
 
-        x = np.zeros((steps_per_epoch, 1), dtype="float32")
+        # Column 0 feeds the Dense unit (zeros: it learns nothing); the others are the one-hot
+        # position of the step in the epoch, for the step-rate probe.
+        x = np.zeros((steps_per_epoch, 1 + PROBE_STEPS), dtype="float32")
+        for j in range(min(steps_per_epoch, PROBE_STEPS)):
+            x[j, 1 + j] = 1.0
+        y = np.zeros((steps_per_epoch, 1), dtype="float32")
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -281,11 +369,11 @@ def _fit_data(steps_per_epoch: int) -> dict[str, Any]:
             options.experimental_optimization.inject_prefetch = False
             options.autotune.enabled = False
             found = {
-                "x": tf.data.Dataset.from_tensor_slices((x, x)).batch(1).with_options(options),
-                "validation_data": tf.data.Dataset.from_tensor_slices((x[:1], x[:1])).batch(1).with_options(options),
+                "x": tf.data.Dataset.from_tensor_slices((x, y)).batch(1).with_options(options),
+                "validation_data": tf.data.Dataset.from_tensor_slices((x[:1], y[:1])).batch(1).with_options(options),
             }
         else:
-            found = {"x": x, "y": x, "batch_size": 1, "validation_data": (x[:1], x[:1])}
+            found = {"x": x, "y": y, "batch_size": 1, "validation_data": (x[:1], y[:1])}
         _data[steps_per_epoch] = found
     return found
 
@@ -364,7 +452,7 @@ def run_callbacks(
     record = _Record(workdir, excluded, enabled=scan_files)
     if scan_files:
         record.scan(record=False)  # files already there were not written by this run
-    wrapped: list[Any] = [classes["Script"](logs, batch_losses, clock, initial_epoch)]
+    wrapped: list[Any] = [classes["StepRates"](record), classes["Script"](logs, batch_losses, clock, initial_epoch)]
     for cb in callbacks:
         wrapped.append(cb)
         per_step = (isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_freq != "epoch") or isinstance(
@@ -397,6 +485,8 @@ def run_callbacks(
     outcome = Outcome(
         epochs_run=epochs_run,
         learning_rates=tuple(record.learning_rates),
+        # A fit that raised skipped the failing epoch's on_epoch_end, where the probe is read.
+        step_learning_rates=tuple(record.step_learning_rates) if record.step_rates_known and failed is None else (),
         saves=tuple(record.saves),
         files=record.files_left(),
         restored_epoch=restored_epoch,
@@ -404,7 +494,7 @@ def run_callbacks(
         failed=failed,
         rollbacks=tuple(record.rollbacks),
     )
-    return Run(outcome, [w.copy() for w in model.get_weights()])
+    return Run(outcome, [w.copy() for w in main_weights(model)])
 
 
 def run_in_keras(

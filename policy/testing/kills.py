@@ -155,7 +155,7 @@ def run_worker(spec: Mapping[str, Any]) -> None:
     from policy.callbacks import StopAfterTime
     from policy.compiler import why_stopped
     from policy.logs import epoch_logs
-    from policy.testing.harness import _Clock, _decode, _fit_data, _harness_classes, tiny_model
+    from policy.testing.harness import _Clock, _decode, _fit_data, _harness_classes, main_weights, tiny_model
 
     workdir = pathlib.Path(spec["workdir"])
     journal = _Journal(pathlib.Path(spec["journal"]))
@@ -203,7 +203,9 @@ def run_worker(spec: Mapping[str, Any]) -> None:
             events.armed = False
             for t in timer:
                 t.cancel()
-            weights = [float(x) for w in self.model.get_weights() for x in w.reshape(-1)]
+            # The Dense unit's weights (they say which epoch's weights the model holds); the
+            # step-rate probe's depend on how many steps ran, which a re-run epoch changes.
+            weights = [float(x) for w in main_weights(self.model) for x in w.reshape(-1)]
             stop = why_stopped(callbacks)
             journal.write(
                 kind="end",
