@@ -151,6 +151,10 @@ def _rule_of(cb: Any) -> ast.Rule | tuple[ast.Rule, str] | None:
         return _backup(cb)
     if isinstance(cb, cbs.LearningRateScheduler):  # ours (ScheduledLearningRate) extends it
         return _schedule(cb)
+    from policy.callbacks.step_schedule import StepLearningRate
+
+    if isinstance(cb, StepLearningRate):  # a step-counted schedule: its rule, as parsed
+        return cb.rule
     raise NoEquivalent("no policy rule does what this callback does")
 
 

@@ -134,3 +134,8 @@ def test_lr_schedule_needs_what_it_counts() -> None:
     with pytest.raises(PolicyError, match="initial_lr"):
         policy.lr_schedule("cosine lr to 0 over 100 steps")
     assert float(policy.lr_schedule("cosine lr to 0 over 100 steps", initial_lr=0.5)(0)) == 0.5
+
+
+def test_describe_gives_the_step_schedule_back() -> None:
+    text = "warm up lr to 0.001 over 500 steps, then cosine to 1e-05 over 20000 steps"
+    assert policy.describe(compile_policy(text)) == text
