@@ -42,7 +42,8 @@ def plot_outcome(policy: Policy, history: History, outcome: Outcome, path: str |
     if not metrics:  # a policy that watches nothing (budgets, logging): show the loss curves
         metrics = [m for m in ("loss", "val_loss") if any(m in logs for logs in history)]
     lrs = list(outcome.learning_rates[: outcome.epochs_run])
-    show_lr = len(set(lrs)) > 1
+    step_lrs = list(outcome.step_learning_rates)
+    show_lr = len(set(lrs)) > 1 or len(set(step_lrs)) > 1
     panels = len(metrics) + (1 if show_lr else 0)
     fig, axes = plt.subplots(max(panels, 1), 1, sharex=True, figsize=(8, 2.4 * max(panels, 1)), squeeze=False)
     epochs = list(range(len(history)))
@@ -66,7 +67,13 @@ def plot_outcome(policy: Policy, history: History, outcome: Outcome, path: str |
     if show_lr:
         ax = axes[-1, 0]
         # Each epoch's lr drawn across that epoch (e - 0.5 to e + 0.5), so the steps meet the markers.
-        ax.step([e - 0.5 for e in range(len(lrs) + 1)], [*lrs, lrs[-1]], where="post", color="C1")
+        ax.step([e - 0.5 for e in range(len(lrs) + 1)], [*lrs, lrs[-1]], where="post", color="C1",
+                label="at epoch begin")
+        if step_lrs:
+            # The rate of every optimizer step, the epochs' steps spread evenly across them.
+            width = outcome.epochs_run / len(step_lrs)
+            xs = [-0.5 + i * width for i in range(len(step_lrs) + 1)]
+            ax.step(xs, [*step_lrs, step_lrs[-1]], where="post", color="C4", linewidth=0.8, label="per step")
         ax.set_yscale("log")
         ax.set_ylabel("learning rate")
         _markers(ax, lr_changes, outcome)

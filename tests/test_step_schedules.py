@@ -139,3 +139,16 @@ def test_lr_schedule_needs_what_it_counts() -> None:
 def test_describe_gives_the_step_schedule_back() -> None:
     text = "warm up lr to 0.001 over 500 steps, then cosine to 1e-05 over 20000 steps"
     assert policy.describe(compile_policy(text)) == text
+
+
+def test_simulate_plot_draws_the_rate_per_step(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("matplotlib")
+    from policy.parser import parse
+    from policy.plot import plot_outcome
+
+    text = "warm up lr to 0.01 over 5 steps, then cosine to 0.0001 over 80% of training"
+    history = [{"val_loss": v} for v in (1.0, 0.9, 0.8)]
+    outcome = simulate(text, history, initial_lr=0.01, steps_per_epoch=10)
+    assert len(outcome.step_learning_rates) == 30
+    plot_outcome(parse(text), history, outcome, tmp_path / "run.png")
+    assert (tmp_path / "run.png").stat().st_size > 0
