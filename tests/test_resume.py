@@ -296,7 +296,7 @@ def test_a_backup_inside_an_epoch_resumes_exactly(
     the uninterrupted run's, bit for bit, with steps_per_execution 1 and 2."""
     whole, whole_rows = _fit_learning(tmp_path / "whole", spe, [])
     ends = list(range(spe - 1, 5 + spe - 1, spe))  # the batch indices fit's hooks see
-    point = [(0, ends[1]), (1, ends[-1]), (2, ends[0])][at]
+    point = [(0, ends[-1]), (1, ends[-1]), (2, ends[0])][at]  # crashed before the backup at (0, last): resumes from batch 3
     crash = CrashAtBatch(point, sigterm=sigterm)
     with pytest.raises(Preempted if sigterm else RuntimeError):
         _fit_learning(tmp_path / "cut", spe, [crash], before)
