@@ -269,9 +269,9 @@ def test_a_process_that_is_not_the_writer_leaves_nothing(
     """Process 1 of 2 (faked): the whole policy runs, every save runs, nothing reaches the folder."""
     monkeypatch.setattr(processes, "_distribution", lambda: (1, 2))
     # One process plays process 1 of 2; agreeing with nobody gives its own values back.
-    from policy.callbacks import backup, budget
+    from policy.callbacks import backup
 
-    for module in (processes, backup, budget):
+    for module in (processes, backup):
         monkeypatch.setattr(module, "agree_max", lambda values: [float(v) for v in values])
     scratch = tmp_path / "tmp"
     scratch.mkdir()
