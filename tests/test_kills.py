@@ -206,6 +206,17 @@ def test_sigterm_inside_an_epoch_writes_a_backup_there_and_loses_no_work(spe: in
     assert [batch >= 0 for _, batch in cut.resumes[1:]] == [True, True, True]
 
 
+@pytest.mark.parametrize("events", [[7], [10, 14]])
+def test_a_log_kept_with_append_killed_before_the_first_backup_has_no_doubled_row(events: list[int]) -> None:
+    # The kills fall after the first epoch's row is written and before its backup (and again
+    # later): the restart must cut the log back to where it stood when training began.
+    text = 'multiply lr by 0.5 when val_loss not improving for 1\nlog to "train.csv", append\nbackup to "bk"'
+    history = [{"loss": 1.0, "val_loss": v} for v in (1.0, 0.9, 0.95, 0.97, 0.8)]
+    spec = {"kind": "policy", "policy": text, "history": history, "initial_lr": 0.01, "steps_per_epoch": 3}
+    cut = _check(spec, [Kill(event=e) for e in events], None)
+    assert len(cut.csv_rows) == 1 + len(history)
+
+
 def test_sigterm_without_a_backup_rule_is_left_alone() -> None:
     text = "decay lr by 0.5 every 1 epochs; stop when val_loss not improving for 3"
     spec = {"kind": "policy", "policy": text, "history": RICH_HISTORY, "steps_per_epoch": 3}

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 
 from policy import ast
-from policy.callbacks.atomic import PARTIAL_PREFIX, discarded, fsync_path, sweep_partials
+from policy.callbacks.atomic import PARTIAL_PREFIX, discarded, fsync_path, sweep_partials, write_bytes
 from policy.callbacks.base import POLICY_RULE
 from policy.callbacks.processes import agree_max, agreement_due, is_writer, process_count
 from policy.callbacks.state import get_state, set_state
@@ -57,6 +57,8 @@ FORMAT = 1
 WEIGHTS = "model.weights.h5"
 STATE = "state.json"
 ARRAYS = "rules.npz"
+# Where each CSV log kept with `append` ended before this run wrote to it (see _appended_logs).
+LOG_STARTS = "log-starts.json"
 _GENERATION = re.compile(r"^generation-(\d{8})$")
 
 
@@ -273,6 +275,40 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
             # Nothing to resume: start where fit was asked to, whatever an earlier fit of this
             # model that raised (so never reached on_train_end) left behind.
             self.model._initial_epoch = None
+            self._appended_logs()
+
+    def _appended_logs(self) -> None:
+        """Cut each ``append`` CSV log back to where it ended before the first backup, and record that.
+
+        A log kept with ``append`` is never emptied by Keras, and a generation only knows the rows
+        up to its own epoch. A run killed after writing a row but before its first backup would
+        leave that row for the restart, which writes the same epoch again: doubled. So the first
+        start records each such log's length in the backup folder (one atomic file, deleted with
+        the folder when fit ends), and a start that finds the record but no generation cuts the
+        log back to it.
+        """
+        logs = [cb for _, cb in self._members if isinstance(cb, keras.callbacks.CSVLogger) and cb.append]
+        if not logs or not is_writer():
+            return
+        record = os.path.join(self.backup_dir, LOG_STARTS)
+        known: dict[str, int] = {}
+        if os.path.exists(record):
+            with open(record, encoding="utf-8") as f:
+                known = json.load(f)
+        starts: dict[str, int] = {}
+        for cb in logs:
+            name = os.path.abspath(cb.filename)
+            if cb.csv_file is not None and not cb.csv_file.closed:
+                cb.csv_file.flush()
+            size = os.path.getsize(name) if os.path.exists(name) else 0
+            start = known.get(name, size)
+            if size > start:
+                os.truncate(name, start)  # the file is open for appending: the next row goes at the cut
+                cb.append_header = start == 0
+            starts[name] = start
+        if not known:
+            os.makedirs(self.backup_dir, exist_ok=True)
+            write_bytes(record, json.dumps(starts).encode("utf-8"))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._end_skip()
