@@ -12,7 +12,8 @@ harness (:mod:`policy.testing.harness`) all build their logs with it. No framewo
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from policy.errors import PolicyError, shown
@@ -25,6 +26,32 @@ History: TypeAlias = list[EpochLogs]
 
 HistoryLike: TypeAlias = Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]]
 """What :func:`epoch_logs` reads: ``metric -> per-epoch values``, or one mapping per epoch."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitArgs:
+    """The ``fit``/``compile`` settings of one run besides its history, as a caller gives them.
+
+    :func:`policy.reference.simulate` takes them as keywords and the reference checks them
+    (:mod:`policy.reference.inputs`); a differential test case carries them to both the
+    reference and the real ``fit``. Unchecked here: this is only the one list of them.
+    """
+
+    initial_lr: float | None = None
+    """The optimizer's learning rate when training starts (for rules that read or change it)."""
+    steps_per_epoch: int | None = None
+    """Training batches per epoch, if known."""
+    batch_losses: Sequence[Sequence[float | None]] | None = None
+    """Per epoch, the running training loss after each batch (None: not logged at that batch)."""
+    step_seconds: float | Sequence[Sequence[float]] | None = None
+    """How long each training batch takes: one duration for all, or one per batch of each epoch."""
+    validation_freq: int = 1
+    """``fit(validation_freq=k)``: validation after epochs k, 2k, ... (1-based)."""
+    steps_per_execution: int = 1
+    """``compile(steps_per_execution=k)``: batches trained per callback call."""
+    initial_epoch: int = 0
+    """``fit(initial_epoch=e0)``: the first entry of the history is epoch e0."""
+
 
 # Strings a CSVLogger file (or a hand-written table) uses for "not logged this epoch".
 _MISSING_WORDS = frozenset({"", "na", "n/a", "none", "null"})

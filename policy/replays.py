@@ -33,6 +33,7 @@ from typing import Any, Literal
 from policy import ast
 from policy.errors import PolicyError, closest
 from policy.history import history_from_data
+from policy.logs import FitArgs
 from policy.meaning import direction_watched, watched_names
 from policy.metrics import name_direction
 from policy.outcome import Outcome, Stop
@@ -443,8 +444,7 @@ def _prepare(run: RecordedRun, objective: str, direction: ast.Direction, initial
         # Keras logs the learning rate in effect during the epoch: epoch 0's is the starting one.
         lr = run.history[0]["learning_rate"]
     try:
-        data = run_input(run.history, initial_lr=lr, steps_per_epoch=steps_per_epoch, batch_losses=None,
-                         step_seconds=None)
+        data = run_input(run.history, FitArgs(initial_lr=lr, steps_per_epoch=steps_per_epoch))
     except PolicyError as exc:
         return _Prepared(run, None, {}, (), exc.message)
     logged: dict[str, int] = {}

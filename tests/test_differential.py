@@ -167,15 +167,15 @@ def pinned(
 ) -> Case:
     """A hand-written case (for ``@example``)."""
     return Case(
-        parse_policy(text),
-        history,
-        initial_lr,
-        steps_per_epoch,
-        batch_losses,
-        step_seconds,
-        validation_freq,
-        steps_per_execution,
-        initial_epoch,
+        policy=parse_policy(text),
+        history=history,
+        initial_lr=initial_lr,
+        steps_per_epoch=steps_per_epoch,
+        batch_losses=batch_losses,
+        step_seconds=step_seconds,
+        validation_freq=validation_freq,
+        steps_per_execution=steps_per_execution,
+        initial_epoch=initial_epoch,
     )
 
 

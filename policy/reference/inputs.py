@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy.errors import PolicyError, shown
-from policy.logs import EpochLogs, epoch_logs, number, series
+from policy.logs import EpochLogs, FitArgs, epoch_logs, number, series
 
 # The largest whole-number argument a simulation takes (steps_per_epoch, initial_epoch,
 # validation_freq, steps_per_execution), the policy language's own limit on counts: beyond it a
 # typo is likelier than a real run, per-batch data would not fit in memory, and an epoch number
 # would overflow the float arithmetic of schedules.
 MAX_WHOLE = 10**9
+
+# The whole-number settings of a run checked alike, each with its least value.
+_WHOLE_ARGS = (("validation_freq", 1), ("steps_per_execution", 1), ("initial_epoch", 0))
 
 @dataclass(frozen=True)
 class RunInput:
@@ -37,11 +40,9 @@ class RunInput:
     """Per epoch, how long each training batch takes."""
     initial_lr: float | None
     validation_freq: int = 1
-    """``fit(validation_freq=k)``: validation after epochs k, 2k, ... (1-based)."""
     steps_per_execution: int = 1
-    """``compile(steps_per_execution=k)``: batches trained per callback call."""
     initial_epoch: int = 0
-    """``fit(initial_epoch=e0)``: the first entry of the history is epoch e0."""
+    """These four are the :class:`~policy.logs.FitArgs` of the same names, checked."""
 
     @property
     def epochs(self) -> int:
@@ -71,48 +72,37 @@ def _batch_table(data: Any, what: str, epochs: int, *, optional_values: bool) ->
     return tuple(out)
 
 
-def run_input(
-    history: Any,
-    *,
-    initial_lr: Any,
-    steps_per_epoch: Any,
-    batch_losses: Any,
-    step_seconds: Any,
-    validation_freq: Any = 1,
-    steps_per_execution: Any = 1,
-    initial_epoch: Any = 0,
-) -> RunInput:
+def run_input(history: Any, fit: FitArgs) -> RunInput:
     """Check and normalise every input of a simulation (the policy is checked elsewhere)."""
-    freq = _whole(validation_freq, "validation_freq", 1)
-    per_call = _whole(steps_per_execution, "steps_per_execution", 1)
-    first = _whole(initial_epoch, "initial_epoch", 0)
+    whole = {name: _whole(getattr(fit, name), name, least) for name, least in _WHOLE_ARGS}
+    freq, first = whole["validation_freq"], whole["initial_epoch"]
     logs = epoch_logs(history, freq, first)
     epochs = len(logs)
 
     lr: float | None = None
-    if initial_lr is not None:
-        lr = number(initial_lr, "initial_lr")
+    if fit.initial_lr is not None:
+        lr = number(fit.initial_lr, "initial_lr")
         if lr is None or not math.isfinite(lr):
-            raise PolicyError.plain(f"initial_lr must be a finite number, got {shown(initial_lr)}")
+            raise PolicyError.plain(f"initial_lr must be a finite number, got {shown(fit.initial_lr)}")
 
     losses = None
-    if batch_losses is not None:
-        losses = _batch_table(batch_losses, "batch_losses", epochs, optional_values=True)
+    if fit.batch_losses is not None:
+        losses = _batch_table(fit.batch_losses, "batch_losses", epochs, optional_values=True)
 
     seconds: tuple[Sequence[float], ...] | None = None
     constant_seconds: float | None = None
-    if step_seconds is not None:
-        if isinstance(step_seconds, numbers.Real) and not isinstance(step_seconds, bool):
-            constant_seconds = number(step_seconds, "step_seconds")
+    if fit.step_seconds is not None:
+        if isinstance(fit.step_seconds, numbers.Real) and not isinstance(fit.step_seconds, bool):
+            constant_seconds = number(fit.step_seconds, "step_seconds")
             if constant_seconds is None or not (math.isfinite(constant_seconds) and constant_seconds >= 0):
-                raise PolicyError.plain(f"step_seconds must be a finite number >= 0, got {shown(step_seconds)}")
+                raise PolicyError.plain(f"step_seconds must be a finite number >= 0, got {shown(fit.step_seconds)}")
         else:
-            seconds = _batch_table(step_seconds, "step_seconds", epochs, optional_values=False)
+            seconds = _batch_table(fit.step_seconds, "step_seconds", epochs, optional_values=False)
             for epoch, row in enumerate(seconds):
                 if not all(math.isfinite(s) and s >= 0 for s in row):
                     raise PolicyError.plain(f"step_seconds of epoch {epoch} holds a negative or non-finite duration")
 
-    steps = _steps(epochs, steps_per_epoch, losses, seconds)
+    steps = _steps(epochs, fit.steps_per_epoch, losses, seconds)
     if constant_seconds is not None:
         if steps is None:
             raise PolicyError.plain(
@@ -120,16 +110,7 @@ def run_input(
                 "pass steps_per_epoch or batch_losses",
             )
         seconds = tuple([constant_seconds] * n for n in steps)
-    return RunInput(
-        logs=logs,
-        steps=steps,
-        batch_losses=losses,
-        step_seconds=seconds,
-        initial_lr=lr,
-        validation_freq=freq,
-        steps_per_execution=per_call,
-        initial_epoch=first,
-    )
+    return RunInput(logs=logs, steps=steps, batch_losses=losses, step_seconds=seconds, initial_lr=lr, **whole)
 
 
 def _whole(value: Any, name: str, least: int) -> int:

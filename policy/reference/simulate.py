@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from policy import ast
 from policy.errors import PolicyError
+from policy.logs import FitArgs
 from policy.meaning import epoch_end_paths, held_by_minimum, minimum_of, step_paths, stop_form, watched_names
 from policy.outcome import Outcome, Stop
 from policy.printer import rule as rule_text
@@ -100,8 +101,7 @@ def simulate(
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"simulate(backend=...) takes a backend's name; got {type(backend).__name__}")
     semantics = _semantics(backend, semantics)
-    data = run_input(
-        history,
+    fit = FitArgs(
         initial_lr=initial_lr,
         steps_per_epoch=steps_per_epoch,
         batch_losses=batch_losses,
@@ -110,7 +110,7 @@ def simulate(
         steps_per_execution=steps_per_execution,
         initial_epoch=initial_epoch,
     )
-    return simulate_checked(parsed, data, strict=strict, semantics=semantics)
+    return simulate_checked(parsed, run_input(history, fit), strict=strict, semantics=semantics)
 
 
 def simulate_checked(

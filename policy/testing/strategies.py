@@ -46,7 +46,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from policy import ast
-from policy.logs import EpochLogs, History
+from policy.logs import EpochLogs, FitArgs, History
 from policy.metrics import name_direction, trend_direction
 from policy.printer import format_policy
 from policy.reference.backends import FACTS, default_backend
@@ -886,28 +886,20 @@ _FOCI: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Case:
+@dataclass(frozen=True, kw_only=True)
+class Case(FitArgs):
     """Everything one differential run needs: a policy and the training it watches.
 
     ``history`` holds one dict of logs per epoch the script can run (training may stop
     earlier); ``batch_losses[e][b]`` is the running training loss Keras reports after batch
     ``b`` of epoch ``e`` (its last entry equals the epoch's ``loss`` when that is logged);
-    ``step_seconds`` is how long every training step takes on the scripted clock.
+    ``step_seconds`` is how long every training step takes on the scripted clock. With
+    ``validation_freq``, ``val_*`` keys appear only on the epochs that validate; ``history[0]``
+    is epoch ``initial_epoch``.
     """
 
     policy: ast.Policy
     history: History
-    initial_lr: float
-    steps_per_epoch: int
-    batch_losses: tuple[tuple[float, ...], ...] | None
-    step_seconds: float | None
-    validation_freq: int = 1
-    """``fit(validation_freq=)``: ``val_*`` keys appear only on the epochs that validate."""
-    steps_per_execution: int = 1
-    """``compile(steps_per_execution=)``: the batch hooks run once per this many batches."""
-    initial_epoch: int = 0
-    """``fit(initial_epoch=)``: ``history[0]`` is this epoch."""
 
     @property
     def text(self) -> str:
@@ -931,9 +923,9 @@ class Case:
         )
 
     def run_options(self) -> dict[str, Any]:
-        """The keyword arguments ``simulate`` and ``run_in_keras`` both take for this case: every
-        field but the policy and the history (the fit arguments), and ``strict``."""
-        fit = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("policy", "history")}
+        """The keyword arguments ``simulate`` and ``run_in_keras`` both take for this case: its
+        :class:`~policy.logs.FitArgs`, and ``strict``."""
+        fit = {f.name: getattr(self, f.name) for f in fields(FitArgs)}
         return {**fit, "strict": self.strict}
 
     def key(self) -> tuple[object, ...]:
@@ -1065,27 +1057,23 @@ def cases(
         for r in drawn.policy.rules
     )
     step_seconds = draw(st.sampled_from((0.5, 0.1, 1.0, 0.1, 1.5, 0.25))) if timed else None
-    # The fit arguments people use, mostly at their defaults (the first value is what shrinking
-    # goes to): validation every k epochs, k batches per hook call, a run starting at epoch e0.
-    validation_freq = draw(st.sampled_from(FIT_VALIDATION_FREQS))
     # torch's fit refuses steps_per_execution > 1 (the reference models that): not worth a draw there.
     multi_step = FACTS[default_backend()].multi_step_execution
-    steps_per_execution = draw(st.sampled_from(FIT_STEPS_PER_EXECUTION)) if multi_step else 1
-    initial_epoch = draw(st.sampled_from(FIT_INITIAL_EPOCHS))
-    if validation_freq > 1:
-        # Keras logs val_ metrics only after the epochs that validate: (epoch + 1) % k == 0.
-        history = [
-            {k: v for k, v in logs.items() if (initial_epoch + i + 1) % validation_freq == 0 or not k.startswith("val_")}
-            for i, logs in enumerate(history)
-        ]
-    return Case(
-        policy=drawn.policy,
-        history=history,
+    # The fit arguments people use, mostly at their defaults (the first value is what shrinking
+    # goes to): validation every k epochs, k batches per hook call, a run starting at epoch e0.
+    fit = FitArgs(
         initial_lr=initial_lr,
         steps_per_epoch=steps_per_epoch,
         batch_losses=batch_losses,
         step_seconds=step_seconds,
-        validation_freq=validation_freq,
-        steps_per_execution=steps_per_execution,
-        initial_epoch=initial_epoch,
+        validation_freq=draw(st.sampled_from(FIT_VALIDATION_FREQS)),
+        steps_per_execution=draw(st.sampled_from(FIT_STEPS_PER_EXECUTION)) if multi_step else 1,
+        initial_epoch=draw(st.sampled_from(FIT_INITIAL_EPOCHS)),
     )
+    if fit.validation_freq > 1:
+        # Keras logs val_ metrics only after the epochs that validate: (epoch + 1) % k == 0.
+        history = [
+            {k: v for k, v in logs.items() if (fit.initial_epoch + i + 1) % fit.validation_freq == 0 or not k.startswith("val_")}
+            for i, logs in enumerate(history)
+        ]
+    return Case(policy=drawn.policy, history=history, **vars(fit))
