@@ -11,6 +11,13 @@ the same for two values (patience 0 and 1) the rule says so in a comment.
 from the compiled metric instead, so for a name that says one thing while the metric does
 another (a custom metric called ``val_score_loss`` that should go up) say ``mode`` explicitly.
 
+A Keras learning-rate schedule object (``CosineDecay``, ``PiecewiseConstantDecay``,
+``PolynomialDecay``, ``ExponentialDecay``, ``CosineDecayRestarts``), given in the list itself
+or as an optimizer built with one, becomes a schedule rule counted in steps when its arguments
+say exactly what a rule says; the rate it starts from is written in a comment (a policy's
+schedule starts from the optimizer's rate). ``CosineDecayRestarts`` restarts forever while a
+policy's cosine ends, so it needs ``total_steps`` (the steps the run trains).
+
 Anything with no exact equivalent (a lambda schedule, a custom callback, TensorBoard with
 profiling, ``mode="auto"`` on a name whose direction cannot be told) is named in one
 :class:`PolicyError` listing every such callback. ``verbose`` is ignored: it changes what
@@ -46,8 +53,11 @@ class NoEquivalent(Exception):
     """Raised inside this module for one callback; collected into a PolicyError."""
 
 
-def describe(callbacks: Iterable[Any]) -> str:
+def describe(callbacks: Iterable[Any], *, total_steps: int | None = None) -> str:
     """Policy text (one rule a line, with ``#`` comments where needed) for a list of callbacks.
+
+    The list may also hold Keras learning-rate schedule objects, or optimizers built with one;
+    ``total_steps`` (the optimizer steps the run trains) is needed only for ``CosineDecayRestarts``.
 
     Raises:
         PolicyError: one problem per callback that has no equivalent rule, each naming it.
@@ -59,7 +69,7 @@ def describe(callbacks: Iterable[Any]) -> str:
     problems: list[Problem] = []
     for index, cb in enumerate(callbacks):
         try:
-            lines.extend(describe_one(cb))
+            lines.extend(describe_one(cb, total_steps=total_steps))
         except NoEquivalent as exc:
             problems.append(Problem(f"callback {index} ({_name(cb)}): {exc}"))
     if problems:
@@ -77,12 +87,16 @@ def describe(callbacks: Iterable[Any]) -> str:
     return text
 
 
-def describe_one(cb: Any) -> list[str]:
+def describe_one(cb: Any, *, total_steps: int | None = None) -> list[str]:
     """The policy lines for one callback (usually one; none for our strict-metrics check).
 
     Each line is the rule's syntax tree written by the printer, plus a ``#`` comment where
     Keras treats the value given differently from how it reads.
     """
+    from policy.describe_schedules import is_schedule_holder, schedule_rule
+
+    if is_schedule_holder(cb):
+        return schedule_rule(cb, total_steps)
     found = _rule_of(cb)
     if found is None:
         return []

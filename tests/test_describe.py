@@ -325,3 +325,95 @@ def test_described_policy_behaves_like_the_callbacks_in_a_real_fit(make: Any, tm
     by_policy = run_in_keras(text, HISTORY, initial_lr=0.01, workdir=tmp_path / "policy")
     # Hand-written callbacks carry no record of which rule stopped; everything else must match.
     assert dataclasses.replace(by_policy, stop=None) == by_hand
+
+
+# --------------------------------------------------------------------------- Keras schedule objects
+
+SCHEDULE_STEPS = 400
+_ks = keras.optimizers.schedules
+
+
+@pytest.mark.parametrize(
+    ("schedule", "text", "exact"),
+    [
+        (_ks.CosineDecay(1e-3, 300), "cosine lr to 0 over 300 steps", False),
+        (_ks.CosineDecay(1e-3, 250, alpha=0.1), "cosine lr to 0.000100000005 over 250 steps", False),
+        (_ks.CosineDecay(1e-5, 200, alpha=0.05, warmup_target=3e-3, warmup_steps=50),
+         "linear lr to 0.003 over 50 steps, then cosine to 0.00015 over 200 steps", False),
+        (_ks.CosineDecay(1e-3, 200, warmup_target=2e-3, warmup_steps=0), "cosine lr to 0 over 200 steps", False),
+        (_ks.PolynomialDecay(0.1, 300, end_learning_rate=1e-4), "linear lr to 0.0001 over 300 steps", False),
+        (_ks.ExponentialDecay(0.1, 30, 0.5, staircase=True), "decay lr by 0.5 every 30 steps", True),
+        (_ks.ExponentialDecay(0.1, 7, 0.9, staircase=True), "decay lr by 0.9 every 7 steps", False),
+        (_ks.ExponentialDecay(0.1, 1, 0.99), "decay lr by 0.99 every step", False),
+        (_ks.PiecewiseConstantDecay([100, 200], [0.1, 0.01, 0.001]), "multiply lr by 0.1 at steps 101, 201", True),
+        (_ks.PiecewiseConstantDecay([0, 10], [1.0, 0.5, 0.25]), "multiply lr by 0.5 at steps 1, 11", True),
+        (_ks.CosineDecayRestarts(1e-3, 60, t_mul=1.0, m_mul=1.0, alpha=0.1),
+         "cosine lr to 0.000100000005 over 400 steps, restart every 60 steps", False),
+    ],
+)
+def test_keras_schedule_object_gives_the_same_rate_at_every_step(schedule: Any, text: str, exact: bool) -> None:
+    import numpy as np
+
+    from policy import lr_schedule
+    from policy.describe_schedules import schedule_node
+    from policy.printer import rule
+
+    described = describe([schedule], total_steps=SCHEDULE_STEPS)
+    assert described.split("  # ")[0] == text
+    node, start = schedule_node(schedule, SCHEDULE_STEPS)
+    assert rule(node) == text
+    # The optimizer's rate variable is float32: the described rule starts from that value.
+    ours = lr_schedule(text, initial_lr=float(np.float32(start)), total_steps=SCHEDULE_STEPS)
+    # Steps 0..N; a described CosineDecayRestarts is written over the run (total_steps), 0..N-1.
+    steps = range(SCHEDULE_STEPS + (0 if isinstance(schedule, _ks.CosineDecayRestarts) else 1))
+    want = np.array([keras.ops.convert_to_numpy(schedule(np.int64(t))) for t in steps], dtype=np.float32)
+    got = np.array([keras.ops.convert_to_numpy(ours(t)) for t in steps], dtype=np.float32)
+    if exact:
+        assert want.tobytes() == got.tobytes()
+    # Keras computes in float32 arithmetic, the policy in float64 then rounds: they may differ
+    # in the last bits, never by a step (a step moves every one of these by far more).
+    tolerance = 1e-6 * float(want.max())
+    assert np.abs(want - got).max() <= tolerance
+    assert np.abs(want[1:] - got[:-1]).max() > tolerance  # the tolerance would catch one step off
+
+
+def test_an_optimizer_built_with_a_schedule_is_described_by_its_schedule() -> None:
+    opt = keras.optimizers.AdamW(learning_rate=_ks.CosineDecay(1e-3, 1000, warmup_target=1e-2, warmup_steps=100))
+    assert describe([opt, cbs.EarlyStopping(patience=3)]) == (
+        "linear lr to 0.01 over 100 steps, then cosine to 0 over 1000 steps  # starts from lr 0.001: build the "
+        "optimizer with learning_rate=0.001\nstop when val_loss not improving for 3")
+    with pytest.raises(PolicyError, match="no callbacks to describe"):
+        describe([keras.optimizers.SGD(0.1)])  # a fixed rate needs no rule
+
+
+def test_keras_schedules_without_an_exact_rule_are_named_with_the_reason() -> None:
+    with pytest.raises(PolicyError) as info:
+        describe([
+            _ks.PolynomialDecay(0.1, 100, power=2.0),
+            _ks.PolynomialDecay(0.1, 100, cycle=True),
+            _ks.ExponentialDecay(0.1, 10, 0.9),
+            _ks.ExponentialDecay(0.1, 10, 1.5, staircase=True),
+            _ks.PiecewiseConstantDecay([10, 20], [0.1, 0.05, 0.04]),
+            _ks.CosineDecayRestarts(1e-3, 60),
+            _ks.CosineDecayRestarts(1e-3, 60, t_mul=1.0),
+            _ks.InverseTimeDecay(0.1, 10, 0.5),
+            _ks.CosineDecay(1e-3, 10.5),
+        ])
+    assert [p.message for p in info.value.problems] == [
+        "callback 0 (PolynomialDecay): power=2.0: only power=1 (a straight line, 'linear lr to X over N steps') "
+        "has a policy rule",
+        "callback 1 (PolynomialDecay): cycle=True (the decay starts again with a longer period) has no policy rule",
+        "callback 2 (ExponentialDecay): staircase=False decays a little at every step; a policy decays by whole "
+        "periods ('decay lr by F every N steps'): pass staircase=True or decay_steps=1",
+        "callback 3 (ExponentialDecay): decay_rate=1.5: a policy's decay factor is between 0 and 1 (exclusive)",
+        "callback 4 (PiecewiseConstantDecay): values=[0.1, 0.05, 0.04] are not the first times one factor at each "
+        "boundary (exactly, in float32); a policy multiplies by one factor at each milestone",
+        "callback 5 (CosineDecayRestarts): t_mul=2.0, m_mul=1.0: a policy restarts with equal periods and the "
+        "same height (t_mul=1, m_mul=1)",
+        "callback 6 (CosineDecayRestarts): CosineDecayRestarts restarts forever while a policy's cosine ends: pass "
+        "total_steps (the steps the run trains) to describe",
+        "callback 7 (InverseTimeDecay): InverseTimeDecay has no policy rule (supported: CosineDecay, "
+        "PiecewiseConstantDecay, PolynomialDecay with power=1, ExponentialDecay with staircase=True, "
+        "CosineDecayRestarts with t_mul=1 and m_mul=1)",
+        "callback 8 (CosineDecay): decay_steps=10.5 is not a whole number of steps >= 1",
+    ]

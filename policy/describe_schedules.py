@@ -1,0 +1,197 @@
+"""Keras learning-rate schedule objects -> a schedule rule counted in steps (part of ``describe``).
+
+Each supported class is read from its public arguments (Keras 3.15.1 names) and turned into
+segments whose per-step rates are Keras's: step t of the rule is ``optimizer.iterations``, as
+Keras passes it to the schedule. A policy's schedule starts from the optimizer's rate, so the
+rate a Keras schedule starts from is written in a ``#`` comment next to the rule.
+
+Only the exact classes are read (a subclass may compute something else), and only arguments
+whose meaning a rule says exactly; anything else raises :class:`NoEquivalent` with the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from policy import ast
+from policy.describe import NoEquivalent
+from policy.printer import number, rule
+
+
+def is_schedule_holder(obj: Any) -> bool:
+    """A Keras learning-rate schedule object, or an optimizer (whose rate may be one)."""
+    import keras
+
+    return isinstance(obj, keras.optimizers.schedules.LearningRateSchedule | keras.optimizers.Optimizer)
+
+
+def schedule_rule(obj: Any, total_steps: int | None) -> list[str]:
+    """The lines for a schedule object or an optimizer: none for an optimizer with a plain rate."""
+    import keras
+
+    schedule = obj
+    if isinstance(obj, keras.optimizers.Optimizer):
+        schedule = getattr(obj, "_learning_rate", None)
+        if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            return []  # a fixed rate needs no rule
+    node, start = schedule_node(schedule, total_steps)
+    return [rule(node) + f"  # starts from lr {number(start)}: build the optimizer with learning_rate={number(start)}"]
+
+
+def schedule_node(schedule: Any, total_steps: int | None = None) -> tuple[ast.Schedule, float]:
+    """The schedule rule for a Keras schedule object and the rate it starts from (step 0's base).
+
+    Raises:
+        NoEquivalent: the class or its arguments have no exact rule, with the reason.
+    """
+    from keras.optimizers import schedules as ks
+
+    from policy.callbacks.step_schedule import PolicyLearningRateSchedule
+
+    kind = type(schedule)
+    if isinstance(schedule, PolicyLearningRateSchedule):
+        from policy.parser import parse
+
+        (node,) = parse(schedule.text).rules
+        assert isinstance(node, ast.Schedule)
+        if schedule.initial_lr is None:
+            raise NoEquivalent("a policy schedule built without initial_lr: its start is the optimizer's rate")
+        return node, float(schedule.initial_lr)
+    if kind is ks.CosineDecay:
+        return _cosine(schedule)
+    if kind is ks.PolynomialDecay:
+        return _polynomial(schedule)
+    if kind is ks.ExponentialDecay:
+        return _exponential(schedule)
+    if kind is ks.PiecewiseConstantDecay:
+        return _piecewise(schedule)
+    if kind is ks.CosineDecayRestarts:
+        return _restarts(schedule, total_steps)
+    raise NoEquivalent(f"{kind.__name__} has no policy rule (supported: CosineDecay, PiecewiseConstantDecay, "
+                       "PolynomialDecay with power=1, ExponentialDecay with staircase=True, "
+                       "CosineDecayRestarts with t_mul=1 and m_mul=1)")
+
+
+def _rate(value: Any, what: str) -> float:
+    out = float(value)
+    if not math.isfinite(out) or out < 0:
+        raise NoEquivalent(f"{what}={value!r} is not a finite rate >= 0")
+    return out
+
+
+def _steps(value: Any, what: str, least: int = 1) -> int:
+    """A whole number of steps (Keras accepts 1000.0 as well as 1000)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise NoEquivalent(f"{what}={value!r} is not a number of steps") from None
+    if not out.is_integer() or out < least:
+        raise NoEquivalent(f"{what}={value!r} is not a whole number of steps >= {least}")
+    return int(out)
+
+
+def _steps_span(count: int) -> ast.Span:
+    return ast.Span(count, "steps")
+
+
+def _final(start: float, alpha: Any) -> float:
+    """A cosine's end ``start * alpha``, as Keras computes it (float32), so the end rates agree."""
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise NoEquivalent(f"alpha={alpha!r}: a policy's cosine ends between 0 and its start (alpha in [0, 1])")
+    return _short(np.float32(start) * np.float32(a))
+
+
+def _short(value: np.float32) -> float:
+    """The shortest decimal that is ``value`` in float32 (0.0001, not 0.00010000000474974513)."""
+    return float(np.format_float_scientific(value, unique=True))
+
+
+def _cosine(s: Any) -> tuple[ast.Schedule, float]:
+    # Keras: without a warm-up, start * ((1 - alpha) * c + alpha), c = (1 + cos(pi * t / D)) / 2
+    # for t < D, then start * alpha; that is "cosine to start*alpha over D". With warmup_target
+    # and W warm-up steps it first goes linearly from initial_learning_rate (t = 0) towards the
+    # target (t / W of the way), which is "linear to target over W", then decays from the target.
+    start = _rate(s.initial_learning_rate, "initial_learning_rate")
+    decay = _steps(s.decay_steps, "decay_steps")
+    if s.warmup_target is None:
+        return ast.Schedule(segments=(ast.Cosine(target=_final(start, s.alpha), over=_steps_span(decay)),)), start
+    peak = _rate(s.warmup_target, "warmup_target")
+    warmup = _steps(s.warmup_steps, "warmup_steps", least=0)
+    cosine = ast.Cosine(target=_final(peak, s.alpha), over=_steps_span(decay))
+    if warmup == 0:  # Keras never takes the warm-up branch: the decay starts from the target
+        return ast.Schedule(segments=(cosine,)), peak
+    return ast.Schedule(segments=(ast.Linear(target=peak, over=_steps_span(warmup)), cosine)), start
+
+
+def _polynomial(s: Any) -> tuple[ast.Schedule, float]:
+    # Keras: (start - end) * (1 - t / D) ** power + end for t < D, then end (cycle=False).
+    if s.cycle:
+        raise NoEquivalent("cycle=True (the decay starts again with a longer period) has no policy rule")
+    if float(s.power) != 1.0:
+        raise NoEquivalent(f"power={s.power!r}: only power=1 (a straight line, 'linear lr to X over N steps') "
+                           "has a policy rule")
+    start = _rate(s.initial_learning_rate, "initial_learning_rate")
+    end = _rate(s.end_learning_rate, "end_learning_rate")
+    line = ast.Linear(target=end, over=_steps_span(_steps(s.decay_steps, "decay_steps")))
+    return ast.Schedule(segments=(line,)), start
+
+
+def _exponential(s: Any) -> tuple[ast.Schedule, float]:
+    # Keras: start * rate ** (t / D), floor(t / D) with staircase; with D = 1 the two agree.
+    every = _steps(s.decay_steps, "decay_steps")
+    if not s.staircase and every != 1:
+        raise NoEquivalent("staircase=False decays a little at every step; a policy decays by whole "
+                           "periods ('decay lr by F every N steps'): pass staircase=True or decay_steps=1")
+    rate = float(s.decay_rate)
+    if not 0.0 < rate < 1.0:
+        raise NoEquivalent(f"decay_rate={s.decay_rate!r}: a policy's decay factor is between 0 and 1 (exclusive)")
+    start = _rate(s.initial_learning_rate, "initial_learning_rate")
+    return ast.Schedule(segments=(ast.Decay(factor=rate, every=every, unit="steps"),)), start
+
+
+def _piecewise(s: Any) -> tuple[ast.Schedule, float]:
+    # Keras: values[0] while t <= boundaries[0], values[i] while boundaries[i-1] < t <= boundaries[i],
+    # values[-1] after the last: the rate changes at step b + 1. A policy multiplies by one factor
+    # at each milestone, so the values must be a geometric sequence, exactly in float32.
+    bounds = [_steps(b, "boundary", least=0) for b in s.boundaries]
+    values = [_rate(v, "value") for v in s.values]
+    if any(b <= a for a, b in itertools.pairwise(bounds)):
+        raise NoEquivalent(f"boundaries={list(s.boundaries)!r} are not increasing")
+    start = values[0]
+    if start == 0 or len(values) != len(bounds) + 1:
+        raise NoEquivalent(f"values={list(s.values)!r} cannot be reached by multiplying the first")
+    first = float(np.float32(start))
+
+    def exact(factor: float) -> bool:
+        # What the rule gives at each piece (the reference's start * F ** k, held in float32)
+        # against Keras's values held in float32.
+        return factor > 0 and all(np.float32(first * factor**k) == np.float32(v) for k, v in enumerate(values))
+
+    # The shortest decimal first (0.1 rather than 0.09999999999999999), if it is as exact.
+    factor = next((f for f in (_short(np.float32(values[1] / start)), values[1] / start) if exact(f)), None)
+    if factor is None:
+        raise NoEquivalent(f"values={list(s.values)!r} are not the first times one factor at each boundary "
+                           "(exactly, in float32); a policy multiplies by one factor at each milestone")
+    milestones = ast.Milestones(factor=factor, at=tuple(b + 1 for b in bounds), unit="steps")
+    return ast.Schedule(segments=(milestones,)), start
+
+
+def _restarts(s: Any, total_steps: int | None) -> tuple[ast.Schedule, float]:
+    # Keras with t_mul = m_mul = 1: start * ((1 - alpha) * c + alpha), c the cosine of
+    # (t mod P) / P, forever. A policy's cosine ends, so it is written over the run's length.
+    if float(s._t_mul) != 1.0 or float(s._m_mul) != 1.0:
+        raise NoEquivalent(f"t_mul={s._t_mul!r}, m_mul={s._m_mul!r}: a policy restarts with equal periods "
+                           "and the same height (t_mul=1, m_mul=1)")
+    if total_steps is None:
+        raise NoEquivalent("CosineDecayRestarts restarts forever while a policy's cosine ends: pass "
+                           "total_steps (the steps the run trains) to describe")
+    start = _rate(s.initial_learning_rate, "initial_learning_rate")
+    period = _steps(s.first_decay_steps, "first_decay_steps")
+    cosine = ast.Cosine(target=_final(start, s.alpha), over=_steps_span(_steps(total_steps, "total_steps")),
+                        restart=_steps_span(period))
+    return ast.Schedule(segments=(cosine,)), start
