@@ -143,7 +143,7 @@ def rule(r: ast.Rule) -> str:
 
 def format_policy(policy: ast.Policy) -> str:
     """The canonical text of a policy: one rule per line, no trailing newline."""
-    from policy.accept import well_formed
+    from policy.shape import well_formed
 
     well_formed(policy, "format_policy")
     return canonical(policy)

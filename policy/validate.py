@@ -31,6 +31,7 @@ from policy.meaning import (
 from policy.metrics import name_direction
 from policy.printer import number
 from policy.printer import rule as rule_text
+from policy.shape import check_depth
 
 
 class _At(Protocol):
@@ -47,33 +48,6 @@ def validate(policy: ast.Policy) -> ast.Policy:
     if problems:
         raise PolicyError(problems)
     return policy
-
-
-_TOO_DEEP = f"this condition nests and/or groups more than {ast.MAX_CONDITION_DEPTH} levels deep"
-
-
-def check_depth(policy: ast.Policy) -> None:
-    """Raise PolicyError if a condition nests and/or groups deeper than ``MAX_CONDITION_DEPTH``.
-
-    Every other check (and the printer, compiler and reference) walks conditions recursively; a
-    hand-built AST may nest deeper than any parsed text can (the parser refuses it), so this is
-    checked first and alone, without recursion.
-    """
-    too_deep = [
-        problem_at(policy.source, condition.pos, _TOO_DEEP, "split the condition into several rules")
-        for condition in _conditions(policy)
-        if ast.condition_depth(condition) > ast.MAX_CONDITION_DEPTH
-    ]
-    if too_deep:
-        raise PolicyError(too_deep)
-
-
-def _conditions(policy: ast.Policy) -> Iterator[ast.Condition]:
-    for rule in policy.rules:
-        if isinstance(rule, ast.StopWhen | ast.FailWhen):
-            yield rule.condition
-        elif isinstance(rule, ast.ReduceLR):
-            yield rule.when
 
 
 def _problems(policy: ast.Policy) -> Iterator[Problem]:

@@ -65,7 +65,7 @@ def test_check_imports_only_the_parser_checker_and_printer(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     loaded = set(eval(result.stdout.splitlines()[-1]))
     assert loaded == {"policy", "policy.ast", "policy.cli", "policy.errors", "policy.frozen", "policy.meaning",
-                      "policy.metrics", "policy.parser", "policy.printer", "policy.validate"}
+                      "policy.metrics", "policy.parser", "policy.printer", "policy.shape", "policy.validate"}
 
 
 def test_lazy_package_names_stay_functions_after_their_modules_load(tmp_path: Path) -> None:
