@@ -39,11 +39,16 @@ def schedule_rule(obj: Any, total_steps: int | None) -> list[str]:
         if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
             return []  # a fixed rate needs no rule
     node, start = schedule_node(schedule, total_steps)
-    return [rule(node) + f"  # starts from lr {number(start)}: build the optimizer with learning_rate={number(start)}"]
+    if start is None:  # a policy schedule starting with a warm-up: no start rate to say
+        return [rule(node)]
+    # The optimizer holds its rate in float32: the shortest decimal of that float32 says it.
+    lr = number(_short(np.float32(start)))
+    return [rule(node) + f"  # starts from lr {lr}: build the optimizer with learning_rate={lr}"]
 
 
-def schedule_node(schedule: Any, total_steps: int | None = None) -> tuple[ast.Schedule, float]:
-    """The schedule rule for a Keras schedule object and the rate it starts from (step 0's base).
+def schedule_node(schedule: Any, total_steps: int | None = None) -> tuple[ast.Schedule, float | None]:
+    """The schedule rule for a Keras schedule object and the rate it starts from (step 0's base;
+    None for a schedule of ours built without one, which starts with a warm-up).
 
     Raises:
         NoEquivalent: the class or its arguments have no exact rule, with the reason.
@@ -58,9 +63,7 @@ def schedule_node(schedule: Any, total_steps: int | None = None) -> tuple[ast.Sc
 
         (node,) = parse(schedule.text).rules
         assert isinstance(node, ast.Schedule)
-        if schedule.initial_lr is None:
-            raise NoEquivalent("a policy schedule built without initial_lr: its start is the optimizer's rate")
-        return node, float(schedule.initial_lr)
+        return node, None if schedule.initial_lr is None else float(schedule.initial_lr)
     if kind is ks.CosineDecay:
         return _cosine(schedule)
     if kind is ks.PolynomialDecay:

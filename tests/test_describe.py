@@ -361,7 +361,7 @@ def test_keras_schedule_object_gives_the_same_rate_at_every_step(schedule: Any, 
     described = describe([schedule], total_steps=SCHEDULE_STEPS)
     assert described.split("  # ")[0] == text
     node, start = schedule_node(schedule, SCHEDULE_STEPS)
-    assert rule(node) == text
+    assert rule(node) == text and start is not None
     # The optimizer's rate variable is float32: the described rule starts from that value.
     ours = lr_schedule(text, initial_lr=float(np.float32(start)), total_steps=SCHEDULE_STEPS)
     # Steps 0..N; a described CosineDecayRestarts is written over the run (total_steps), 0..N-1.
@@ -384,6 +384,15 @@ def test_an_optimizer_built_with_a_schedule_is_described_by_its_schedule() -> No
         "optimizer with learning_rate=0.001\nstop when val_loss not improving for 3")
     with pytest.raises(PolicyError, match="no callbacks to describe"):
         describe([keras.optimizers.SGD(0.1)])  # a fixed rate needs no rule
+
+
+def test_a_policy_schedule_object_is_described_by_its_text() -> None:
+    from policy import lr_schedule
+
+    text = "warm up lr to 0.001 over 500 steps, then cosine to 1e-05 over 20000 steps"
+    assert describe([lr_schedule(text)]) == text
+    assert describe([lr_schedule("decay lr by 0.5 every 10 steps", initial_lr=0.1)]) == (
+        "decay lr by 0.5 every 10 steps  # starts from lr 0.1: build the optimizer with learning_rate=0.1")
 
 
 def test_keras_schedules_without_an_exact_rule_are_named_with_the_reason() -> None:
