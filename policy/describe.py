@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from policy import ast
+from policy.describe_schedules import NoEquivalent, is_schedule_holder, schedule_rule
 from policy.errors import PolicyError, Problem
 from policy.metrics import name_direction
 from policy.printer import rule
@@ -47,10 +48,6 @@ _TENSORBOARD_DEFAULTS: dict[str, Any] = {
     "embeddings_metadata": None,
     "_start_batch": 0,  # profile_batch
 }
-
-
-class NoEquivalent(Exception):
-    """Raised inside this module for one callback; collected into a PolicyError."""
 
 
 def describe(callbacks: Iterable[Any], *, total_steps: int | None = None) -> str:
@@ -93,8 +90,6 @@ def describe_one(cb: Any, *, total_steps: int | None = None) -> list[str]:
     Each line is the rule's syntax tree written by the printer, plus a ``#`` comment where
     Keras treats the value given differently from how it reads.
     """
-    from policy.describe_schedules import is_schedule_holder, schedule_rule
-
     if is_schedule_holder(cb):
         return schedule_rule(cb, total_steps)
     found = _rule_of(cb)

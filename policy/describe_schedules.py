@@ -18,8 +18,12 @@ from typing import Any
 import numpy as np
 
 from policy import ast
-from policy.describe import NoEquivalent
 from policy.printer import number, rule
+
+
+class NoEquivalent(Exception):
+    """One callback or schedule that no rule says exactly, with the reason; :func:`policy.describe.describe`
+    collects them into one PolicyError. Defined here, the lower of the two modules, so neither imports the other back."""
 
 
 def is_schedule_holder(obj: Any) -> bool:
