@@ -248,7 +248,7 @@ DISK_ONLY: dict[type, tuple[type, set[str]]] = {
             "_save_model", "_install_sigterm", "_uninstall_sigterm", "_on_sigterm", "_agreed_preempted",
             "_remove_generation", "_generations", "_newest_complete", "_verify", "_check_policy", "_apply",
             "_write_generation", "_start_skip", "_begin_resumed_epoch", "_restore_metrics", "_finish_resume",
-            "_end_skip", "_restore_members",
+            "_end_skip", "_restore_members", "_appended_logs",
         },
     ),
 }

@@ -34,11 +34,14 @@ def main(argv: Sequence[str]) -> int:
     cases: dict[str, object] = {}
     for case in request["cases"]:
         steps = int(case.get("steps_per_epoch", 1))
-        x = np.zeros((2 * steps, 1), dtype="float32")
-        # The harness's prebuilt data for this many steps, with 2-sample batches.
+        # The harness's prebuilt data for this many steps, with 2-sample batches: the harness
+        # model's input has the step-rate probe's columns after the Dense unit's (left zero here:
+        # these cases compare decisions, not the rate of each step).
+        x = np.zeros((2 * steps, 1 + harness.PROBE_STEPS), dtype="float32")
+        y = np.zeros((2 * steps, 1), dtype="float32")
         harness._data[steps] = {
-            "x": tf.data.Dataset.from_tensor_slices((x, x)).batch(2),
-            "validation_data": tf.data.Dataset.from_tensor_slices((x[:2], x[:2])).batch(2),
+            "x": tf.data.Dataset.from_tensor_slices((x, y)).batch(2),
+            "validation_data": tf.data.Dataset.from_tensor_slices((x[:2], y[:2])).batch(2),
         }
         with strategy.scope():
             out = run_in_keras(
