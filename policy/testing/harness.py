@@ -480,13 +480,15 @@ def run_callbacks(
             if failed is None:
                 raise
             record.scan()  # anything written in the batch that raised
+            # The failing epoch's on_epoch_end never ran: read the probe for the steps it did run
+            # (the batch that raised was trained before its batch hook raised).
+            wrapped[0].on_epoch_end(-1)
             # fit raised: no History, no train end (nothing restored); every epoch begun counts.
             epochs_run, restored_epoch = len(record.learning_rates), None
     outcome = Outcome(
         epochs_run=epochs_run,
         learning_rates=tuple(record.learning_rates),
-        # A fit that raised skipped the failing epoch's on_epoch_end, where the probe is read.
-        step_learning_rates=tuple(record.step_learning_rates) if record.step_rates_known and failed is None else (),
+        step_learning_rates=tuple(record.step_learning_rates) if record.step_rates_known else (),
         saves=tuple(record.saves),
         files=record.files_left(),
         restored_epoch=restored_epoch,
