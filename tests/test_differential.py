@@ -35,7 +35,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import pytest
 from hypothesis import HealthCheck, example, given, seed, settings
@@ -153,30 +153,10 @@ def check(case: Case, semantics: Semantics | None = None) -> None:
 # --------------------------------------------------------------------------- pinned facts
 
 
-def pinned(
-    text: str,
-    history: list[dict[str, float]],
-    *,
-    initial_lr: float = 0.01,
-    steps_per_epoch: int = 1,
-    batch_losses: tuple[tuple[float, ...], ...] | None = None,
-    step_seconds: float | None = None,
-    validation_freq: int = 1,
-    steps_per_execution: int = 1,
-    initial_epoch: int = 0,
-) -> Case:
-    """A hand-written case (for ``@example``)."""
-    return Case(
-        policy=parse_policy(text),
-        history=history,
-        initial_lr=initial_lr,
-        steps_per_epoch=steps_per_epoch,
-        batch_losses=batch_losses,
-        step_seconds=step_seconds,
-        validation_freq=validation_freq,
-        steps_per_execution=steps_per_execution,
-        initial_epoch=initial_epoch,
-    )
+def pinned(text: str, history: list[dict[str, float]], **fit: Any) -> Case:
+    """A hand-written case (for ``@example``): the fit settings (``FitArgs``' fields) by keyword,
+    with a learning rate of 0.01 and one step per epoch unless given."""
+    return Case(policy=parse_policy(text), history=history, **{"initial_lr": 0.01, "steps_per_epoch": 1, **fit})
 
 
 def _vl(*values: float | None) -> list[dict[str, float]]:
