@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 GOOD = "stop when val_loss not improving for 3; save best on val_loss min"
 
 
+def _python(code: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that imports this checkout's package."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=timeout)
+
+
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "", **(env or {})}
     return subprocess.run([sys.executable, "-m", "policy", *args], capture_output=True, text=True,
@@ -29,8 +35,7 @@ def run_without_keras(tmp_path: Path, *args: str) -> subprocess.CompletedProcess
         "assert not heavy, f'imported {heavy}'\n"
         "sys.exit(rc)\n"
     )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    return _python(code, tmp_path)
 
 
 CSV = """epoch,loss,val_loss
@@ -60,8 +65,7 @@ def test_check_imports_only_the_parser_checker_and_printer(tmp_path: Path) -> No
         "rc = policy.cli.main(['check', 'stop when val_loss not improving for 3'])\n"
         "print(sorted(m for m in sys.modules if m.startswith('policy') or m in ('json', 'csv', 'argparse')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    result = _python(code, tmp_path)
     assert result.returncode == 0, result.stderr
     loaded = set(eval(result.stdout.splitlines()[-1]))
     assert loaded == {"policy", "policy.ast", "policy.cli", "policy.errors", "policy.frozen", "policy.meaning",
@@ -79,8 +83,7 @@ def test_lazy_package_names_stay_functions_after_their_modules_load(tmp_path: Pa
         "assert all(hasattr(policy, n) for n in policy.__all__)\n"
         "assert policy.explain('stop after 5 epochs').startswith('stop after 5 epochs')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    result = _python(code, tmp_path)
     assert result.returncode == 0, result.stderr
 
 
@@ -282,8 +285,7 @@ def test_simulate_plot_without_matplotlib(tmp_path: Path, history_csv: Path) -> 
         "import policy.cli\n"
         f"sys.exit(policy.cli.main(['simulate', {GOOD!r}, '--history', {str(history_csv)!r}, '--plot', 'x.png']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    result = _python(code, tmp_path, timeout=60)
     assert result.returncode == 1
     assert "--plot needs matplotlib" in result.stderr
     assert "hint: pip install 'keras-policy[plot]'" in result.stderr
