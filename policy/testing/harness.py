@@ -452,7 +452,8 @@ def run_callbacks(
     record = _Record(workdir, excluded, enabled=scan_files)
     if scan_files:
         record.scan(record=False)  # files already there were not written by this run
-    wrapped: list[Any] = [classes["StepRates"](record), classes["Script"](logs, batch_losses, clock, initial_epoch)]
+    step_rates = classes["StepRates"](record)
+    wrapped: list[Any] = [step_rates, classes["Script"](logs, batch_losses, clock, initial_epoch)]
     for cb in callbacks:
         wrapped.append(cb)
         per_step = (isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_freq != "epoch") or isinstance(
@@ -482,7 +483,7 @@ def run_callbacks(
             record.scan()  # anything written in the batch that raised
             # The failing epoch's on_epoch_end never ran: read the probe for the steps it did run
             # (the batch that raised was trained before its batch hook raised).
-            wrapped[0].on_epoch_end(-1)
+            step_rates.on_epoch_end(-1)
             # fit raised: no History, no train end (nothing restored); every epoch begun counts.
             epochs_run, restored_epoch = len(record.learning_rates), None
     outcome = Outcome(
