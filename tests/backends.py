@@ -50,14 +50,16 @@ BACKEND_TESTS = (
     "test_fit_arguments.py",
     "test_schedule_handoff.py",
     "test_step_schedules.py",
+    "test_describe.py",
     "test_demo.py",
     "test_resume.py",
     "test_next_keras.py",
     "test_multiprocess.py",
 )
 """The files run on every backend after the first: the phrasebook and compile tests, the
-differential suite and its mutants, the Keras facts, real ``fit`` with the README's usage, the
-demo, backups and resumes. The rest (parsing, the reference alone, the CLI, configs, the wheel,
+differential suite and its mutants, the Keras facts, real ``fit`` with the README's usage, Keras's
+schedule objects (computed with the backend's ops) against their described rules, the demo,
+backups and resumes. The rest (parsing, the reference alone, the CLI, configs, the wheel,
 the benchmarks' smoke run, integrations) never depends on the backend and runs once."""
 
 

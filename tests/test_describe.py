@@ -333,6 +333,18 @@ SCHEDULE_STEPS = 400
 _ks = keras.optimizers.schedules
 
 
+def _as_in_the_train_step(schedule: Any) -> Any:
+    """The schedule called as the optimizer calls it in ``fit``. On JAX that is inside the jitted
+    train step; called eagerly there, the ``ops.cond`` in CosineDecay's warm-up and in
+    CosineDecayRestarts compiles both branches again at every call (about 45 s for 400 steps),
+    and eager and jitted results differ in the last bits."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(schedule)
+    return schedule
+
+
 @pytest.mark.parametrize(
     ("schedule", "text", "exact"),
     [
@@ -366,12 +378,18 @@ def test_keras_schedule_object_gives_the_same_rate_at_every_step(schedule: Any, 
     ours = lr_schedule(text, initial_lr=float(np.float32(start)), total_steps=SCHEDULE_STEPS)
     # Steps 0..N; a described CosineDecayRestarts is written over the run (total_steps), 0..N-1.
     steps = range(SCHEDULE_STEPS + (0 if isinstance(schedule, _ks.CosineDecayRestarts) else 1))
-    want = np.array([keras.ops.convert_to_numpy(schedule(np.int64(t))) for t in steps], dtype=np.float32)
+    keras_rate = _as_in_the_train_step(schedule)
+    want = np.array([keras.ops.convert_to_numpy(keras_rate(np.int64(t))) for t in steps], dtype=np.float32)
     got = np.array([keras.ops.convert_to_numpy(ours(t)) for t in steps], dtype=np.float32)
     if exact:
         assert want.tobytes() == got.tobytes()
     # Keras computes in float32 arithmetic, the policy in float64 then rounds: they may differ
-    # in the last bits, never by a step (a step moves every one of these by far more).
+    # in the last bits, never by a step (a step moves every one of these by far more). The bound
+    # is about 8 float32 epsilons of the largest rate: each Keras formula is a short chain of
+    # float32 operations on values up to that rate, and CosineDecayRestarts loses the bits of the
+    # restart count when it subtracts it from step / period in float32. Largest differences seen
+    # (Keras 3.15.1): 3.7e-7 of the largest rate on TensorFlow and torch, 8.2e-7 on JAX
+    # (CosineDecayRestarts under jit, where XLA fuses the chain differently).
     tolerance = 1e-6 * float(want.max())
     assert np.abs(want - got).max() <= tolerance
     assert np.abs(want[1:] - got[:-1]).max() > tolerance  # the tolerance would catch one step off
