@@ -17,6 +17,7 @@ from policy.meaning import (
     checkpoint_direction,
     plateau_direction,
     restore_target,
+    step_schedule_of,
     stop_form,
 )
 from policy.plan import Call, callback_call
@@ -33,7 +34,12 @@ class RuleExplanation:
 
 def explain_rules(policy: ast.Policy) -> list[RuleExplanation]:
     """One explanation per rule, in order."""
-    return [RuleExplanation(rule_text(r), sentence(r), callback_call(r)) for r in policy.rules]
+    stepped = step_schedule_of(policy) is not None
+    return [
+        RuleExplanation(rule_text(r), sentence(r, after_step_schedule=stepped),
+                        callback_call(r, after_step_schedule=stepped))
+        for r in policy.rules
+    ]
 
 
 def explain(policy: str | ast.Policy) -> str:
@@ -91,8 +97,9 @@ def _what(weights_only: bool) -> str:
     return "the weights" if weights_only else "the whole model"
 
 
-def sentence(r: ast.Rule) -> str:
-    """One plain-English sentence (or two) saying what a rule does."""
+def sentence(r: ast.Rule, *, after_step_schedule: bool = False) -> str:
+    """One plain-English sentence (or two) saying what a rule does (``after_step_schedule``: the
+    policy also has a schedule counted in steps, which hands the rate over at its end)."""
     if isinstance(r, ast.StopWhen):
         return _stop_sentence(r)
     if isinstance(r, ast.FailWhen):
@@ -159,11 +166,15 @@ def sentence(r: ast.Rule) -> str:
         if r.restore_best:
             out += ("; each time it is cut, first put back the weights of the epoch with the best "
                     f"{r.when.metric.name} so far")
+        if after_step_schedule:
+            out += ("; the step schedule hands it the rate when it ends: cuts at epoch ends before "
+                    "then are dropped, as the schedule sets every step's rate until its last")
         return out + "."
     if isinstance(r, ast.Schedule) and ast.counts_steps(r):
         text = "Set the learning rate of every optimizer step, inside the train step: " + ", then ".join(
             _segment_phrase(s) for s in r.segments)
-        return text + ("." if isinstance(r.segments[-1], ast.OPEN_ENDED) else "; after that, keep the end value.")
+        return text + ("." if isinstance(r.segments[-1], ast.OPEN_ENDED)
+                       else "; after that, keep the end value (unless 'multiply lr ... when' changes it).")
     if isinstance(r, ast.Schedule):
         text = "Set the learning rate at the start of every epoch: " + ", then ".join(
             _segment_phrase(s) for s in r.segments)

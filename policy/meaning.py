@@ -76,6 +76,12 @@ def minimum_of(policy: ast.Policy) -> ast.TrainAtLeast | None:
     return next((r for r in policy.rules if isinstance(r, ast.TrainAtLeast)), None)
 
 
+def step_schedule_of(policy: ast.Policy) -> ast.Schedule | None:
+    """The policy's schedule counted in optimizer steps, if any (validation allows one schedule).
+    A finite one hands the rate to ``multiply lr ... when`` at its last step."""
+    return next((r for r in policy.rules if isinstance(r, ast.Schedule) and ast.counts_steps(r)), None)
+
+
 def _is_early_stopping(rule: ast.StopWhen) -> bool:
     """A single absolute plateau on a metric as logged is Keras's EarlyStopping, options and all."""
     c = rule.condition

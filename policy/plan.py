@@ -34,6 +34,7 @@ from policy.meaning import (
     minimum_of,
     plateau_direction,
     restore_target,
+    step_schedule_of,
     stop_form,
 )
 from policy.printer import condition as condition_text
@@ -154,7 +155,8 @@ def plan_policy(policy: ast.Policy) -> list[RulePlan]:
     """One plan per rule, in list order (:func:`list_order`); with a ``train at least`` rule, the
     rules it holds back say so."""
     order = list_order(policy)
-    plans = [plan_rule(policy.rules[i]) for i in order]
+    handover = step_schedule_of(policy) is not None
+    plans = [plan_rule(policy.rules[i], after_step_schedule=handover) for i in order]
     if minimum_of(policy) is None:
         return plans
     return [
@@ -163,10 +165,11 @@ def plan_policy(policy: ast.Policy) -> list[RulePlan]:
     ]
 
 
-def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
-    """The plan of one validated rule (``text`` is its canonical text, printed if not given)."""
+def plan_rule(r: ast.Rule, text: str | None = None, *, after_step_schedule: bool = False) -> RulePlan:
+    """The plan of one validated rule (``text`` is its canonical text, printed if not given;
+    ``after_step_schedule``: the policy has a schedule counted in steps)."""
     text = text if text is not None else rule_text(r)
-    call = callback_call(r, text)
+    call = callback_call(r, text, after_step_schedule=after_step_schedule)
     before: tuple[Call, ...] = ()
     after: tuple[Call, ...] = ()
     if isinstance(r, ast.LogCSV) and os.path.dirname(r.path.value):
@@ -182,12 +185,13 @@ def plan_rule(r: ast.Rule, text: str | None = None) -> RulePlan:
     # KeepLastModelCheckpoint is Keras's ModelCheckpoint underneath: the same counters carry over.
     fit_start = (call.module == KERAS and call.name in _FIT_START) or call.name in (
         "RestoringReduceLROnPlateau",
+        "HandoverReduceLROnPlateau",
         "KeepLastModelCheckpoint",
     )
     return RulePlan(text, call, before, after, fit_start, ahead)
 
 
-def callback_call(r: ast.Rule, text: str | None = None) -> Call:
+def callback_call(r: ast.Rule, text: str | None = None, *, after_step_schedule: bool = False) -> Call:
     """The call of the callback a rule compiles to (docs/semantics.md says what each one does)."""
     text = text if text is not None else rule_text(r)
     if isinstance(r, ast.StopWhen):
@@ -236,7 +240,7 @@ def callback_call(r: ast.Rule, text: str | None = None) -> Call:
                         (*keep, *freq, *_flag("save_weights_only", r.weights_only)))
         return _keras("ModelCheckpoint", *freq, *_flag("save_weights_only", r.weights_only), positional=(r.path.value,))
     if isinstance(r, ast.ReduceLR):
-        return _reduce_lr(r)
+        return _reduce_lr(r, after_step_schedule)
     if isinstance(r, ast.Schedule):
         return _schedule(r, text)
     if isinstance(r, ast.LogCSV):
@@ -273,7 +277,7 @@ def _early_stopping(r: ast.StopWhen) -> Call:
     return _keras("EarlyStopping", *args)
 
 
-def _reduce_lr(r: ast.ReduceLR) -> Call:
+def _reduce_lr(r: ast.ReduceLR, after_step_schedule: bool) -> Call:
     p = r.when
     # Keras's default min_delta is 1e-4 and a policy's is 0, so it is always written out.
     args: list[tuple[str, Value]] = [("monitor", p.metric.name), ("factor", r.factor), ("patience", p.patience),
@@ -286,6 +290,10 @@ def _reduce_lr(r: ast.ReduceLR) -> Call:
         # Keras's ReduceLROnPlateau has no such knob: our subclass keeps every decision of Keras's
         # and adds only the restore.
         return Call(OURS, "RestoringReduceLROnPlateau", args=tuple(args))
+    if after_step_schedule:
+        # Keras's cannot set a rate that is a LearningRateSchedule: the same decisions, with the
+        # cut written into the rate the schedule hands over at its end.
+        return Call(OURS, "HandoverReduceLROnPlateau", args=tuple(args))
     return _keras("ReduceLROnPlateau", *args)
 
 

@@ -355,24 +355,21 @@ def _check_conflicts(policy: ast.Policy, at: _At) -> Iterator[Problem]:
             'chain them into one rule with ", then"',
         )
     # A finite schedule hands the learning rate over when it ends, so `multiply lr ... when` can
-    # follow a warm-up; a decay never ends, so the two would fight over it every epoch.
-    stepped = [r for r in schedules if ast.counts_steps(r)]
-    if stepped and plateaus:
-        # A step schedule lives inside the optimizer (a LearningRateSchedule), and Keras's
-        # ReduceLROnPlateau cannot change such a rate (it raises TypeError at its first reduction).
-        yield at(
-            plateaus[0],
-            "a schedule counted in steps (or in % of training) drives the learning rate inside the train step, "
-            "so 'multiply lr ... when' cannot change it",
-            "count the schedule in epochs to hand the learning rate over, or drop one of the rules",
-        )
+    # follow a warm-up (counted in epochs or in steps); a decay never ends, so the two would fight
+    # over it every epoch.
     endless = [r for r in schedules if isinstance(r.segments[-1], ast.OPEN_ENDED)]
-    if endless and plateaus and not stepped:
+    if endless and plateaus:
         yield at(
             plateaus[0],
-            "'decay lr' never ends, so it and 'multiply lr ... when' would both set the learning rate",
-            "keep one of them, or use a warm-up or cosine, which hand the learning rate over when they end",
+            f"'{_open_ended_name(endless[0])}' never ends, so it and 'multiply lr ... when' would both set the learning rate",
+            "keep one of them, or end the schedule with a warm-up, cosine, linear or hold segment, "
+            "which hands the learning rate over when it ends",
         )
+
+
+def _open_ended_name(schedule: ast.Schedule) -> str:
+    last = schedule.segments[-1]
+    return {ast.Decay: "decay lr", ast.Milestones: "multiply lr ... at", ast.InverseSqrt: "inverse sqrt lr"}[type(last)]
 
 
 def _check_learning_rate_reads(policy: ast.Policy, at: _At) -> Iterator[Problem]:

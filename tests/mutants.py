@@ -537,6 +537,27 @@ class StepScheduleOffByOne(Semantics):
         return super().step_schedule_lr(schedule, step + 1, lr0, steps_per_epoch, total)
 
 
+class HandoverKeepsEarlyCut(Semantics):
+    """``multiply lr ... when`` after a finite step schedule: a cut made while the schedule still
+    drives the rate survives into its hand-over (the cut written into the hand-over rate and
+    never put back to the schedule's end value)."""
+
+    name = "handover-keeps-early-cut"
+
+    def cut_reaches_handover(self, step: int, end: int) -> bool:
+        return True
+
+
+class HandoverOneEpochLate(Semantics):
+    """The hand-over taken only after the schedule's last step has run (``step > end``): a cut at
+    the epoch end that coincides with the schedule's end is dropped."""
+
+    name = "handover-one-epoch-late"
+
+    def cut_reaches_handover(self, step: int, end: int) -> bool:
+        return step > end
+
+
 MUTANTS: tuple[type[Semantics], ...] = (
     CountsCallsNotBatches,
     StepSaveCarriesExcess,
@@ -582,6 +603,8 @@ MUTANTS: tuple[type[Semantics], ...] = (
 
 HARD_MUTANTS: tuple[type[Semantics], ...] = (
     StepScheduleOffByOne,
+    HandoverKeepsEarlyCut,
+    HandoverOneEpochLate,
     OverflowNeverRaises,
     OverflowRaisesEverywhere,
     RoundThenSubtract,
@@ -604,7 +627,8 @@ the default sample does not reliably contain one, a deep run (POLICY_MUTANT_EXAM
 of thousands) does. Each is still pinned by an ``@example`` in ``tests/test_differential.py``.
 A step schedule's rate per step (``step-schedule-off-by-one``) is measured only for the schedules
 counted in steps, which the generator does not draw yet (adding them to it changed which cases
-the derandomized kill and mutant searches draw): the pinned step-schedule facts catch it.
+the derandomized kill and mutant searches draw): the pinned step-schedule facts catch it, and
+the hand-over pins (``step-handover``, ``step-handover-at-end``) catch the two hand-over mutants.
 """
 
 

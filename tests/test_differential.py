@@ -361,6 +361,23 @@ FACTS: dict[str, Case] = {
         _vl(1, 1, 1),
         steps_per_epoch=2,
     ),
+    # A finite step schedule hands the rate to `multiply lr ... when` at its last step (5 here):
+    # the cut due at epoch 1's end (4 steps run) is dropped (the warm-up still sets steps 4),
+    # the one at epoch 2's end (6 steps) is the rate of steps 6 and 7, the next halves it again.
+    "step-handover": pinned(
+        "warm up lr to 0.01 over 5 steps; multiply lr by 0.5 when val_loss not improving for 1",
+        _vl(1, 1, 1, 1, 1),
+        steps_per_epoch=2,
+        steps_per_execution=2 if FACTS_MULTI_STEP else 1,
+    ),
+    # An epoch ending exactly where the schedule ends hands over: its cut is the next step's rate.
+    # With restore best, the cut also puts back the best epoch's weights.
+    "step-handover-at-end": pinned(
+        "cosine lr to 0.001 over 4 steps; multiply lr by 0.1 when val_loss not improving for 1, restore best",
+        _vl(1, 2, 0.5, 3),
+        initial_lr=0.01,
+        steps_per_epoch=2,
+    ),
     "schedule-chain": pinned(
         "warm up lr to 0.01 over 2 epochs, then cosine to 0.001 over 2 epochs, then decay by 0.5 every epoch",
         _vl(1, 1, 1, 1, 1, 1, 1),

@@ -40,6 +40,9 @@ KEEP_LAST = (
 )
 # The averages' last values must survive the restarts: refilled from nothing, the stop moves.
 AVERAGED = "stop when val_loss averaged over 3 epochs not improving for 2 or val_loss < 0.5; backup to 'bk'"
+# The rate handed over by a step schedule (a cut at 15 steps; the one at 9 is dropped) and the
+# schedule's starting rate must both survive the restarts.
+HANDOVER = "linear lr to 0.02 over 10 steps; multiply lr by 0.5 when val_loss not improving for 1, cooldown 1; backup to 'bk'"
 HISTORY = {
     "loss": [1.0, 0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78],
     "val_loss": [1.0, 0.9, 0.95, 0.85, 0.86, 0.84, 0.9, 0.91, 0.92],
@@ -68,8 +71,8 @@ def _files(folder: pathlib.Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "text",
-    [EVERYTHING, PLATEAU_LR, MINIMUM, ROLLBACK, KEEP_LAST, AVERAGED],
-    ids=["everything", "plateau-lr", "minimum", "rollback", "keep-last", "averaged"],
+    [EVERYTHING, PLATEAU_LR, MINIMUM, ROLLBACK, KEEP_LAST, AVERAGED, HANDOVER],
+    ids=["everything", "plateau-lr", "minimum", "rollback", "keep-last", "averaged", "handover"],
 )
 @pytest.mark.parametrize("crashes", [(2,), (1, 4), (3, 3, 6)], ids=str)
 def test_crashed_runs_resume_with_the_uninterrupted_decisions(
@@ -85,6 +88,7 @@ def test_crashed_runs_resume_with_the_uninterrupted_decisions(
     resumed_from = whole.outcome.epochs_run - last.outcome.epochs_run
     # The resumed run makes exactly the uninterrupted run's decisions from where it resumed.
     assert tuple(learning_rates) == whole.outcome.learning_rates[resumed_from:]
+    assert last.outcome.step_learning_rates == whole.outcome.step_learning_rates[resumed_from * 3 :]
     assert tuple(saves) == tuple(s for s in whole.outcome.saves if s[0] >= resumed_from)
     assert last.outcome.stop == whole.outcome.stop
     assert last.outcome.restored_epoch == whole.outcome.restored_epoch

@@ -152,3 +152,33 @@ def test_simulate_plot_draws_the_rate_per_step(tmp_path: pathlib.Path) -> None:
     assert len(outcome.step_learning_rates) == 30
     plot_outcome(parse(text), history, outcome, tmp_path / "run.png")
     assert (tmp_path / "run.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("spe", [1, 2] if MULTI_STEP else [1])
+def test_a_finite_step_schedule_hands_the_rate_over(spe: int) -> None:
+    # The probe's loss is 0 at every epoch, so from epoch 1 on a cut is due at every epoch end:
+    # at 10 steps the schedule (12 steps) still drives the rate and the cut is dropped; the cuts
+    # at 15 and 20 steps are the rates of the steps after them.
+    # (With `restore best` the probe's weights are rolled back: the differential pin
+    # step-handover-at-end covers it, reading the rates before the rollback.)
+    text = "linear lr to 0.4 over 12 steps; multiply lr by 0.5 when loss not improving for 1"
+    got, _, model = fit_rates(text, spe=spe, epochs=5)
+    want = simulate(text, {"loss": [0.0] * 5}, initial_lr=0.1, steps_per_epoch=STEPS)
+    assert got == list(want.step_learning_rates)
+    assert got[12:15] == [float(np.float32(0.4))] * 3 and got[15:20] == [float(np.float32(0.2))] * 5
+    assert got[20:] == [float(np.float32(0.1))] * 5
+    assert type(compile_policy(text)[-1]).__name__ == "HandoverReduceLROnPlateau"
+    assert type(compile_policy(f"{text}, restore best")[-1]).__name__ == "RestoringReduceLROnPlateau"
+    # After fit the optimizer still reads the handed-over rate; a later fit of it continues from there.
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == float(np.float32(0.05))
+
+
+def test_multiply_lr_when_stays_keras_own_without_a_step_schedule() -> None:
+    [cb] = [c for c in compile_policy("multiply lr by 0.5 when loss not improving for 1") if "Plateau" in type(c).__name__]
+    assert type(cb) is keras.callbacks.ReduceLROnPlateau
+
+
+def test_an_endless_step_schedule_with_multiply_lr_when_is_refused() -> None:
+    with pytest.raises(PolicyError, match="'decay lr' never ends") as err:
+        compile_policy("decay lr by 0.5 every 4 steps; multiply lr by 0.5 when loss not improving for 1")
+    assert err.value.column == 32

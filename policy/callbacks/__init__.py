@@ -37,7 +37,7 @@ from policy.callbacks.schedules import (
     ScheduledLearningRate,
     WarmupSegment,
 )
-from policy.callbacks.step_schedule import PolicyLearningRateSchedule, StepLearningRate
+from policy.callbacks.step_schedule import HandoverReduceLROnPlateau, PolicyLearningRateSchedule, StepLearningRate
 from policy.callbacks.timed import TimedCheckpoint
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "CreateFolder",
     "DecaySegment",
     "FitStart",
+    "HandoverReduceLROnPlateau",
     "HoldSegment",
     "InverseSqrtSegment",
     "KeepLastModelCheckpoint",

@@ -7,7 +7,8 @@ at shifted steps; BackupAndRestore's batch counter carries over the same way. At
 this callback puts those fields back to the values the callback was built with, which is
 exactly the state of a fresh callback, so Keras's own code then decides as it would in a fresh
 list. Before a ReduceLROnPlateau it also refuses an optimizer whose learning rate is a
-``LearningRateSchedule`` (Keras would raise a bare TypeError at the first reduction, mid-run).
+``LearningRateSchedule`` (Keras would raise a bare TypeError at the first reduction, mid-run),
+except our step schedule handing the rate over to a :class:`HandoverReduceLROnPlateau`.
 
 Before a CSVLogger or TensorBoard it decides where the log goes: under multi-process training
 only the writer process (:func:`policy.callbacks.processes.is_writer`) logs to the real path;
@@ -29,6 +30,7 @@ import keras
 
 from policy.callbacks.processes import is_writer
 from policy.callbacks.schedules import refuse_schedule_object
+from policy.callbacks.step_schedule import HandoverReduceLROnPlateau, hands_over
 
 # The fields each Keras class keeps across fits, as set by its __init__ (Keras 3.15.1).
 _CARRIED = ("best", "_batches_seen_since_last_saving", "_last_batch_seen", "_current_epoch")
@@ -65,7 +67,9 @@ class FitStart(keras.callbacks.Callback):  # type: ignore[misc]
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         for name, value in self.fresh.items():
             setattr(self.target, name, value)
-        if isinstance(self.target, keras.callbacks.ReduceLROnPlateau):
+        if isinstance(self.target, keras.callbacks.ReduceLROnPlateau) and not (
+            isinstance(self.target, HandoverReduceLROnPlateau) and hands_over(self.model.optimizer)
+        ):
             refuse_schedule_object(self.model.optimizer, self.rule)
         if isinstance(self.target, keras.callbacks.CSVLogger):
             self._place_log()

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import numpy as np
 
+from policy.callbacks.step_schedule import HandoverReduceLROnPlateau
 
-class RestoringReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):  # type: ignore[misc]
+
+class RestoringReduceLROnPlateau(HandoverReduceLROnPlateau):
     """Keras's ReduceLROnPlateau that, when it cuts the rate, puts back the best epoch's weights.
+
+    (After a finite schedule counted in steps the cut goes where :class:`HandoverReduceLROnPlateau`
+    puts it; otherwise this is Keras's ReduceLROnPlateau plus the restore.)
 
     "Best" is ReduceLROnPlateau's own ``best`` (its ``min_delta`` counts): the weights are kept at
     every epoch end where Keras takes a new best. A cut before any best exists restores nothing.

@@ -19,7 +19,9 @@ the backend in float32.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -114,6 +116,9 @@ class PolicyLearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule
         last = self._pieces[-1]
         self._open = last.length is None
         finite_end = last.begin if self._open else last.begin + (last.length or 0)
+        # A finite schedule hands the rate over at this step (see attach_handover).
+        self.end_step: int | None = None if self._open else finite_end
+        self.handover: Any = None
         horizon = finite_end + 1
         if self._open:
             horizon = max(horizon, total_steps or finite_end + TAIL_TABLE)
@@ -166,13 +171,36 @@ class PolicyLearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule
                 return piece.value(step)
         return self._pieces[-1].end_value()
 
+    def attach_handover(self, variable: Any) -> None:
+        """From :attr:`end_step` on, the rate is ``variable``'s value instead of the end value.
+
+        ``variable`` is the optimizer's own learning-rate variable (one of
+        ``optimizer.variables``, so JAX's train step reads it from the optimizer state it is
+        handed, and a backup holds it). Keras's ReduceLROnPlateau writes it through
+        :func:`writable_rate`, which is how a finite schedule hands the rate to
+        ``multiply lr ... when``. Not serialized: a loaded schedule keeps its end value.
+        """
+        if self.end_step is not None:
+            self.handover = variable
+
+    def end_rate(self) -> float:
+        """The float32 end value of a finite schedule (the rate of step :attr:`end_step`)."""
+        assert self.end_step is not None
+        return float(self._rates[self.end_step])
+
+    def tabled_rate(self, step: int) -> float:
+        """The float32 rate of a tabled step, as the train step reads it (no hand-over)."""
+        return float(self._rates[min(step, len(self._rates) - 1)])
+
     def __call__(self, step: Any) -> Any:
         ops = keras.ops
         step = ops.cast(step, "int32")
         horizon = len(self._rates)
         tabled = ops.take(ops.convert_to_tensor(self._rates), ops.minimum(step, horizon - 1))
         if not self._open:
-            return tabled
+            if self.handover is None:
+                return tabled
+            return ops.where(step < self.end_step, tabled, ops.cast(self.handover.value, "float32"))
         return ops.where(step < horizon, tabled, self._tail(ops.cast(step, "float32")))
 
     def _tail(self, step: Any) -> Any:
@@ -257,18 +285,31 @@ class StepLearningRate(keras.callbacks.Callback):  # type: ignore[misc]
                 "(a generator or dataset without a length)",
                 "pass steps_per_epoch to fit, or count the schedule in epochs",
             )
+        # The rate as built: a backup (last in the list) puts back the rate variable, which by
+        # then holds the hand-over rate, only after this.
         lr0 = current.initial_lr if isinstance(current, PolicyLearningRateSchedule) else float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         schedule = PolicyLearningRateSchedule(self.text, lr0, int(steps), int(self.params["epochs"]) * int(steps))
         if isinstance(current, PolicyLearningRateSchedule) and current.get_config() == schedule.get_config():
             self.schedule = current
+            self._start_handover(current)
             return
         if not ours:
             setattr(optimizer, _VARIABLE, current)
+        schedule.attach_handover(getattr(optimizer, _VARIABLE))
         optimizer._learning_rate = schedule
         self.schedule = schedule
+        self._start_handover(schedule)
         # fit built (or kept) its train function before on_train_begin, and the optimizer's rate
         # is read when that function is traced: build it again so it reads the schedule.
         self.model.make_train_function(force=True)
+
+    def _start_handover(self, schedule: PolicyLearningRateSchedule) -> None:
+        # Before the schedule's end the hand-over rate is its end value. From the end on it is
+        # whatever `multiply lr ... when` made it, which a resumed or continued fit keeps.
+        if schedule.handover is None or schedule.end_step is None:
+            return
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) < schedule.end_step:
+            schedule.handover.assign(schedule.end_rate())
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
@@ -285,3 +326,56 @@ def remove_step_schedule(optimizer: Any) -> bool:
     optimizer._learning_rate = variable
     delattr(optimizer, _VARIABLE)
     return True
+
+
+def hands_over(optimizer: Any) -> bool:
+    """Whether the optimizer's rate is our finite step schedule with a hand-over attached."""
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return isinstance(schedule, PolicyLearningRateSchedule) and schedule.handover is not None
+
+
+@contextlib.contextmanager
+def writable_rate(optimizer: Any) -> Iterator[None]:
+    """Inside, ``optimizer.learning_rate`` reads and sets like a plain rate, under a finite step
+    schedule with a hand-over (:meth:`PolicyLearningRateSchedule.attach_handover`).
+
+    It reads what it reads under the schedule (the rate of the next step, ``optimizer.iterations``).
+    A value set once the schedule has ended is the rate of every later step; one set while the
+    schedule still drives the rate is dropped when the block ends (the schedule sets every step's
+    rate until its end, as an epoch-counted schedule sets every epoch's). Anything else: no change.
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if not hands_over(optimizer):
+        yield
+        return
+    assert isinstance(schedule, PolicyLearningRateSchedule) and schedule.end_step is not None
+    variable = schedule.handover
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    driving = step < schedule.end_step
+    if driving:
+        variable.assign(schedule.tabled_rate(step))
+    optimizer._learning_rate = variable
+    try:
+        yield
+    finally:
+        optimizer._learning_rate = schedule
+        if driving:
+            variable.assign(schedule.end_rate())
+
+
+class HandoverReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):  # type: ignore[misc]
+    """Keras's ReduceLROnPlateau after a finite schedule counted in steps.
+
+    Keras's own cannot set a rate that is a LearningRateSchedule (its setter raises TypeError).
+    This subclass keeps every decision of Keras's (``on_epoch_end`` and ``_reduce_optimizer_lr``
+    run unchanged) and changes only where the cut goes: through :func:`writable_rate`, into the
+    rate the schedule hands over at its end. Without a step schedule it is Keras's, to the letter.
+
+    Args:
+        **kwargs: Keras's ReduceLROnPlateau arguments, unchanged.
+    """
+
+    def _reduce_optimizer_lr(self, optimizer: Any, epoch: int, name: str = "") -> bool:
+        with writable_rate(optimizer):
+            cut: bool = super()._reduce_optimizer_lr(optimizer, epoch, name)
+        return cut

@@ -393,11 +393,14 @@ class PlateauLR(EpochRule):
         self.cooldown_counter = 0
         self.restore = rule.restore_best
         self.best_weights: int | None = None  # whose weights the restore keeps (RunState.weights)
+        self.step_rule: StepScheduleLR | None = None  # a step schedule handing the rate over
 
     def on_epoch_end(self, run: RunState, epoch: int, logs: EpochLogs) -> str | None:
         sem = run.sem
         assert run.lr is not None
-        before = run.lr
+        # After a step schedule, optimizer.learning_rate reads the schedule: the next step's rate.
+        before = self.step_rule.rate(run, run.iterations) if self.step_rule is not None else run.lr
+        after = before
         logs["learning_rate"] = before  # written first, so the monitor may even read it
         value = logs.get(self.metric)
         if value is not None:
@@ -412,15 +415,19 @@ class PlateauLR(EpochRule):
             elif sem.counts_toward_patience(counter_before, self.cooldown_counter):
                 self.wait += 1
                 due = sem.lr_reduce_due(self.wait, self.patience)
-                cut = due and sem.lr_can_reduce(run.lr, self.min_lr)
+                cut = due and sem.lr_can_reduce(before, self.min_lr)
                 if cut:
-                    run.lr = sem.reduced_lr(run.lr, self.factor, self.min_lr)
+                    after = sem.reduced_lr(before, self.factor, self.min_lr)
+                    if self.step_rule is not None:
+                        self.step_rule.take_cut(run, run.iterations, after)
+                    else:
+                        run.lr = after
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
                 if self.restore and self.best_weights is not None and sem.rolls_back(cut, due):
                     run.weights = self.best_weights
                     run.rollbacks.append((epoch, self.best_weights))
-        logs["learning_rate"] = sem.logged_lr(before, run.lr)
+        logs["learning_rate"] = sem.logged_lr(before, after)
         return None
 
 
@@ -460,16 +467,32 @@ class ScheduleLR(EpochRule):
 class StepScheduleLR(EpochRule):
     """A schedule counted in steps: a LearningRateSchedule of ``optimizer.iterations`` inside the
     train step. At epoch begin the optimizer reads the rate of the epoch's first step; at epoch
-    end the rule logs the rate of the next step (what ``optimizer.learning_rate`` reads then)."""
+    end the rule logs the rate of the next step (what ``optimizer.learning_rate`` reads then).
+    A finite one hands the rate over at its end: from then on a cut by ``multiply lr ... when``
+    is the rate of every later step (:meth:`take_cut`)."""
 
     def __init__(self, rule: ast.Schedule, text: str) -> None:
         super().__init__(rule, text)
         self.schedule = rule
+        self.handed: float | None = None  # the rate after the end, once a cut set it
+
+    def _end(self, run: RunState) -> int | None:
+        assert run.steps_per_epoch is not None and run.total_steps is not None
+        return run.sem.step_schedule_end(self.schedule, run.steps_per_epoch, run.total_steps)
 
     def rate(self, run: RunState, step: int) -> float:
         assert run.lr0 is not None and run.steps_per_epoch is not None and run.total_steps is not None
+        end = self._end(run)
+        if self.handed is not None and end is not None and step >= end:
+            return self.handed
         value = run.sem.step_schedule_lr(self.schedule, step, run.lr0, run.steps_per_epoch, run.total_steps)
         return run.sem.step_rates_f32(value)
+
+    def take_cut(self, run: RunState, step: int, rate: float) -> None:
+        """A cut by ``multiply lr ... when`` at an epoch end reached after ``step`` steps."""
+        end = self._end(run)
+        if end is not None and run.sem.cut_reaches_handover(step, end):
+            self.handed = rate
 
     def on_epoch_begin(self, run: RunState, epoch: int) -> None:
         run.lr = self.rate(run, run.iterations)

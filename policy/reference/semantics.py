@@ -62,6 +62,7 @@ top-k never deletes / deletes a file a kept epoch still uses   :meth:`Semantics.
 ``save every T`` compared with ``>`` instead of ``>=``         :meth:`Semantics.timed_save_due`
 ``keep last K`` keeps K + 1 files                              :meth:`Semantics.retained_after_write`
 schedule off by one epoch / wrong cosine phase                 :meth:`Semantics.schedule_lr`
+a cut during a step schedule survives into its hand-over        :meth:`Semantics.cut_reaches_handover`
 =============================================================  ==================================
 
 Float32 facts (Keras 3.15.1, TensorFlow 2.21 CPU), established by experiment with the installed
@@ -349,26 +350,24 @@ class Semantics:
         """The rate (before float32 storage) of optimizer step ``step`` (``optimizer.iterations``)
         for a schedule counted in steps: every length converted to steps (N epochs is N x
         ``steps_per_epoch``; P% of training is ceil(P x ``total`` / 100)). After the last finite
-        segment the rate stays at that segment's end value."""
-
-        def steps(span: ast.Span) -> int:
-            if span.unit == "percent":
-                return math.ceil(Fraction(repr(span.count)) * total / 100)
-            return int(span.count) * (steps_per_epoch if span.unit == "epochs" else 1)
-
-        spans: list[tuple[ast.Segment, int | None]] = []
-        for seg in schedule.segments:
-            if isinstance(seg, ast.Decay):
-                seg = dataclasses.replace(seg, every=seg.every * (steps_per_epoch if seg.unit == "epochs" else 1))
-            elif isinstance(seg, ast.Milestones):
-                k = steps_per_epoch if seg.unit == "epochs" else 1
-                seg = dataclasses.replace(seg, at=tuple(m * k for m in seg.at))
-            spans.append((seg, None if isinstance(seg, ast.OPEN_ENDED) else steps(_over(seg))))
-
-        def restart(seg: ast.Segment) -> int | None:
-            return steps(seg.restart) if isinstance(seg, ast.Cosine) and seg.restart is not None else None
-
+        segment the rate stays at that segment's end value (until a hand-over cut changes it:
+        :meth:`cut_reaches_handover`)."""
+        spans, restart = _step_spans(schedule, steps_per_epoch, total)
         return _chain_value(spans, step, lr0, restart)[0]
+
+    def step_schedule_end(self, schedule: ast.Schedule, steps_per_epoch: int, total: int) -> int | None:
+        """The optimizer step a finite step-counted schedule ends at (the sum of its lengths in
+        steps): from that step on, the rate is the one it hands over. None: it never ends."""
+        spans, _ = _step_spans(schedule, steps_per_epoch, total)
+        lengths = [n for _, n in spans]
+        return None if None in lengths else sum(n for n in lengths if n is not None)
+
+    def cut_reaches_handover(self, step: int, end: int) -> bool:
+        """``multiply lr ... when`` after a finite step schedule: a cut at an epoch end reached
+        after ``step`` optimizer steps becomes the rate of every later step only when the schedule
+        has ended (``step >= end``); an earlier one is dropped, as the schedule sets every step's
+        rate until its end (an epoch-counted schedule likewise overrides a cut at its next epoch)."""
+        return step >= end
 
     def step_rates_f32(self, value: float) -> float:
         """The rate an optimizer step uses: the schedule's value held in float32."""
@@ -577,6 +576,31 @@ def placeholder_names(path: str) -> list[str]:
         if field is not None:
             names.append(field.split(".", 1)[0].split("[", 1)[0])
     return names
+
+
+def _step_spans(
+    schedule: ast.Schedule, steps_per_epoch: int, total: int
+) -> tuple[list[tuple[ast.Segment, int | None]], Callable[[ast.Segment], int | None]]:
+    """The segments with every length in steps (None: open-ended), and the restart period in steps."""
+
+    def steps(span: ast.Span) -> int:
+        if span.unit == "percent":
+            return math.ceil(Fraction(repr(span.count)) * total / 100)
+        return int(span.count) * (steps_per_epoch if span.unit == "epochs" else 1)
+
+    spans: list[tuple[ast.Segment, int | None]] = []
+    for seg in schedule.segments:
+        if isinstance(seg, ast.Decay):
+            seg = dataclasses.replace(seg, every=seg.every * (steps_per_epoch if seg.unit == "epochs" else 1))
+        elif isinstance(seg, ast.Milestones):
+            k = steps_per_epoch if seg.unit == "epochs" else 1
+            seg = dataclasses.replace(seg, at=tuple(m * k for m in seg.at))
+        spans.append((seg, None if isinstance(seg, ast.OPEN_ENDED) else steps(_over(seg))))
+
+    def restart(seg: ast.Segment) -> int | None:
+        return steps(seg.restart) if isinstance(seg, ast.Cosine) and seg.restart is not None else None
+
+    return spans, restart
 
 
 def _over(seg: ast.Segment) -> ast.Span:

@@ -304,9 +304,11 @@ def _plan(policy: ast.Policy, sem: Semantics) -> _Plan:
         # does `train at least` on its own: it holds back the stops of the rules marked here.
         if epoch_rules and epoch_rules[-1].rule is rule:
             epoch_rules[-1].held = held_by_minimum(rule) and minimum_of(policy) is not None
-    for logger in epoch_rules:
-        if isinstance(logger, r.LogLearningRate):
-            logger.step_rule = next((s for s in epoch_rules if isinstance(s, r.StepScheduleLR)), None)
+    step_rule = next((s for s in epoch_rules if isinstance(s, r.StepScheduleLR)), None)
+    for reader in epoch_rules:
+        # Both read optimizer.learning_rate, which a step schedule answers (the next step's rate).
+        if isinstance(reader, r.LogLearningRate | r.PlateauLR):
+            reader.step_rule = step_rule
     return _Plan(tuple(epoch_rules), tuple(batch_stops), tuple(checkpoints), uses_lr, minimum_of(policy))
 
 
