@@ -98,6 +98,16 @@ CASES: list[dict[str, Any]] = [
         "steps_per_epoch": 3,
         "sigterm_at": [1, 2, 1],
     },
+    # A step schedule handing the rate over to a plateau rule: the cut is written into the
+    # optimizer's rate variable, which each process (each replica) must read in its train step.
+    {
+        "kind": "scripted",
+        "name": "handover",
+        "policy": "warm up lr to 0.02 over 5 steps, then cosine to 0.004 over 4 steps; "
+        "multiply lr by 0.5 when val_loss not improving for 1, restore best",
+        "history": {"loss": [1.0] * 6, "val_loss": [1.0, 1.0, 0.9, 0.95, 0.96, 0.97]},
+        "steps_per_epoch": 3,
+    },
     {"kind": "real", "name": "real", "policy": REAL, "epochs": 10},
 ]
 
@@ -135,6 +145,7 @@ def _outcome(data: dict[str, Any]) -> Outcome:
         files=tuple(data["files"]),
         restored_epoch=data["restored_epoch"],
         stop=None if stop is None else Stop(stop["rule"], stop["epoch"], stop["reason"]),
+        rollbacks=tuple((e, w) for e, w in data.get("rollbacks", ())),
     )
 
 
@@ -161,7 +172,7 @@ def _one_process(name: str, folder: pathlib.Path) -> Outcome:
 
 
 @needs_jax
-@pytest.mark.parametrize("name", ["everything", "plateau", "clock", "timed"])
+@pytest.mark.parametrize("name", ["everything", "plateau", "clock", "timed", "handover"])
 def test_two_processes_decide_as_one_process_and_as_simulate(
     name: str, two: tuple[pathlib.Path, list[dict[str, Any]]], tmp_path: pathlib.Path
 ) -> None:
@@ -308,7 +319,7 @@ def test_mirrored_strategy_over_two_devices_decides_as_one_device(tmp_path: path
     import subprocess
     import sys
 
-    cases = [c for c in CASES if c["name"] in ("everything", "plateau")]
+    cases = [c for c in CASES if c["name"] in ("everything", "plateau", "handover")]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     root = str(pathlib.Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
