@@ -335,11 +335,13 @@ class Hold(Node):
 
 @frozen
 class Decay(Node):
-    """``decay lr by F every N epochs|steps``: step decay, open-ended."""
+    """``decay lr by F every N epochs|steps[, smoothly]``: step decay, open-ended; ``smooth``: by
+    F ** (t / N) at every unit t instead of F ** floor(t / N) (Keras's ExponentialDecay default)."""
 
     factor: float
     every: int
     unit: Literal["epochs", "steps"] = "epochs"
+    smooth: bool = False
 
 
 @frozen

@@ -79,7 +79,7 @@ def schedule_node(schedule: Any, total_steps: int | None = None) -> tuple[ast.Sc
     if kind is ks.CosineDecayRestarts:
         return _restarts(schedule, total_steps)
     raise NoEquivalent(f"{kind.__name__} has no policy rule (supported: CosineDecay, PiecewiseConstantDecay, "
-                       "PolynomialDecay with power=1, ExponentialDecay with staircase=True, "
+                       "PolynomialDecay with power=1, ExponentialDecay, "
                        "CosineDecayRestarts with t_mul=1 and m_mul=1)")
 
 
@@ -149,16 +149,15 @@ def _polynomial(s: Any) -> tuple[ast.Schedule, float]:
 
 
 def _exponential(s: Any) -> tuple[ast.Schedule, float]:
-    # Keras: start * rate ** (t / D), floor(t / D) with staircase; with D = 1 the two agree.
+    # Keras: start * rate ** (t / D) (staircase=False, its default: "smoothly"), floor(t / D)
+    # with staircase; with D = 1 the two agree, and the rule is written without "smoothly".
     every = _steps(s.decay_steps, "decay_steps")
-    if not s.staircase and every != 1:
-        raise NoEquivalent("staircase=False decays a little at every step; a policy decays by whole "
-                           "periods ('decay lr by F every N steps'): pass staircase=True or decay_steps=1")
     rate = float(s.decay_rate)
     if not 0.0 < rate < 1.0:
         raise NoEquivalent(f"decay_rate={s.decay_rate!r}: a policy's decay factor is between 0 and 1 (exclusive)")
     start = _rate(s.initial_learning_rate, "initial_learning_rate")
-    return ast.Schedule(segments=(ast.Decay(factor=rate, every=every, unit="steps"),)), start
+    decay = ast.Decay(factor=rate, every=every, unit="steps", smooth=not s.staircase and every != 1)
+    return ast.Schedule(segments=(decay,)), start
 
 
 def _piecewise(s: Any) -> tuple[ast.Schedule, float]:

@@ -238,6 +238,9 @@ def _segment_phrase(s: ast.Segment) -> str:
     if isinstance(s, ast.InverseSqrt):
         return "decay it as 1/sqrt of the position, from where the warm-up ended"
     every = s.unit[:-1] if s.every == 1 else _span(ast.Span(float(s.every), s.unit))
+    if s.smooth:
+        return (f"multiply it by {number(s.factor)} every {every}, smoothly: by {number(s.factor)} to the power "
+                "of the periods gone by, fractions included")
     return f"multiply it by {number(s.factor)} every {every}"
 
 

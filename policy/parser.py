@@ -635,11 +635,21 @@ class _ToAst(Transformer[Token, Any]):
 
     def schedule(self, meta: Meta, first: ast.Segment, *links: ast.Segment | _Option | Token) -> ast.Schedule:
         # Links after a comma: a segment ("then ..."), a restart period for the cosine before
-        # it, or one more milestone for the list before it.
+        # it, one more milestone for the list before it, or "smoothly" for the decay before it.
         segments: list[ast.Segment] = [first]
         for link in links:
             last = segments[-1]
-            if isinstance(link, tuple):  # restart every SPAN
+            if isinstance(link, tuple) and link[0] == "smoothly":
+                pos = link[2]
+                if not isinstance(last, ast.Decay) or last.smooth:
+                    raise error_at(
+                        self.text,
+                        pos,
+                        "only a decay can be smooth, once",
+                        'write "decay lr by F every N steps, smoothly"',
+                    )
+                segments[-1] = dataclasses.replace(last, smooth=True)
+            elif isinstance(link, tuple):  # restart every SPAN
                 _, span, pos = link
                 if not isinstance(last, ast.Cosine) or last.restart is not None:
                     raise error_at(
@@ -664,6 +674,9 @@ class _ToAst(Transformer[Token, Any]):
 
     def more_milestone(self, meta: Meta, at: Token) -> Token:
         return at
+
+    def smoothly(self, meta: Meta) -> _Option:
+        return ("smoothly", True, _pos(meta))
 
     def restart(self, meta: Meta, every: ast.Span) -> _Option:
         return ("restart", every, _pos(meta))

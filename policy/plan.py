@@ -345,7 +345,8 @@ def _segment(s: ast.Segment) -> Call:
         return Call(OURS, "MilestoneSegment", args=(("factor", s.factor), ("at", Items(s.at))))
     if isinstance(s, ast.InverseSqrt):
         return Call(OURS, "InverseSqrtSegment")
-    return Call(OURS, "DecaySegment", args=(("factor", s.factor), ("every", s.every)))
+    smooth: tuple[tuple[str, Value], ...] = (("smooth", True),) if s.smooth else ()
+    return Call(OURS, "DecaySegment", args=(("factor", s.factor), ("every", s.every), *smooth))
 
 
 # --------------------------------------------------------------------------- writing values

@@ -77,7 +77,7 @@ def segment(s: ast.Segment, first: bool) -> str:
     if isinstance(s, ast.InverseSqrt):
         return f"inverse sqrt{lr}"
     every = s.unit[:-1] if s.every == 1 else f"{s.every} {s.unit}"
-    return f"decay{lr} by {number(s.factor)} every {every}"
+    return f"decay{lr} by {number(s.factor)} every {every}" + (", smoothly" if s.smooth else "")
 
 
 def _weights(flag: bool) -> str:

@@ -537,6 +537,16 @@ class StepScheduleOffByOne(Semantics):
         return super().step_schedule_lr(schedule, step + 1, lr0, steps_per_epoch, total)
 
 
+class SmoothDecayAsStaircase(Semantics):
+    """``decay lr by F every N, smoothly`` decayed by whole periods (floor(t / N)), as if
+    ``smoothly`` were not there (ExponentialDecay's ``staircase`` read the wrong way round)."""
+
+    name = "smooth-decay-as-staircase"
+
+    def decay_periods(self, t: int, every: int, smooth: bool) -> float:
+        return math.floor(t / every)
+
+
 class HandoverKeepsEarlyCut(Semantics):
     """``multiply lr ... when`` after a finite step schedule: a cut made while the schedule still
     drives the rate survives into its hand-over (the cut written into the hand-over rate and
@@ -603,6 +613,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
 
 HARD_MUTANTS: tuple[type[Semantics], ...] = (
     StepScheduleOffByOne,
+    SmoothDecayAsStaircase,
     HandoverKeepsEarlyCut,
     HandoverOneEpochLate,
     OverflowNeverRaises,
@@ -629,6 +640,8 @@ A step schedule's rate per step (``step-schedule-off-by-one``) is measured only 
 counted in steps, which the generator does not draw yet (adding them to it changed which cases
 the derandomized kill and mutant searches draw): the pinned step-schedule facts catch it, and
 the hand-over pins (``step-handover``, ``step-handover-at-end``) catch the two hand-over mutants.
+Smooth decay (``smooth-decay-as-staircase``) is not drawn either; ``step-schedule-smooth-decay``
+and ``schedule-smooth-decay`` catch it.
 """
 
 

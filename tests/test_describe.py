@@ -357,6 +357,8 @@ def _as_in_the_train_step(schedule: Any) -> Any:
         (_ks.ExponentialDecay(0.1, 30, 0.5, staircase=True), "decay lr by 0.5 every 30 steps", True),
         (_ks.ExponentialDecay(0.1, 7, 0.9, staircase=True), "decay lr by 0.9 every 7 steps", False),
         (_ks.ExponentialDecay(0.1, 1, 0.99), "decay lr by 0.99 every step", False),
+        (_ks.ExponentialDecay(0.1, 30, 0.5), "decay lr by 0.5 every 30 steps, smoothly", False),
+        (_ks.ExponentialDecay(1e-3, 7, 0.96), "decay lr by 0.96 every 7 steps, smoothly", False),
         (_ks.PiecewiseConstantDecay([100, 200], [0.1, 0.01, 0.001]), "multiply lr by 0.1 at steps 101, 201", True),
         (_ks.PiecewiseConstantDecay([0, 10], [1.0, 0.5, 0.25]), "multiply lr by 0.5 at steps 1, 11", True),
         (_ks.CosineDecayRestarts(1e-3, 60, t_mul=1.0, m_mul=1.0, alpha=0.1),
@@ -418,7 +420,6 @@ def test_keras_schedules_without_an_exact_rule_are_named_with_the_reason() -> No
         describe([
             _ks.PolynomialDecay(0.1, 100, power=2.0),
             _ks.PolynomialDecay(0.1, 100, cycle=True),
-            _ks.ExponentialDecay(0.1, 10, 0.9),
             _ks.ExponentialDecay(0.1, 10, 1.5, staircase=True),
             _ks.PiecewiseConstantDecay([10, 20], [0.1, 0.05, 0.04]),
             _ks.CosineDecayRestarts(1e-3, 60),
@@ -430,17 +431,15 @@ def test_keras_schedules_without_an_exact_rule_are_named_with_the_reason() -> No
         "callback 0 (PolynomialDecay): power=2.0: only power=1 (a straight line, 'linear lr to X over N steps') "
         "has a policy rule",
         "callback 1 (PolynomialDecay): cycle=True (the decay starts again with a longer period) has no policy rule",
-        "callback 2 (ExponentialDecay): staircase=False decays a little at every step; a policy decays by whole "
-        "periods ('decay lr by F every N steps'): pass staircase=True or decay_steps=1",
-        "callback 3 (ExponentialDecay): decay_rate=1.5: a policy's decay factor is between 0 and 1 (exclusive)",
-        "callback 4 (PiecewiseConstantDecay): values=[0.1, 0.05, 0.04] are not the first times one factor at each "
+        "callback 2 (ExponentialDecay): decay_rate=1.5: a policy's decay factor is between 0 and 1 (exclusive)",
+        "callback 3 (PiecewiseConstantDecay): values=[0.1, 0.05, 0.04] are not the first times one factor at each "
         "boundary (exactly, in float32); a policy multiplies by one factor at each milestone",
-        "callback 5 (CosineDecayRestarts): t_mul=2.0, m_mul=1.0: a policy restarts with equal periods and the "
+        "callback 4 (CosineDecayRestarts): t_mul=2.0, m_mul=1.0: a policy restarts with equal periods and the "
         "same height (t_mul=1, m_mul=1)",
-        "callback 6 (CosineDecayRestarts): CosineDecayRestarts restarts forever while a policy's cosine ends: pass "
+        "callback 5 (CosineDecayRestarts): CosineDecayRestarts restarts forever while a policy's cosine ends: pass "
         "total_steps (the steps the run trains) to describe",
-        "callback 7 (InverseTimeDecay): InverseTimeDecay has no policy rule (supported: CosineDecay, "
-        "PiecewiseConstantDecay, PolynomialDecay with power=1, ExponentialDecay with staircase=True, "
+        "callback 6 (InverseTimeDecay): InverseTimeDecay has no policy rule (supported: CosineDecay, "
+        "PiecewiseConstantDecay, PolynomialDecay with power=1, ExponentialDecay, "
         "CosineDecayRestarts with t_mul=1 and m_mul=1)",
-        "callback 8 (CosineDecay): decay_steps=10.5 is not a whole number of steps >= 1",
+        "callback 7 (CosineDecay): decay_steps=10.5 is not a whole number of steps >= 1",
     ]

@@ -356,6 +356,14 @@ FACTS: dict[str, Case] = {
         initial_lr=0.01,
         steps_per_epoch=2,
     ),
+    # `decay ..., smoothly` (Keras's ExponentialDecay default): 0.01 x 0.5 ** ((step - 2) / 3) at
+    # every step from 2 on; a staircase would hold steps 2..4 at 0.01 and halve at step 5.
+    "step-schedule-smooth-decay": pinned(
+        "warm up lr to 0.01 over 2 steps, then decay by 0.5 every 3 steps, smoothly",
+        _vl(1, 1, 1),
+        steps_per_epoch=3,
+        steps_per_execution=2 if FACTS_MULTI_STEP else 1,
+    ),
     "step-schedule-inverse-sqrt": pinned(
         "warm up lr to 0.01 over 2 steps, then inverse sqrt; stop after 5 steps",
         _vl(1, 1, 1),
@@ -378,6 +386,8 @@ FACTS: dict[str, Case] = {
         initial_lr=0.01,
         steps_per_epoch=2,
     ),
+    # Counted in epochs, `smoothly` decays by F ** (e / N) at every epoch.
+    "schedule-smooth-decay": pinned("decay lr by 0.5 every 3 epochs, smoothly", _vl(1, 1, 1, 1), initial_lr=0.01),
     "schedule-chain": pinned(
         "warm up lr to 0.01 over 2 epochs, then cosine to 0.001 over 2 epochs, then decay by 0.5 every epoch",
         _vl(1, 1, 1, 1, 1, 1, 1),

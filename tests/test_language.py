@@ -156,6 +156,10 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ("stop after 90s", A.StopAfter(amount=90, unit="s")),
     ("stop after 2h", A.StopAfter(amount=2, unit="h")),
     ("decay lr by 0.5 every 2 epochs", A.Schedule(segments=(A.Decay(factor=0.5, every=2),))),
+    (
+        "decay lr by 0.96 every 1000 steps, smoothly",
+        A.Schedule(segments=(A.Decay(factor=0.96, every=1000, unit="steps", smooth=True),)),
+    ),
     ("warm up lr to 0.001 over 5 epochs", A.Schedule(segments=(A.Warmup(target=0.001, over=A.Span(5.0)),))),
     ("cosine lr to 1e-5 over 100 epochs", A.Schedule(segments=(A.Cosine(target=1e-5, over=A.Span(100.0)),))),
     (
@@ -308,6 +312,8 @@ def test_validation_reports_every_problem_at_once() -> None:
         ('save every epoch to "a.keras"; save last to "a.keras"', "two rules write"),
         ("decay lr by 0.5 every 2 epochs; cosine lr to 0 over 3 epochs", "two learning-rate schedules"),
         ("decay lr by 0.5 every 2 epochs; multiply lr by 0.5 when val_loss not improving for 2", "never ends"),
+        ("cosine lr to 0 over 3 epochs, smoothly", "only a decay can be smooth"),
+        ("decay lr by 0.5 every 2 steps, smoothly, smoothly", "only a decay can be smooth, once"),
         ("stop when val_loss > 1 or loss is nan, restore best", "ambiguous"),
         ("stop when val_loss > 1, baseline 3", "baseline needs"),
         ("stop after 3 fortnights", "unknown unit"),

@@ -119,24 +119,29 @@ class HoldSegment:
 
 @dataclass(frozen=True)
 class DecaySegment:
-    """Step decay: ``start * factor ** floor(t / every)`` in the segment's epoch t.
+    """Step decay: ``start * factor ** floor(t / every)`` in the segment's epoch t, or with
+    ``smooth`` ``start * factor ** (t / every)`` (a little at every epoch).
 
     It never ends, so it is always the last segment.
 
     Args:
-        factor: what the rate is multiplied by at each step.
+        factor: what the rate is multiplied by at each step (every ``every`` epochs when smooth).
         every: the number of epochs between steps.
+        smooth: decay at every epoch by ``factor ** (1 / every)`` instead of by whole periods.
     """
 
     factor: float
     every: int
+    smooth: bool = False
 
     def value(self, t: int, start: float, begin: int = 0) -> float:
+        if self.smooth:
+            return start * float(self.factor ** (t / self.every))
         return start * self.factor ** (t // self.every)
 
     def node(self) -> ast.Decay:
         """The segment as the policy says it."""
-        return ast.Decay(factor=self.factor, every=self.every)
+        return ast.Decay(factor=self.factor, every=self.every, smooth=self.smooth)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ class _Piece:
         if isinstance(seg, ast.Hold):
             return start
         if isinstance(seg, ast.Decay):
-            return start * seg.factor ** math.floor(t / seg.every)
+            return start * seg.factor ** (t / seg.every if seg.smooth else math.floor(t / seg.every))
         if isinstance(seg, ast.Milestones):
             return start * seg.factor ** sum(1 for m in seg.at if m <= t)
         return start * math.sqrt(self.begin / (self.begin + t))  # inverse sqrt
@@ -150,7 +150,7 @@ class PolicyLearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule
             if isinstance(seg, ast.Decay | ast.Milestones):
                 scale = self._steps(ast.Span(1.0, seg.unit))
                 if isinstance(seg, ast.Decay):
-                    seg = ast.Decay(factor=seg.factor, every=seg.every * scale, unit="steps", pos=seg.pos)
+                    seg = ast.Decay(factor=seg.factor, every=seg.every * scale, unit="steps", smooth=seg.smooth, pos=seg.pos)
                 else:
                     seg = ast.Milestones(factor=seg.factor, at=tuple(m * scale for m in seg.at), unit="steps", pos=seg.pos)
             elif not isinstance(seg, ast.InverseSqrt):
@@ -209,7 +209,8 @@ class PolicyLearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule
         piece = self._pieces[-1]
         seg, start, t = piece.seg, np.float32(piece.start), step - np.float32(piece.begin)
         if isinstance(seg, ast.Decay):
-            return start * ops.power(np.float32(seg.factor), ops.floor(t / np.float32(seg.every)))
+            periods = t / np.float32(seg.every)
+            return start * ops.power(np.float32(seg.factor), periods if seg.smooth else ops.floor(periods))
         if isinstance(seg, ast.Milestones):
             passed = sum(ops.cast(t >= np.float32(m), "float32") for m in seg.at)
             return start * ops.power(np.float32(seg.factor), passed)

@@ -339,7 +339,7 @@ class Semantics:
         left to right, in float64.
         """
         spans = [(seg, None if isinstance(seg, ast.OPEN_ENDED) else int(_over(seg).count)) for seg in schedule.segments]
-        value, ended_at = _chain_value(spans, epoch, lr0, lambda seg: _restart_epochs(seg))
+        value, ended_at = _chain_value(self, spans, epoch, lr0, lambda seg: _restart_epochs(seg))
         # The first epoch after the last segment gets its end value once; after that the schedule
         # leaves the lr alone (so it stays there unless ``multiply lr ... when`` changes it).
         if ended_at is None or epoch == ended_at:
@@ -353,7 +353,13 @@ class Semantics:
         segment the rate stays at that segment's end value (until a hand-over cut changes it:
         :meth:`cut_reaches_handover`)."""
         spans, restart = _step_spans(schedule, steps_per_epoch, total)
-        return _chain_value(spans, step, lr0, restart)[0]
+        return _chain_value(self, spans, step, lr0, restart)[0]
+
+    def decay_periods(self, t: int, every: int, smooth: bool) -> float:
+        """How many times ``decay lr by F every N`` has multiplied by F at position ``t`` of its
+        segment (epochs or steps): whole periods, floor(t / N); ``smoothly``, t / N (Keras's
+        ExponentialDecay with staircase=False)."""
+        return t / every if smooth else math.floor(t / every)
 
     def step_schedule_end(self, schedule: ast.Schedule, steps_per_epoch: int, total: int) -> int | None:
         """The optimizer step a finite step-counted schedule ends at (the sum of its lengths in
@@ -614,6 +620,7 @@ def _restart_epochs(seg: ast.Segment) -> int | None:
 
 
 def _chain_value(
+    sem: Semantics,
     spans: Sequence[tuple[ast.Segment, int | None]],
     t_abs: int,
     lr0: float,
@@ -629,7 +636,7 @@ def _chain_value(
     for seg, n in spans:
         t = t_abs - begin
         if isinstance(seg, ast.Decay):
-            return start * seg.factor ** math.floor(t / seg.every), None
+            return start * seg.factor ** sem.decay_periods(t, seg.every, seg.smooth), None
         if isinstance(seg, ast.Milestones):
             return start * seg.factor ** sum(1 for m in seg.at if m <= t), None
         if isinstance(seg, ast.InverseSqrt):
