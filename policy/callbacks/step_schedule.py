@@ -123,6 +123,7 @@ class PolicyLearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule
         if self._open:
             horizon = max(horizon, total_steps or finite_end + TAIL_TABLE)
         self._rates = np.array([self.rate(t) for t in range(horizon)], dtype="float32")
+        self._eager_table: Any = None  # the table as a torch tensor, made at the first step (see _table)
 
     def _steps(self, span: ast.Span) -> int:
         if span.unit == "steps":
@@ -196,12 +197,23 @@ class PolicyLearningRateSchedule(keras.optimizers.schedules.LearningRateSchedule
         ops = keras.ops
         step = ops.cast(step, "int32")
         horizon = len(self._rates)
-        tabled = ops.take(ops.convert_to_tensor(self._rates), ops.minimum(step, horizon - 1))
+        tabled = ops.take(self._table(), ops.minimum(step, horizon - 1))
         if not self._open:
             if self.handover is None:
                 return tabled
             return ops.where(step < self.end_step, tabled, ops.cast(self.handover.value, "float32"))
         return ops.where(step < horizon, tabled, self._tail(ops.cast(step, "float32")))
+
+    def _table(self) -> Any:
+        """The rates as a backend tensor. TensorFlow and JAX call the schedule while tracing the
+        train step, where the table becomes a constant of that trace (a tensor kept from one
+        trace must not reach another). Torch calls it eagerly at every step: converting there
+        would copy the whole table each step (4 MB for a million steps), so it is converted once."""
+        if keras.backend.backend() != "torch":
+            return keras.ops.convert_to_tensor(self._rates)
+        if self._eager_table is None:
+            self._eager_table = keras.ops.convert_to_tensor(self._rates)
+        return self._eager_table
 
     def _tail(self, step: Any) -> Any:
         """An open-ended last segment, by the backend in float32 (steps past the table)."""
