@@ -305,12 +305,16 @@ class Warmup(Node):
 
 @frozen
 class Cosine(Node):
-    """``cosine lr to TARGET over SPAN [, restart every SPAN]``: half cosine from the current lr to
-    TARGET; with a restart period, the half cosine starts again every period (SGDR)."""
+    """``cosine lr to TARGET over SPAN [, restart every SPAN[, periods times T][, peaks times P]]``:
+    half cosine from the current lr to TARGET; with a restart period, the half cosine starts again
+    every period (SGDR). Each period is ``period_factor`` times as long as the one before (Keras's
+    t_mul), and each restart's height above TARGET ``peak_factor`` times the one before (m_mul)."""
 
     target: float
     over: Span
     restart: Span | None = None
+    period_factor: float = 1.0
+    peak_factor: float = 1.0
 
     @property
     def epochs(self) -> int:

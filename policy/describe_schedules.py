@@ -79,8 +79,7 @@ def schedule_node(schedule: Any, total_steps: int | None = None) -> tuple[ast.Sc
     if kind is ks.CosineDecayRestarts:
         return _restarts(schedule, total_steps)
     raise NoEquivalent(f"{kind.__name__} has no policy rule (supported: CosineDecay, PiecewiseConstantDecay, "
-                       "PolynomialDecay with power=1, ExponentialDecay, "
-                       "CosineDecayRestarts with t_mul=1 and m_mul=1)")
+                       "PolynomialDecay with power=1, ExponentialDecay, CosineDecayRestarts)")
 
 
 def _rate(value: Any, what: str) -> float:
@@ -188,16 +187,54 @@ def _piecewise(s: Any) -> tuple[ast.Schedule, float]:
 
 
 def _restarts(s: Any, total_steps: int | None) -> tuple[ast.Schedule, float]:
-    # Keras with t_mul = m_mul = 1: start * ((1 - alpha) * c + alpha), c the cosine of
-    # (t mod P) / P, forever. A policy's cosine ends, so it is written over the run's length.
-    if float(s._t_mul) != 1.0 or float(s._m_mul) != 1.0:
-        raise NoEquivalent(f"t_mul={s._t_mul!r}, m_mul={s._m_mul!r}: a policy restarts with equal periods "
-                           "and the same height (t_mul=1, m_mul=1)")
+    # Keras: start * ((1 - alpha) * m_mul ** i * c + alpha), c the half cosine of the position in
+    # period i, period i lasting P * t_mul ** i, forever. With X = start * alpha that is
+    # X + m_mul ** i * (start - X) * c: "periods times t_mul, peaks times m_mul" (the peak factor
+    # scales the height above X, not X). A policy's cosine ends, so it is written over the run.
+    t_mul, m_mul = float(s._t_mul), float(s._m_mul)
+    if not (math.isfinite(t_mul) and t_mul >= 1.0):
+        raise NoEquivalent(f"t_mul={s._t_mul!r}: a policy's restart periods stay or grow (t_mul >= 1)")
+    if float(np.float32(t_mul)) != t_mul:
+        # Keras multiplies the periods in float32: an inexact t_mul moves its restarts away from
+        # the policy's by whole steps after a few periods.
+        raise NoEquivalent(f"t_mul={s._t_mul!r} is not exact in float32, so Keras's restarts drift from a "
+                           "policy's (use a t_mul such as 1.5, 2 or 3)")
+    if not (math.isfinite(m_mul) and m_mul > 0.0):
+        raise NoEquivalent(f"m_mul={s._m_mul!r}: a policy's restart heights are multiplied by a positive factor")
     if total_steps is None:
         raise NoEquivalent("CosineDecayRestarts restarts forever while a policy's cosine ends: pass "
                            "total_steps (the steps the run trains) to describe")
     start = _rate(s.initial_learning_rate, "initial_learning_rate")
     period = _steps(s.first_decay_steps, "first_decay_steps")
-    cosine = ast.Cosine(target=_final(start, s.alpha), over=_steps_span(_steps(total_steps, "total_steps")),
-                        restart=_steps_span(period))
+    total = _steps(total_steps, "total_steps")
+    target = _final(start, s.alpha)
+    if t_mul != 1.0:
+        _check_restarts(s, start, target, period, t_mul, m_mul, total)
+    cosine = ast.Cosine(target=target, over=_steps_span(total), restart=_steps_span(period),
+                        period_factor=t_mul, peak_factor=m_mul)
     return ast.Schedule(segments=(cosine,)), start
+
+
+def _check_restarts(s: Any, start: float, target: float, period: int, t_mul: float, m_mul: float, total: int) -> None:
+    """Keras finds the restart period with a float32 log (floor(log(1 + f (t_mul - 1)) / log(t_mul)),
+    f = step / period), which at some restart steps comes out just below the whole number: there
+    Keras gives the previous period's end (its floor) instead of the peak. That depends on the
+    numbers and the backend (t_mul=2: steps period x 8191 and x 32767 everywhere; t_mul=1.5 on
+    torch: step 2.5 x period). The policy restarts exactly, so each restart within the run that
+    falls on a whole step is read from Keras's own object; one it misses has no equivalent."""
+    import keras
+
+    begins, length, index = 0.0, float(period), 0
+    while True:
+        begins, length, index = begins + length, length * t_mul, index + 1
+        if begins >= total:
+            return
+        if not begins.is_integer():
+            continue  # Keras's log is far from a whole number at the steps either side
+        keras_rate = float(keras.ops.convert_to_numpy(s(np.int64(begins))))
+        peak = target + m_mul**index * (start - target)
+        if abs(keras_rate - peak) > 1e-6 * max(start, abs(peak)):
+            raise NoEquivalent(
+                f"Keras's CosineDecayRestarts misses its restart at step {int(begins)} on this backend (its float32 "
+                f"log puts the step at the end of the period before: {keras_rate:.6g} instead of {peak:.6g}), where a "
+                "policy restarts; describe it with a total_steps before that step, or build the policy's schedule")

@@ -228,7 +228,13 @@ def _segment_phrase(s: ast.Segment) -> str:
         return f"rise linearly to {number(s.target)} over {_span(s.over)}"
     if isinstance(s, ast.Cosine):
         out = f"follow a half cosine to {number(s.target)} over {_span(s.over)}"
-        return out + (f", starting the cosine again every {_span(s.restart)}" if s.restart is not None else "")
+        if s.restart is None:
+            return out
+        out += f", starting the cosine again every {_span(s.restart)}"
+        out += f", each period {number(s.period_factor)} times as long as the last" if s.period_factor != 1 else ""
+        if s.peak_factor != 1:
+            out += f", each restart {number(s.peak_factor)} times as high above {number(s.target)} as the last"
+        return out
     if isinstance(s, ast.Linear):
         return f"go in a straight line to {number(s.target)} over {_span(s.over)}"
     if isinstance(s, ast.Hold):

@@ -635,11 +635,25 @@ class _ToAst(Transformer[Token, Any]):
 
     def schedule(self, meta: Meta, first: ast.Segment, *links: ast.Segment | _Option | Token) -> ast.Schedule:
         # Links after a comma: a segment ("then ..."), a restart period for the cosine before
-        # it, one more milestone for the list before it, or "smoothly" for the decay before it.
+        # it and how its periods and peaks change at each restart, one more milestone for the list
+        # before it, or "smoothly" for the decay before it.
         segments: list[ast.Segment] = [first]
+        given: set[tuple[int, str]] = set()  # (segment, "periods" | "peaks"): each once
         for link in links:
             last = segments[-1]
-            if isinstance(link, tuple) and link[0] == "smoothly":
+            if isinstance(link, tuple) and link[0] in ("periods", "peaks"):
+                word, factor, pos = link
+                if not isinstance(last, ast.Cosine) or last.restart is None or (len(segments), word) in given:
+                    raise error_at(
+                        self.text,
+                        pos,
+                        f"'{word} times' follows a cosine's restart period, once",
+                        f'write "cosine lr to X over N steps, restart every M steps, {word} times F"',
+                    )
+                given.add((len(segments), word))
+                field = "period_factor" if word == "periods" else "peak_factor"
+                segments[-1] = dataclasses.replace(last, **{field: factor})
+            elif isinstance(link, tuple) and link[0] == "smoothly":
                 pos = link[2]
                 if not isinstance(last, ast.Decay) or last.smooth:
                     raise error_at(
@@ -674,6 +688,12 @@ class _ToAst(Transformer[Token, Any]):
 
     def more_milestone(self, meta: Meta, at: Token) -> Token:
         return at
+
+    def periods_times(self, meta: Meta, factor: Token) -> _Option:
+        return ("periods", self._float(factor), _pos(meta))
+
+    def peaks_times(self, meta: Meta, factor: Token) -> _Option:
+        return ("peaks", self._float(factor), _pos(meta))
 
     def smoothly(self, meta: Meta) -> _Option:
         return ("smoothly", True, _pos(meta))

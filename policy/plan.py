@@ -336,6 +336,8 @@ def _segment(s: ast.Segment) -> Call:
         return Call(OURS, "WarmupSegment", args=(("target", s.target), ("epochs", s.epochs)))
     if isinstance(s, ast.Cosine):
         restart: tuple[tuple[str, Value], ...] = (("restart", int(s.restart.count)),) if s.restart else ()
+        restart += (("period_factor", s.period_factor),) if s.period_factor != 1 else ()
+        restart += (("peak_factor", s.peak_factor),) if s.peak_factor != 1 else ()
         return Call(OURS, "CosineSegment", args=(("target", s.target), ("epochs", s.epochs), *restart))
     if isinstance(s, ast.Linear):
         return Call(OURS, "LinearSegment", args=(("target", s.target), ("epochs", int(s.over.count))))

@@ -58,7 +58,7 @@ def group(g: ast.Group, parts: list[str]) -> str:
 def span(s: ast.Span) -> str:
     if s.unit == "percent":
         return f"{number(s.count)}% of training"
-    return f"{int(s.count)} {s.unit}"
+    return f"{int(s.count)} {s.unit[:-1] if s.count == 1 else s.unit}"
 
 
 def segment(s: ast.Segment, first: bool) -> str:
@@ -67,7 +67,11 @@ def segment(s: ast.Segment, first: bool) -> str:
         return f"warm up{lr} to {number(s.target)} over {span(s.over)}"
     if isinstance(s, ast.Cosine):
         out = f"cosine{lr} to {number(s.target)} over {span(s.over)}"
-        return out + (f", restart every {span(s.restart)}" if s.restart is not None else "")
+        if s.restart is None:
+            return out
+        out += f", restart every {span(s.restart)}"
+        out += f", periods times {number(s.period_factor)}" if s.period_factor != 1 else ""
+        return out + (f", peaks times {number(s.peak_factor)}" if s.peak_factor != 1 else "")
     if isinstance(s, ast.Linear):
         return f"linear{lr} to {number(s.target)} over {span(s.over)}"
     if isinstance(s, ast.Hold):

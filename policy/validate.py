@@ -306,6 +306,19 @@ def _check_schedule(rule: ast.Schedule, at: _At) -> Iterator[Problem]:
             pass
         elif seg.target < 0 or (isinstance(seg, ast.Warmup) and seg.target == 0):
             yield at(seg, f"a learning-rate target must be positive, got {seg.target:g}")
+        if isinstance(seg, ast.Cosine):
+            if not seg.period_factor >= 1:
+                yield at(
+                    seg,
+                    f"restart periods can only stay or grow: 'periods times' must be at least 1, got {seg.period_factor:g}",
+                    "e.g. periods times 2 (each period twice as long as the last)",
+                )
+            if not seg.peak_factor > 0:
+                yield at(
+                    seg,
+                    f"'peaks times' must be positive, got {seg.peak_factor:g}",
+                    "e.g. peaks times 0.5 (each restart half as high above the target as the last)",
+                )
 
 
 def _check_minimum(policy: ast.Policy, at: _At) -> Iterator[Problem]:

@@ -547,6 +547,19 @@ class SmoothDecayAsStaircase(Semantics):
         return math.floor(t / every)
 
 
+class RestartGrowsOnePeriodLate(Semantics):
+    """``restart every M, periods times T`` with the growth starting one period late: periods of
+    M, M, M x T, M x T^2 ... (the multiplier applied after a restart instead of at it)."""
+
+    name = "restart-grows-one-period-late"
+
+    def restart_cycle(self, t: int, period: int, period_factor: float) -> tuple[int, float, float]:
+        if t < period:
+            return 0, t, float(period)
+        index, into, length = super().restart_cycle(t - period, period, period_factor)
+        return index + 1, into, length
+
+
 class HandoverKeepsEarlyCut(Semantics):
     """``multiply lr ... when`` after a finite step schedule: a cut made while the schedule still
     drives the rate survives into its hand-over (the cut written into the hand-over rate and
@@ -614,6 +627,7 @@ MUTANTS: tuple[type[Semantics], ...] = (
 HARD_MUTANTS: tuple[type[Semantics], ...] = (
     StepScheduleOffByOne,
     SmoothDecayAsStaircase,
+    RestartGrowsOnePeriodLate,
     HandoverKeepsEarlyCut,
     HandoverOneEpochLate,
     OverflowNeverRaises,
@@ -641,7 +655,8 @@ counted in steps, which the generator does not draw yet (adding them to it chang
 the derandomized kill and mutant searches draw): the pinned step-schedule facts catch it, and
 the hand-over pins (``step-handover``, ``step-handover-at-end``) catch the two hand-over mutants.
 Smooth decay (``smooth-decay-as-staircase``) is not drawn either; ``step-schedule-smooth-decay``
-and ``schedule-smooth-decay`` catch it.
+and ``schedule-smooth-decay`` catch it; ``step-schedule-sgdr`` and ``schedule-sgdr`` catch
+``restart-grows-one-period-late``.
 """
 
 

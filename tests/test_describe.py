@@ -363,6 +363,15 @@ def _as_in_the_train_step(schedule: Any) -> Any:
         (_ks.PiecewiseConstantDecay([0, 10], [1.0, 0.5, 0.25]), "multiply lr by 0.5 at steps 1, 11", True),
         (_ks.CosineDecayRestarts(1e-3, 60, t_mul=1.0, m_mul=1.0, alpha=0.1),
          "cosine lr to 0.000100000005 over 400 steps, restart every 60 steps", False),
+        # Keras's defaults (t_mul=2, m_mul=1): periods 20, 40, 80, 160, restarts at 20, 60, 140, 300.
+        (_ks.CosineDecayRestarts(1e-3, 20), "cosine lr to 0 over 400 steps, restart every 20 steps, periods times 2",
+         False),
+        # m_mul scales the height above alpha's floor, not the floor.
+        # Restarts at steps 10, 35, 97.5 (steps 97 and 98 either side) and 253.75.
+        (_ks.CosineDecayRestarts(0.1, 10, t_mul=2.5, m_mul=0.5, alpha=0.1),
+         "cosine lr to 0.010000001 over 400 steps, restart every 10 steps, periods times 2.5, peaks times 0.5", False),
+        (_ks.CosineDecayRestarts(0.05, 7, t_mul=3.0, m_mul=0.8, alpha=0.01),
+         "cosine lr to 0.0005 over 400 steps, restart every 7 steps, periods times 3, peaks times 0.8", False),
     ],
 )
 def test_keras_schedule_object_gives_the_same_rate_at_every_step(schedule: Any, text: str, exact: bool) -> None:
@@ -397,6 +406,16 @@ def test_keras_schedule_object_gives_the_same_rate_at_every_step(schedule: Any, 
     assert np.abs(want[1:] - got[:-1]).max() > tolerance  # the tolerance would catch one step off
 
 
+def test_a_restart_keras_misses_is_named() -> None:
+    # Keras's float32 log puts step 8191 (the 13th restart of t_mul=2 from a 1-step period) at
+    # the end of period 12, on every backend: Keras gives 0 there, a policy the peak.
+    schedule = _ks.CosineDecayRestarts(1.0, 1)
+    with pytest.raises(PolicyError, match="misses its restart at step 8191 on this backend"):
+        describe([schedule], total_steps=9000)
+    assert describe([schedule], total_steps=8191).startswith(
+        "cosine lr to 0 over 8191 steps, restart every 1 step, periods times 2")
+
+
 def test_an_optimizer_built_with_a_schedule_is_described_by_its_schedule() -> None:
     opt = keras.optimizers.AdamW(learning_rate=_ks.CosineDecay(1e-3, 1000, warmup_target=1e-2, warmup_steps=100))
     assert describe([opt, cbs.EarlyStopping(patience=3)]) == (
@@ -422,10 +441,11 @@ def test_keras_schedules_without_an_exact_rule_are_named_with_the_reason() -> No
             _ks.PolynomialDecay(0.1, 100, cycle=True),
             _ks.ExponentialDecay(0.1, 10, 1.5, staircase=True),
             _ks.PiecewiseConstantDecay([10, 20], [0.1, 0.05, 0.04]),
-            _ks.CosineDecayRestarts(1e-3, 60),
+            _ks.CosineDecayRestarts(1e-3, 60, t_mul=0.5),
             _ks.CosineDecayRestarts(1e-3, 60, t_mul=1.0),
             _ks.InverseTimeDecay(0.1, 10, 0.5),
             _ks.CosineDecay(1e-3, 10.5),
+            _ks.CosineDecayRestarts(1e-3, 60, t_mul=1.1),
         ])
     assert [p.message for p in info.value.problems] == [
         "callback 0 (PolynomialDecay): power=2.0: only power=1 (a straight line, 'linear lr to X over N steps') "
@@ -434,12 +454,12 @@ def test_keras_schedules_without_an_exact_rule_are_named_with_the_reason() -> No
         "callback 2 (ExponentialDecay): decay_rate=1.5: a policy's decay factor is between 0 and 1 (exclusive)",
         "callback 3 (PiecewiseConstantDecay): values=[0.1, 0.05, 0.04] are not the first times one factor at each "
         "boundary (exactly, in float32); a policy multiplies by one factor at each milestone",
-        "callback 4 (CosineDecayRestarts): t_mul=2.0, m_mul=1.0: a policy restarts with equal periods and the "
-        "same height (t_mul=1, m_mul=1)",
+        "callback 4 (CosineDecayRestarts): t_mul=0.5: a policy's restart periods stay or grow (t_mul >= 1)",
         "callback 5 (CosineDecayRestarts): CosineDecayRestarts restarts forever while a policy's cosine ends: pass "
         "total_steps (the steps the run trains) to describe",
         "callback 6 (InverseTimeDecay): InverseTimeDecay has no policy rule (supported: CosineDecay, "
-        "PiecewiseConstantDecay, PolynomialDecay with power=1, ExponentialDecay, "
-        "CosineDecayRestarts with t_mul=1 and m_mul=1)",
+        "PiecewiseConstantDecay, PolynomialDecay with power=1, ExponentialDecay, CosineDecayRestarts)",
         "callback 7 (CosineDecay): decay_steps=10.5 is not a whole number of steps >= 1",
+        "callback 8 (CosineDecayRestarts): t_mul=1.1 is not exact in float32, so Keras's restarts drift from a "
+        "policy's (use a t_mul such as 1.5, 2 or 3)",
     ]

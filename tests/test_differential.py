@@ -364,6 +364,15 @@ FACTS: dict[str, Case] = {
         steps_per_epoch=3,
         steps_per_execution=2 if FACTS_MULTI_STEP else 1,
     ),
+    # SGDR with growing periods and shrinking peaks (Keras's CosineDecayRestarts t_mul, m_mul):
+    # periods of 2, 4 and 8 steps fill the 14 (restarts at steps 2 and 6), each restart half as
+    # high above 0.001 as the last; steps 14 and 15 are at the end value.
+    "step-schedule-sgdr": pinned(
+        "cosine lr to 0.001 over 14 steps, restart every 2 steps, periods times 2, peaks times 0.5",
+        _vl(1, 1, 1, 1),
+        steps_per_epoch=4,
+        steps_per_execution=2 if FACTS_MULTI_STEP else 1,
+    ),
     "step-schedule-inverse-sqrt": pinned(
         "warm up lr to 0.01 over 2 steps, then inverse sqrt; stop after 5 steps",
         _vl(1, 1, 1),
@@ -388,6 +397,11 @@ FACTS: dict[str, Case] = {
     ),
     # Counted in epochs, `smoothly` decays by F ** (e / N) at every epoch.
     "schedule-smooth-decay": pinned("decay lr by 0.5 every 3 epochs, smoothly", _vl(1, 1, 1, 1), initial_lr=0.01),
+    # Counted in epochs: periods of 1, 2 and 4 epochs (restarts at epochs 1 and 3), then the end value.
+    "schedule-sgdr": pinned(
+        "cosine lr to 0.001 over 7 epochs, restart every 1 epoch, periods times 2, peaks times 0.5",
+        _vl(1, 1, 1, 1, 1, 1, 1, 1),
+    ),
     "schedule-chain": pinned(
         "warm up lr to 0.01 over 2 epochs, then cosine to 0.001 over 2 epochs, then decay by 0.5 every epoch",
         _vl(1, 1, 1, 1, 1, 1, 1),

@@ -157,6 +157,20 @@ PHRASES: list[tuple[str, A.Rule]] = [
     ("stop after 2h", A.StopAfter(amount=2, unit="h")),
     ("decay lr by 0.5 every 2 epochs", A.Schedule(segments=(A.Decay(factor=0.5, every=2),))),
     (
+        "cosine lr to 0 over 150 steps, restart every 10 steps, periods times 2, peaks times 0.5",
+        A.Schedule(
+            segments=(
+                A.Cosine(
+                    target=0.0,
+                    over=A.Span(150.0, "steps"),
+                    restart=A.Span(10.0, "steps"),
+                    period_factor=2.0,
+                    peak_factor=0.5,
+                ),
+            )
+        ),
+    ),
+    (
         "decay lr by 0.96 every 1000 steps, smoothly",
         A.Schedule(segments=(A.Decay(factor=0.96, every=1000, unit="steps", smooth=True),)),
     ),
@@ -313,6 +327,10 @@ def test_validation_reports_every_problem_at_once() -> None:
         ("decay lr by 0.5 every 2 epochs; cosine lr to 0 over 3 epochs", "two learning-rate schedules"),
         ("decay lr by 0.5 every 2 epochs; multiply lr by 0.5 when val_loss not improving for 2", "never ends"),
         ("cosine lr to 0 over 3 epochs, smoothly", "only a decay can be smooth"),
+        ("cosine lr to 0 over 30 steps, periods times 2", "'periods times' follows a cosine's restart period"),
+        ("cosine lr to 0 over 30 steps, restart every 5 steps, peaks times 0.5, peaks times 0.5", "once"),
+        ("cosine lr to 0 over 30 steps, restart every 5 steps, periods times 0.5", "must be at least 1"),
+        ("cosine lr to 0 over 30 steps, restart every 5 steps, peaks times 0", "'peaks times' must be positive"),
         ("decay lr by 0.5 every 2 steps, smoothly, smoothly", "only a decay can be smooth, once"),
         ("stop when val_loss > 1 or loss is nan, restore best", "ambiguous"),
         ("stop when val_loss > 1, baseline 3", "baseline needs"),

@@ -62,15 +62,33 @@ class CosineSegment:
         epochs: how many epochs the segment lasts.
         restart: with a period, the half cosine starts again from the start value every
             ``restart`` epochs (cosine with warm restarts); None for one half cosine.
+        period_factor: each restart period is this many times as long as the one before (SGDR's
+            t_mul, at least 1); the periods run until the segment's end cuts the last one.
+        peak_factor: each restart's height above ``target`` is this many times the one before
+            (SGDR's m_mul).
     """
 
     target: float
     epochs: int
     restart: int | None = None
+    period_factor: float = 1.0
+    peak_factor: float = 1.0
 
     def value(self, t: int, start: float, begin: int = 0) -> float:
-        period = self.restart or self.epochs
-        return self.target + (start - self.target) * (1 + math.cos(math.pi * (t % period) / period)) / 2
+        index, into, length = self._cycle(t)
+        height = self.peak_factor**index * (start - self.target)
+        return self.target + height * (1 + math.cos(math.pi * into / length)) / 2
+
+    def _cycle(self, t: int) -> tuple[int, float, float]:
+        """Which restart period epoch t is in, how far into it, and how long it is."""
+        if self.restart is None:
+            return 0, t, self.epochs
+        if self.period_factor == 1:
+            return t // self.restart, t % self.restart, self.restart
+        index, begins, length = 0, 0.0, float(self.restart)
+        while begins + length <= t:
+            index, begins, length = index + 1, begins + length, length * self.period_factor
+        return index, t - begins, length
 
     def end(self, start: float) -> float:
         return self.target
@@ -78,7 +96,8 @@ class CosineSegment:
     def node(self) -> ast.Cosine:
         """The segment as the policy says it."""
         restart = ast.Span(float(self.restart)) if self.restart else None
-        return ast.Cosine(target=self.target, over=ast.Span(float(self.epochs)), restart=restart)
+        return ast.Cosine(target=self.target, over=ast.Span(float(self.epochs)), restart=restart,
+                          period_factor=self.period_factor, peak_factor=self.peak_factor)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ the backend in float32.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 from collections.abc import Iterator
@@ -55,6 +56,14 @@ class _Piece:
 
     def __init__(self, seg: ast.Segment, begin: int, length: int | None, period: int | None, start: float) -> None:
         self.seg, self.begin, self.length, self.period, self.start = seg, begin, length, period, start
+        # A cosine's restart periods, (first step, length) in steps from the segment's start,
+        # until the segment's end cuts the last one (SGDR with growing periods: t_mul).
+        self.cycles: list[tuple[float, float]] = []
+        if isinstance(seg, ast.Cosine) and length is not None:
+            begins, span = 0.0, float(period or length)
+            while begins < length:
+                self.cycles.append((begins, span))
+                begins, span = begins + span, span * (seg.period_factor if period else 1.0)
 
     def value(self, step: int) -> float:
         seg, t, start = self.seg, step - self.begin, self.start
@@ -62,9 +71,10 @@ class _Piece:
             assert self.length is not None
             return seg.target * (t + 1) / self.length
         if isinstance(seg, ast.Cosine):
-            period = self.period or self.length
-            assert period is not None
-            return seg.target + (start - seg.target) * (1 + math.cos(math.pi * (t % period) / period)) / 2
+            index = bisect.bisect_right(self.cycles, (t, math.inf)) - 1
+            begins, span = self.cycles[index]
+            height = seg.peak_factor**index * (start - seg.target)
+            return seg.target + height * (1 + math.cos(math.pi * (t - begins) / span)) / 2
         if isinstance(seg, ast.Linear):
             assert self.length is not None
             return start + (seg.target - start) * t / self.length

@@ -361,6 +361,19 @@ class Semantics:
         ExponentialDecay with staircase=False)."""
         return t / every if smooth else math.floor(t / every)
 
+    def restart_cycle(self, t: int, period: int, period_factor: float) -> tuple[int, float, float]:
+        """Where position ``t`` of a cosine with restarts is: the restart period's index i, the
+        position in it and its length. Period 0 begins at 0 and lasts ``period``; period i + 1
+        begins where period i ends and lasts ``period_factor`` times as long (float64, in that
+        order: Keras's CosineDecayRestarts with t_mul), so equal periods when it is 1."""
+        index, begins, length = 0, 0.0, float(period)
+        if period_factor == 1:  # the same periods, without walking through them one by one
+            index = t // period
+            return index, t - index * period, length
+        while begins + length <= t:
+            index, begins, length = index + 1, begins + length, length * period_factor
+        return index, t - begins, length
+
     def step_schedule_end(self, schedule: ast.Schedule, steps_per_epoch: int, total: int) -> int | None:
         """The optimizer step a finite step-counted schedule ends at (the sum of its lengths in
         steps): from that step on, the rate is the one it hands over. None: it never ends."""
@@ -646,8 +659,10 @@ def _chain_value(
             if isinstance(seg, ast.Warmup):
                 return seg.target * (t + 1) / n, None
             if isinstance(seg, ast.Cosine):
-                period = restart(seg) or n
-                return seg.target + (start - seg.target) * (1 + math.cos(math.pi * (t % period) / period)) / 2, None
+                period = restart(seg)
+                i, into, length = sem.restart_cycle(t, period, seg.period_factor) if period else (0, t, n)
+                height = seg.peak_factor**i * (start - seg.target)
+                return seg.target + height * (1 + math.cos(math.pi * into / length)) / 2, None
             if isinstance(seg, ast.Linear):
                 return start + (seg.target - start) * t / n, None
             return start, None  # hold
