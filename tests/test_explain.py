@@ -64,6 +64,8 @@ def test_sentences() -> None:
         "save every 2 epochs to 'e{epoch}.keras'",
         "multiply lr by 0.5 when val_loss not improving for 2, cooldown 1",
         "warm up lr to 0.01 over 3 epochs, then decay by 0.5 every 2 epochs",
+        "decay lr by 0.96 every 1000 steps, smoothly",
+        "cosine lr to 0 over 30 epochs, restart every 2 epochs, periods times 2, peaks times 0.5",
     ]
     sentences = [explain_rules(parse_policy(r))[0].sentence for r in rules]
     assert sentences == [
@@ -75,6 +77,11 @@ def test_sentences() -> None:
         "(a cooldown of 1 epoch changes nothing in Keras).",
         "Set the learning rate at the start of every epoch: rise linearly to 0.01 over 3 epochs, "
         "then multiply it by 0.5 every 2 epochs.",
+        "Set the learning rate of every optimizer step, inside the train step: multiply it by 0.96 every 1000 "
+        "steps, smoothly: by 0.96 to the power of the periods gone by, fractions included.",
+        "Set the learning rate at the start of every epoch: follow a half cosine to 0 over 30 epochs, starting "
+        "the cosine again every 2 epochs, each period 2 times as long as the last, each restart 0.5 times as high "
+        "above 0 as the last; the epoch after, set it to the end value, then leave it alone.",
     ]
 
 
@@ -127,6 +134,8 @@ EJECT_CASES = [
     "stop after 2h; stop after 30 epochs; stop after 500 steps",
     "save top 3 weights on val_accuracy to 'ck/{epoch:03d}.weights.h5'; save every 2 epochs to 'e{epoch}.keras'",
     "warm up lr to 0.01 over 3 epochs, then cosine to 0.0001 over 10 epochs, then decay by 0.5 every 2 epochs",
+    "cosine lr to 0.001 over 7 epochs, restart every 1 epoch, periods times 2, peaks times 0.5, "
+    "then decay by 0.5 every 3 epochs, smoothly",
 ]
 
 

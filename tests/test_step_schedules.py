@@ -128,6 +128,19 @@ def test_lr_schedule_on_its_own_saves_with_the_model(tmp_path: pathlib.Path) -> 
     assert float(schedule(0)) == float(np.float32(0.001 / 500))
 
 
+def test_smooth_decay_past_the_table_is_computed_by_the_backend() -> None:
+    # Without total_steps the table ends 65,536 steps after the finite part; the open-ended
+    # smooth decay goes on in the backend's float32, F ** (t / N) without a floor.
+    from policy.callbacks.step_schedule import TAIL_TABLE
+
+    schedule = policy.lr_schedule("decay lr by 0.96 every 1000 steps, smoothly", initial_lr=0.1)
+    for step in (TAIL_TABLE - 1, TAIL_TABLE, TAIL_TABLE + 1, TAIL_TABLE + 777):
+        want = 0.1 * 0.96 ** (step / 1000)
+        assert abs(float(keras.ops.convert_to_numpy(schedule(step))) - want) <= 2e-6 * want
+    staircase = 0.1 * 0.96 ** ((TAIL_TABLE + 777) // 1000)
+    assert abs(float(keras.ops.convert_to_numpy(schedule(TAIL_TABLE + 777))) - staircase) > 1e-3 * staircase
+
+
 def test_lr_schedule_needs_what_it_counts() -> None:
     with pytest.raises(PolicyError, match="total_steps"):
         policy.lr_schedule("warm up lr to 0.1 over 10% of training")
