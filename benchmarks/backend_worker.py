@@ -1,8 +1,9 @@
-"""Figures 3 and 4 measured on another Keras backend; run by :mod:`benchmarks.backends`.
+"""Figures 3, 4 and 12 measured on another Keras backend; run by :mod:`benchmarks.backends`.
 
     KERAS_BACKEND=torch /path/to/python -m benchmarks.backend_worker '<json request>'
 
-The request may hold ``"fig3": true`` (figure 3's paired fits, :func:`benchmarks.fig3_fit.measure`)
+The request may hold ``"fig3": true`` (figure 3's paired fits, :func:`benchmarks.fig3_fit.measure`),
+``"fig12": true`` (figure 12's, :func:`benchmarks.fig12_step_schedule.measure`; both take ``"pairs"``)
 and ``"policies"``, ``"rounds"``, ``"epochs"`` (figure 4): for each policy whether Keras's
 ``CallbackList`` keeps async batch dispatch (``_async_train``, decided in
 ``CallbackList._configure_async_dispatch``; only thread-safe backends have it: JAX and torch,
@@ -113,6 +114,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.fig3_fit import measure
 
         answer["fig3"] = measure(bool(request.get("quick", False)), request.get("pairs"))
+    if request.get("fig12"):
+        from benchmarks.fig12_step_schedule import measure as measure12
+
+        answer["fig12"] = measure12(bool(request.get("quick", False)), request.get("pairs"))
     if "policies" in request:
         answer["async"] = async_decisions(request["policies"])
         rounds = int(request.get("rounds", 0))

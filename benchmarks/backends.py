@@ -1,7 +1,8 @@
 """Where the benchmarks find each Keras backend, and how they ask one in another process.
 
 Keras picks its backend once per process, so the figures that exist on every backend (3: ``fit``
-with the compiled policy vs the hand-written callbacks; 4: batch hooks and async dispatch) measure
+with the compiled policy vs the hand-written callbacks; 4: batch hooks and async dispatch; 12: a step
+schedule vs Keras's CosineDecay) measure
 the backend of the running process in-process and every other backend in a worker process
 (:mod:`benchmarks.backend_worker`). The interpreter for a backend is ``$POLICY_PYTHON_JAX`` /
 ``$POLICY_PYTHON_TORCH`` / ``$POLICY_PYTHON_TENSORFLOW`` (the variables ``tests/backends.py``

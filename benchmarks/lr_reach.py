@@ -13,6 +13,8 @@ of each epoch instead (as an epoch callback), and the callback under test overri
 ``on_train_batch_begin``, so async batch dispatch stays as it would be.
 
     KERAS_BACKEND=jax python benchmarks/lr_reach.py
+
+Figure 12 (:mod:`benchmarks.fig12_step_schedule`) runs these probes on every backend.
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ and profile, 7 ``simulate`` at 10k/100k/1M steps, 8 bad input (100,000 random an
 inputs, exceptions other than PolicyError counted), 9 replaying 1,000 recorded runs x 10
 variants and the ``replay``/``tune`` command lines, 10 real kills and restarts, plain Keras vs
 the policy (torn files, failed restarts, wrong decisions per 100 kills), 11 two JAX processes on
-localhost (fit time of the compiled policy / hand-written callbacks, torn and duplicated files). Medians with min and max; ratios from
-alternating pairs measured in the same run.
+localhost (fit time of the compiled policy / hand-written callbacks, torn and duplicated files), 12 a
+step-counted learning-rate schedule vs Keras's CosineDecay with warm-up (fit time), whether a batch
+callback's rate reaches the compiled step, and async batch dispatch. Medians with min and max; ratios
+from alternating pairs measured in the same run.
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ FIGURES = {
     9: "benchmarks.fig9_replay",
     10: "benchmarks.fig10_kills",
     11: "benchmarks.fig11_processes",
+    12: "benchmarks.fig12_step_schedule",
 }
 
 
 # Figure 7 runs first, before anything imports TensorFlow: its timings and its tracemalloc run
 # must not share the process with TensorFlow's background threads (a full run once hung in
 # figure 7's tracemalloc pass after figure 6's fits, every thread waiting on a futex).
-RUN_ORDER = (7, 9, 8, 1, 2, 3, 4, 5, 6, 10, 11)
+RUN_ORDER = (7, 9, 8, 1, 2, 3, 4, 12, 5, 6, 10, 11)
 
 # A figure that takes longer than this is hung: dump every thread's stack and exit non-zero
 # rather than block CI (seconds; a full figure takes about a minute).
@@ -86,7 +89,7 @@ def _version(package: str) -> str:
 
 
 def _backend_versions() -> str:
-    """Each backend's packages, in the interpreter figures 3 and 4 use for it (no import)."""
+    """Each backend's packages, in the interpreter figures 3, 4 and 12 use for it (no import)."""
     from benchmarks import backends
 
     return "; ".join(backends.versions(b) for b in backends.BACKENDS)
@@ -109,7 +112,7 @@ def machine(load_before: tuple[float, float, float]) -> list[str]:
         f"- Keras {_version('keras')}, TensorFlow {_version('tensorflow-cpu') if _version('tensorflow-cpu') != 'not installed' else _version('tensorflow')}, "
         f"backend {os.environ['KERAS_BACKEND']}; lark {_version('lark')}, numpy {_version('numpy')}, "
         f"hypothesis {_version('hypothesis')}",
-        f"- Backends for figures 3 and 4: {_backend_versions()}",
+        f"- Backends for figures 3, 4 and 12: {_backend_versions()}",
     ]
 
 
@@ -151,7 +154,7 @@ HOW_TO_RUN = """\
 `python benchmarks/run.py` runs every figure (about ten to fifteen minutes on two cores with three
 backends) and rewrites this file; `--quick` runs each figure with few repetitions in under a
 minute (what `tests/test_benchmarks_smoke.py` runs), `--only 3 5` runs some figures, `--output
-PATH` writes elsewhere. Figures 3 and 4 run on every Keras backend there is an interpreter for:
+PATH` writes elsewhere. Figures 3, 4 and 12 run on every Keras backend there is an interpreter for:
 this process's backend (TensorFlow by default) in-process, JAX and torch in a worker process each
 (`benchmarks/backend_worker.py`), under `$POLICY_PYTHON_JAX` / `$POLICY_PYTHON_TORCH` when set (as
 for `tests/backends.py`; `$POLICY_BENCH_JAX_PYTHON` still works for JAX), else this interpreter
