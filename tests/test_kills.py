@@ -233,3 +233,16 @@ def test_torn_means_at_its_final_name(tmp_path: pathlib.Path) -> None:
     (tmp_path / ".partial-1-best.keras").write_bytes(b"half")
     (tmp_path / "best.keras").write_bytes(b"half")
     assert torn_files(tmp_path) == ["best.keras"]
+
+
+def test_the_server_refuses_to_fork_once_jax_has_started() -> None:
+    """The fork server's guard has teeth: JAX's backend started (as in this process, which runs
+    the uninterrupted reference run in place) makes a fork unsafe, and the check says so."""
+    import keras
+
+    from policy.testing.kills import _unsafe_to_fork
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("only JAX's runtime is checked: the server never starts any backend's")
+    keras.ops.convert_to_numpy(keras.ops.zeros(1))
+    assert _unsafe_to_fork() is not None

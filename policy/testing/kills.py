@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -408,6 +409,13 @@ class _Server:
     nothing (no thread started yet) takes milliseconds, and the forked worker is a real
     process that a real SIGKILL ends. The server reads one spec path per line and answers
     each with the worker's status: its exit code, or minus the signal that ended it.
+
+    Forking is safe on every backend because the server computes nothing: after its imports
+    it has the main thread and OpenBLAS's idle pools (numpy's, and on JAX scipy's too), which
+    OpenBLAS quiesces around a fork; no TensorFlow runtime, no torch intra-op pool and no JAX
+    backend (XLA's client and its threads start at the first array a worker makes). JAX warns
+    that a fork after its backend started may deadlock; :func:`_unsafe_to_fork` checks before
+    every fork that it has not, so a server that ever computed something fails instead.
     """
 
     def __init__(self) -> None:
@@ -429,6 +437,8 @@ class _Server:
         answer = self.process.stdout.readline()
         if not answer:
             raise RuntimeError("the kill-test server died")
+        if answer.startswith("refused:"):
+            raise RuntimeError(f"the kill-test server {answer.strip()}")
         return int(answer)
 
     def close(self) -> None:
@@ -447,9 +457,25 @@ def _server() -> _Server:
     return _servers[0]
 
 
+def _unsafe_to_fork() -> str | None:
+    """Why forking this process now could deadlock the child, or None."""
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge  # what JAX's own fork warning looks at
+
+        if xla_bridge.backends_are_initialized():
+            return "JAX's backend (XLA's threads) started before the fork"
+    return None
+
+
 def serve() -> None:
     """The server's loop (``python -m policy.testing.kills --serve``)."""
     import keras  # noqa: F401 - imported once, before any fork
+
+    if importlib.util.find_spec("tensorflow") is not None:
+        # On JAX and torch, Keras imports TensorFlow lazily when it is installed (it is a
+        # dependency here): the first model.save asks whether it is there. Imported here, not
+        # in each forked worker: that import was 5 of the 7 s a worker took on those backends.
+        import tensorflow  # noqa: F401
 
     import policy.callbacks
     import policy.compiler
@@ -457,6 +483,11 @@ def serve() -> None:
 
     for line in sys.stdin:
         spec_path = pathlib.Path(line.strip())
+        unsafe = _unsafe_to_fork()
+        if unsafe is not None:
+            sys.stdout.write(f"refused: {unsafe}\n")
+            sys.stdout.flush()
+            continue
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
