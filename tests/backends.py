@@ -13,9 +13,11 @@ an error.
 
 The first backend run (TensorFlow when available) runs the whole suite; the others run the files
 whose outcome depends on the backend (:data:`BACKEND_TESTS`: everything that trains, compiles to
-Keras callbacks or compares with Keras). The differential property's budget, ``POLICY_EXAMPLES``
-(default 500), is shared: each backend gets an equal part of it and draws its own fixed sequence
-of cases, so three backends cover as many cases as one would, not the same cases three times.
+Keras callbacks or compares with Keras). The generated budgets are shared: the differential
+property's ``POLICY_EXAMPLES`` (default 500) and the kill tests' ``POLICY_KILL_EXAMPLES``,
+``POLICY_KILLS`` and ``POLICY_KILL_STEP_KILLS`` (defaults 4, 30, 12). Each backend gets an equal
+part of each and draws its own fixed sequence of cases (of kill moments), so three backends cover
+as much as one would, not the same thing three times.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ ROOT = TESTS.parent
 BACKENDS = ("tensorflow", "jax", "torch")
 PACKAGE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
-DEFAULT_EXAMPLES = 500  # tests/test_differential.py's default, for one backend alone
+# Budgets shared between the backends tested, with the defaults the test files use for one
+# backend alone (tests/test_differential.py, tests/test_kills.py).
+SHARED_BUDGETS = {"POLICY_EXAMPLES": 500, "POLICY_KILL_EXAMPLES": 4, "POLICY_KILLS": 30, "POLICY_KILL_STEP_KILLS": 12}
 
 BACKEND_TESTS = (
     "test_compile_keras_rules.py",
@@ -55,11 +59,12 @@ BACKEND_TESTS = (
     "test_resume.py",
     "test_next_keras.py",
     "test_multiprocess.py",
+    "test_kills.py",
 )
 """The files run on every backend after the first: the phrasebook and compile tests, the
 differential suite and its mutants, the Keras facts, real ``fit`` with the README's usage, Keras's
 schedule objects (computed with the backend's ops) against their described rules, the demo,
-backups and resumes. The rest (parsing, the reference alone, the CLI, configs, the wheel,
+backups and resumes, real SIGKILLs and SIGTERMs. The rest (parsing, the reference alone, the CLI, configs, the wheel,
 the benchmarks' smoke run, integrations) never depends on the backend and runs once."""
 
 
@@ -68,7 +73,7 @@ class Result:
     backend: str
     python: str
     files: str
-    examples: int
+    budgets: dict[str, int]
     seconds: float
     returncode: int
     summary: str
@@ -82,17 +87,20 @@ def interpreter(backend: str) -> str | None:
     return sys.executable if importlib.util.find_spec(PACKAGE[backend]) is not None else None
 
 
-def total_examples() -> int:
-    return int(os.environ.get("POLICY_EXAMPLES", str(DEFAULT_EXAMPLES)))
+def shares(backends: int) -> dict[str, int]:
+    """Each backend's part of every shared budget (the environment's total, or the default)."""
+    return {name: max(1, math.ceil(int(os.environ.get(name, str(default))) / backends))
+            for name, default in SHARED_BUDGETS.items()}
 
 
-def run_backend(backend: str, python: str, *, whole: bool, examples: int, pytest_args: Sequence[str]) -> Result:
+def run_backend(backend: str, python: str, *, whole: bool, budgets: dict[str, int], pytest_args: Sequence[str]) -> Result:
     files = ["tests"] if whole else [f"tests/{name}" for name in BACKEND_TESTS]
-    env = dict(os.environ, KERAS_BACKEND=backend, POLICY_EXAMPLES=str(examples), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **{k: str(v) for k, v in budgets.items()})
     # This checkout first, whatever the interpreter has installed.
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     command = [python, "-m", "pytest", "-q", *files, *pytest_args]
-    print(f"\n=== {backend}: {' '.join(command)} (POLICY_EXAMPLES={examples})", flush=True)
+    given = " ".join(f"{k}={v}" for k, v in budgets.items())
+    print(f"\n=== {backend}: {' '.join(command)} ({given})", flush=True)
     started = time.perf_counter()
     lines: list[str] = []
     # Streamed as it comes (CI shows progress), and kept for the summary line.
@@ -106,7 +114,7 @@ def run_backend(backend: str, python: str, *, whole: bool, examples: int, pytest
     seconds = time.perf_counter() - started
     summaries = re.findall(r"^=*\s*(\d+ (?:passed|failed|deselected|skipped|errors?)\b.*? in [\d.]+s.*?)\s*=*$", "".join(lines), flags=re.M)
     summary = summaries[-1] if summaries else f"pytest exited {proc.returncode}"
-    return Result(backend, python, "whole suite" if whole else f"{len(files)} backend files", examples, seconds,
+    return Result(backend, python, "whole suite" if whole else f"{len(files)} backend files", budgets, seconds,
                   proc.returncode, summary)
 
 
@@ -142,18 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no Keras backend is installed", file=sys.stderr)
         return 2
 
-    share = max(1, math.ceil(total_examples() / len(backends)))
+    budgets = shares(len(backends))
     results = []
     for i, backend in enumerate(backends):
         python = found[backend]
         assert python is not None
-        results.append(run_backend(backend, python, whole=i == 0, examples=share, pytest_args=pytest_args))
+        results.append(run_backend(backend, python, whole=i == 0, budgets=budgets, pytest_args=pytest_args))
 
     print("\n=== backends")
     for r in results:
         verdict = "ok" if r.returncode == 0 else "FAILED"
-        print(f"{r.backend:10} {verdict:6} {r.summary} ({r.files}, {r.examples} differential examples, "
-              f"{r.seconds:.0f} s, {r.python})")
+        print(f"{r.backend:10} {verdict:6} {r.summary} ({r.files}, {r.budgets['POLICY_EXAMPLES']} differential "
+              f"examples, {r.budgets['POLICY_KILLS'] + r.budgets['POLICY_KILL_STEP_KILLS']} fixed kills + "
+              f"{r.budgets['POLICY_KILL_EXAMPLES']} generated kill cases, {r.seconds:.0f} s, {r.python})")
     return 0 if all(r.returncode == 0 for r in results) else 1
 
 
