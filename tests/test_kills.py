@@ -9,7 +9,9 @@ checkpoint write, the files left, the stop, the final weights, and the CSV log's
 Backups every N steps and SIGTERMs land inside epochs: the resumed run goes on after the
 backed-up batch, so with a model that really learns (``learn``: its weights change every batch,
 its dropout draws masks) the final weights and fit's own epoch logs must be the uninterrupted
-run's to the bit.
+run's to the bit. Dropout's masks come from Keras's seed generator on TensorFlow and JAX and
+from torch's global generator on torch: a backup that left out the first (on TensorFlow or JAX)
+or the second (on torch) fails both learning tests, at the shared budgets too (measured).
 
 Runs on every backend (``tests/backends.py``). Budgets: ``POLICY_KILL_EXAMPLES`` generated cases
 (default 4) with 4 kills each, ``POLICY_KILLS`` kills of a fixed rich policy (default 30), and
