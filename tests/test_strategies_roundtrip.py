@@ -258,3 +258,70 @@ def test_cases_draw_time_based_saves_with_a_clock() -> None:
 
     collect()
     assert found and all(case.step_seconds is not None for case in found)
+
+
+def test_schedules_counted_in_steps_are_generated() -> None:
+    """Schedules counted in optimizer steps (cases() puts one first under its "schedule:steps"
+    focus): every segment kind, lengths in steps, in % of training and in epochs, restarts, decays
+    and milestones in steps; each one valid and counted in steps."""
+    seen: set[str] = set()
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(policies(max_rules=1, steps_per_epoch=3, kinds=("schedule:steps",)))
+    def collect(policy: ast.Policy) -> None:
+        validate(policy)
+        for rule in policy.rules:
+            assert isinstance(rule, ast.Schedule) and ast.counts_steps(rule)
+            for seg in rule.segments:
+                seen.add(f"segment:{type(seg).__name__}")
+                span = getattr(seg, "over", None)
+                if span is not None:
+                    seen.add(f"over:{span.unit}")
+                if isinstance(seg, ast.Cosine) and seg.restart is not None:
+                    seen.add(f"restart:{seg.restart.unit}")
+                if isinstance(seg, ast.Decay | ast.Milestones):
+                    seen.add(f"{type(seg).__name__}:{seg.unit}")
+                if isinstance(seg, ast.Decay) and seg.smooth:
+                    seen.add("Decay:smooth")
+
+    collect()
+    expected = {
+        "segment:Warmup", "segment:Cosine", "segment:Linear", "segment:Hold", "segment:Decay",
+        "segment:Milestones", "segment:InverseSqrt", "over:steps", "over:percent", "over:epochs",
+        "restart:steps", "Decay:steps", "Milestones:steps", "Decay:smooth",
+    }
+    assert expected <= seen, sorted(expected - seen)
+
+
+def test_cases_draw_each_focus_shape() -> None:
+    """The shapes cases() gives a share of their own, because a free mix rarely meets them: a
+    finite step schedule handing the rate over to ``multiply lr ... when`` (with and without
+    ``restore best``), a lone ``by P%`` plateau, a top-k ranking of 2 or 3, a minimum followed by a
+    stop, cut after cut with a cooldown and a floor."""
+    seen: set[str] = set()
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(cases())
+    def collect(case: Case) -> None:
+        rules = case.policy.rules
+        schedules = [r for r in rules if isinstance(r, ast.Schedule)]
+        cuts = [r for r in rules if isinstance(r, ast.ReduceLR)]
+        if schedules and cuts and ast.counts_steps(schedules[0]):
+            assert not isinstance(schedules[0].segments[-1], ast.OPEN_ENDED)
+            seen.add(f"handover restore={cuts[0].restore_best}")
+        first = rules[0]
+        if isinstance(first, ast.StopWhen) and isinstance(first.condition, ast.Plateau) and first.condition.relative:
+            seen.add("relative plateau")
+        if isinstance(first, ast.SaveTop) and first.k >= 2:
+            seen.add("top-k")
+        if isinstance(first, ast.TrainAtLeast) and any(isinstance(r, ast.StopWhen) for r in rules[1:2]):
+            seen.add("minimum then stop")
+        if isinstance(first, ast.ReduceLR) and first.cooldown and first.min_lr:
+            seen.add("cuts with cooldown and floor")
+
+    collect()
+    expected = {
+        "handover restore=True", "handover restore=False", "relative plateau", "top-k", "minimum then stop",
+        "cuts with cooldown and floor",
+    }
+    assert expected <= seen, sorted(expected - seen)

@@ -141,7 +141,8 @@ class Aims:
             float32 values either side.
         direction: which way the rules watching the metric call better (default: the name's).
         nonfinite: whether NaN and +-inf should come up more often (a rule tests for them).
-        plateau: whether a plateau watches the metric (runs of non-improvement matter).
+        plateau: whether a plateau watches the metric or a top-k rule ranks it (runs of
+            non-improvement and ties matter).
         extremes: whether a rare value may be a float64 too large for float32 (Keras raises).
     """
 
@@ -168,6 +169,10 @@ def _trace(draw: st.DrawFn, metric: str, epochs: int, aims: Aims, always: bool) 
     first = min(first, epochs - 1) if epochs else 0
     out: list[float | None] = [None] * first
     best: float | None = None
+    # The best as a "by P%" plateau keeps it: moved only by an improvement of at least P% (the
+    # smallest P watching the metric). Relative moves aim at P% past it, where taking P% of the
+    # best and of the new value part ways; the plain best would put them between two of its moves.
+    marked: float | None = None
     # Sometimes a subnormal float32 start, so that the ulp/tie/delta moves work among
     # subnormals (TensorFlow's CPU comparisons flush them to zero; NumPy's do not).
     value = draw(st.sampled_from(_TINY_STARTS if draw(st.integers(0, 9)) == 9 else _STARTS))
@@ -177,8 +182,11 @@ def _trace(draw: st.DrawFn, metric: str, epochs: int, aims: Aims, always: bool) 
     stalling = draw(st.integers(0, 2)) >= (1 if aims.plateau else 2)
     for _ in range(first, epochs):
         if out[first:]:
-            value = draw(_move(value, best, sign, aims, stalling))
+            value = draw(_move(value, best, sign, aims, stalling, marked))
         out.append(value)
+        moved = marked is None or sign * (value - marked) > abs(marked) * min(aims.fractions, default=0.0)
+        if aims.fractions and math.isfinite(value) and moved:
+            marked = value
         # The best so far in the trace's own direction (the first value, even NaN, until a
         # finite one comes), which the next moves tie with, approach or step past.
         if best is None or (math.isfinite(value) and (not math.isfinite(best) or sign * (value - best) > 0)):
@@ -222,7 +230,15 @@ def _around(value: float) -> st.SearchStrategy[float]:
 
 
 @st.composite
-def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, aims: Aims, stalling: bool = False) -> float:
+def _move(
+    draw: st.DrawFn,
+    value: float,
+    best: float | None,
+    sign: float,
+    aims: Aims,
+    stalling: bool = False,
+    marked: float | None = None,
+) -> float:
     """The next value of a trace, chosen among the moves where implementations part ways."""
     anchor = best if best is not None and math.isfinite(best) else (value if math.isfinite(value) else 1.0)
     # Rarely, a value at the edge of float32: subnormals (which TensorFlow's CPU comparisons
@@ -240,7 +256,7 @@ def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, aims: 
     # The boundaries of the rules watching this metric come up often: they are where a wrong
     # implementation parts ways with Keras.
     aimed = draw(st.integers(0, 7))
-    if aimed == 7 and aims.fractions:
+    if aimed >= 4 and aims.fractions:
         kind = "relative"
     elif aimed == 6 and aims.targets:
         kind = "target"
@@ -259,7 +275,8 @@ def _move(draw: st.DrawFn, value: float, best: float | None, sign: float, aims: 
     if kind == "delta" and deltas:
         return draw(_around(anchor + sign * draw(st.sampled_from(deltas))))
     if kind == "relative" and aims.fractions:
-        return draw(_around(anchor + sign * abs(anchor) * draw(st.sampled_from(aims.fractions))))
+        base = marked if marked is not None else anchor
+        return draw(_around(base + sign * abs(base) * draw(st.sampled_from(aims.fractions))))
     if kind == "target" and aims.targets:
         return draw(_around(draw(st.sampled_from(aims.targets))))
     if kind == "nan":
@@ -332,10 +349,14 @@ class _Budget:
 
     index: int = 0
     has_lr_rule: bool = False
+    # A finite schedule was drawn: it hands the rate over when it ends, so a plateau rule may follow.
+    hands_over: bool = False
     logs_lr: bool = False
     has_minimum: bool = False
     has_default_best: set[bool] = field(default_factory=set)
     placeholders: set[str] = field(default_factory=set)
+    # Metrics to log from the first epoch on (not appearing late): a focus's rule needs every value.
+    from_start: set[str] = field(default_factory=set)
 
     def name(self, stem: str) -> str:
         self.index += 1
@@ -375,7 +396,12 @@ def _watched(draw: st.DrawFn, metrics: Sequence[str]) -> ast.Metric:
 
 @st.composite
 def _plateau(
-    draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, relative: bool, windowed: bool = False
+    draw: st.DrawFn,
+    metrics: Sequence[str],
+    palette: _Palette,
+    relative: bool,
+    windowed: bool = False,
+    always_relative: bool = False,
 ) -> ast.Plateau:
     metric = draw(_watched(metrics) if windowed else _metric(metrics))
     # "improving" follows the name (every pool name has a direction); the explicit words are
@@ -383,7 +409,7 @@ def _plateau(
     trend = draw(st.sampled_from(_TRENDS))
     if name_direction(metric.name) is None and trend == "improving":
         trend = "decreasing"
-    is_relative = relative and draw(st.integers(0, 2)) == 2
+    is_relative = always_relative or (relative and draw(st.integers(0, 2)) == 2)
     delta = draw(st.sampled_from(palette.fractions if is_relative else (0.0, 0.0, *palette.deltas)))
     return ast.Plateau(
         metric=metric,
@@ -445,6 +471,14 @@ def _stop_when(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, shape
         return ast.StopWhen(condition=ast.NotFinite(metric=ast.Metric(name="loss")))
     if shape == "early_stopping":
         condition: ast.Condition = draw(_plateau(metrics, palette, relative=False))
+    elif shape == "relative":
+        # A lone "by P%" plateau: whether P% is taken of the best or of the new value decides
+        # whether a value landing on the boundary improves.
+        # Raw values (no window: an average rarely lands on the boundary), a short patience,
+        # metrics logged every epoch (validation_freq thins out val_ ones) where there are some.
+        every_epoch = [m for m in metrics if not m.startswith("val_")] or metrics
+        plateau = draw(_plateau(every_epoch, palette, relative=True, always_relative=True))
+        condition = replace(plateau, patience=min(plateau.patience, 2))
     else:
         condition = draw(_condition(metrics, palette))
     plateaus = ast.plateaus_of(condition)
@@ -462,7 +496,8 @@ def _stop_when(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, shape
             # direction, and one the condition does not watch gets a tracker of its own.
             choices = tuple(plateau_names) + tuple(m for m in metrics if name_direction(m) is not None)
             restore_metric = ast.Metric(name=draw(st.sampled_from(choices)))
-    ignore_first = draw(st.sampled_from((0, 0, 0, 1, 2, 3)))
+    # (Not in the "by P%" shape: its first values are where a boundary value shows.)
+    ignore_first = 0 if shape == "relative" else draw(st.sampled_from((0, 0, 0, 1, 2, 3)))
     baseline: float | None = None
     if isinstance(condition, ast.Plateau) and not condition.relative and condition.metric.window == 1 and draw(
         st.booleans()
@@ -568,8 +603,9 @@ def _save_rule(
             metric=metric, direction=direction, path=path, weights_only=weights_only, threshold=threshold
         )
     if kind == "top":
+        # Under its own focus k >= 2: a ranking of two or three is where ties and age decide.
         return ast.SaveTop(
-            k=draw(st.sampled_from((2, 1, 3, 2))),
+            k=draw(st.sampled_from((2, 3) if only == "top" else (2, 1, 3, 2))),
             metric=draw(_metric(metrics)),
             direction=direction,
             path=draw(_epoch_path(budget, "top", weights_only, need_epoch=True)),
@@ -636,8 +672,21 @@ def _keep_last(draw: st.DrawFn, rule: ast.SaveEvery) -> ast.SaveEvery:
 
 
 @st.composite
-def _reduce_lr(draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, initial_lr: float) -> ast.ReduceLR:
+def _reduce_lr(
+    draw: st.DrawFn, metrics: Sequence[str], palette: _Palette, initial_lr: float, shape: str | None = None
+) -> ast.ReduceLR:
     factor = draw(st.sampled_from((0.5, 0.1, 0.2, 0.3, 0.9, 0.25)))
+    if shape == "repeated":
+        # Cuts one after another: a short patience, a cooldown, a floor the first cut reaches or
+        # passes (then a due cut cuts nothing), mostly restoring the best weights at each cut.
+        plateau = draw(_plateau(metrics, palette, relative=False))
+        return ast.ReduceLR(
+            factor=factor,
+            when=replace(plateau, patience=min(plateau.patience, 2)),
+            cooldown=draw(st.integers(1, 2)),
+            min_lr=draw(st.sampled_from((initial_lr * factor, initial_lr * factor * 1.5, 0.0))),
+            restore_best=draw(st.sampled_from((True, True, False))),
+        )
     # min lr: none; one the first reduction lands on exactly (float32(lr) == float32(min_lr)
     # then blocks the next); or ones a first or second reduction overshoots, so max(.., min_lr)
     # clamps.
@@ -686,9 +735,66 @@ def _schedule(draw: st.DrawFn) -> ast.Schedule:
         else:
             # Decay never ends: it closes the chain.
             factor = draw(st.sampled_from((0.5, 0.1, 0.9, 0.3)))
-            segments.append(ast.Decay(factor=factor, every=draw(st.integers(1, 3))))
+            segments.append(ast.Decay(factor=factor, every=draw(st.integers(1, 3)), smooth=draw(st.booleans())))
             break
     return ast.Schedule(segments=tuple(segments))
+
+
+@st.composite
+def _step_span(draw: st.DrawFn, steps_per_epoch: int) -> ast.Span:
+    """A segment length for a schedule counted in steps: mostly steps (a segment may end inside
+    an epoch), sometimes a share of training (rounded up to whole steps) or whole epochs."""
+    unit = draw(st.sampled_from(("steps", "steps", "percent", "epochs")))
+    if unit == "steps":
+        return ast.Span(float(draw(st.integers(1, 3 * steps_per_epoch + 1))), "steps")
+    if unit == "percent":
+        return ast.Span(draw(st.sampled_from((25.0, 10.0, 50.0, 12.5, 33.0))), "percent")
+    return ast.Span(float(draw(st.integers(1, 3))))
+
+
+@st.composite
+def _step_schedule(draw: st.DrawFn, steps_per_epoch: int, finite: bool = False) -> ast.Schedule:
+    """A schedule counted in optimizer steps (its first segment always is, so the whole chain is):
+    every segment kind, lengths in steps, percentages or epochs, restarts and decays every N steps,
+    milestones at steps, inverse sqrt after a warm-up. ``finite``: one or two segments that end
+    (a warm-up, cosine, linear or hold), so the rate is handed over inside the run."""
+    targets = st.sampled_from((0.01, 0.001, 0.1, 0.005, 0.002))
+    segments: list[ast.Segment] = []
+    ending = ("warmup", "cosine", "linear", "hold")
+    every_kind = (*ending, "decay", "milestones", "inverse_sqrt")
+    for i in range(draw(st.integers(1, 2 if finite else 3))):
+        kind = draw(st.sampled_from(ending if finite else every_kind))
+        if kind == "warmup":
+            segments.append(ast.Warmup(target=draw(targets), over=draw(_step_span(steps_per_epoch))))
+        elif kind == "cosine":
+            restart = draw(st.none() | st.integers(1, 2 * steps_per_epoch + 1).map(lambda n: ast.Span(float(n), "steps")))
+            segments.append(ast.Cosine(target=draw(targets), over=draw(_step_span(steps_per_epoch)), restart=restart))
+        elif kind == "linear":
+            segments.append(ast.Linear(target=draw(targets), over=draw(_step_span(steps_per_epoch))))
+        elif kind == "hold":
+            segments.append(ast.Hold(over=draw(_step_span(steps_per_epoch))))
+        elif kind == "milestones":
+            at = sorted(draw(st.sets(st.integers(1, 4 * steps_per_epoch), min_size=1, max_size=3)))
+            segments.append(ast.Milestones(factor=draw(st.sampled_from((0.5, 0.1))), at=tuple(at), unit="steps"))
+            break
+        elif kind == "inverse_sqrt" and i > 0:
+            # Decays from where the segment before ended: never first.
+            segments.append(ast.InverseSqrt())
+            break
+        else:
+            # Decay never ends: it closes the chain.
+            factor = draw(st.sampled_from((0.5, 0.1, 0.9, 0.3)))
+            every = draw(st.integers(1, 2 * steps_per_epoch + 1))
+            segments.append(ast.Decay(factor=factor, every=every, unit="steps", smooth=draw(st.booleans())))
+            break
+    schedule = ast.Schedule(segments=tuple(segments))
+    if not ast.counts_steps(schedule):
+        # Every length came out in epochs: count the first segment's length in steps instead.
+        first = segments[0]
+        assert isinstance(first, ast.Warmup | ast.Cosine | ast.Linear | ast.Hold)
+        steps = ast.Span(first.over.count * steps_per_epoch, "steps")
+        schedule = ast.Schedule(segments=(replace(first, over=steps), *segments[1:]))
+    return schedule
 
 
 @st.composite
@@ -701,15 +807,25 @@ def _rule(
     steps_per_epoch: int,
     kinds: Sequence[str],
 ) -> ast.Rule:
-    # One learning-rate rule per policy: two would fight over the lr (a validation error).
-    choices = [
-        k for k in kinds if not (k in ("reduce_lr", "schedule") and budget.has_lr_rule) and not (k == "log_lr" and budget.logs_lr)
-    ] or ["stop_after"]
+    # One learning-rate rule per policy (two would fight over the lr, a validation error), but a
+    # finite schedule may be followed by `multiply lr ... when`, which takes the rate over at its end.
+    def allowed(k: str) -> bool:
+        lr_kind = k.partition(":")[0]
+        if lr_kind == "schedule":
+            return not budget.has_lr_rule
+        if lr_kind == "reduce_lr":
+            return not budget.has_lr_rule or budget.hands_over
+        return not (k == "log_lr" and budget.logs_lr)
+
+    choices = [k for k in kinds if allowed(k)] or ["stop_after"]
     kind = draw(st.sampled_from(choices))
     if kind == "stop_when":
         return draw(_stop_when(metrics, palette))
     if kind.startswith("stop_when:"):
-        return draw(_stop_when(metrics, palette, kind.partition(":")[2]))
+        stop = draw(_stop_when(metrics, palette, kind.partition(":")[2]))
+        if isinstance(stop.condition, ast.Plateau) and stop.condition.relative:
+            budget.from_start.add(stop.condition.metric.name)
+        return stop
     if kind == "fail_when" and "loss" in metrics:
         return ast.FailWhen(condition=ast.NotFinite(metric=ast.Metric(name="loss")))
     if kind == "train_at_least" and not budget.has_minimum:
@@ -720,13 +836,20 @@ def _rule(
     if kind == "save":
         return draw(_save_rule(metrics, palette, budget, steps_per_epoch))
     if kind.startswith("save:"):
-        return draw(_save_rule(metrics, palette, budget, steps_per_epoch, kind.partition(":")[2]))
-    if kind == "reduce_lr":
+        save = draw(_save_rule(metrics, palette, budget, steps_per_epoch, kind.partition(":")[2]))
+        if isinstance(save, ast.SaveTop):
+            budget.from_start.add(save.metric.name)
+        return save
+    if kind == "reduce_lr" or kind.startswith("reduce_lr:"):
+        budget.has_lr_rule, budget.hands_over = True, False
+        return draw(_reduce_lr(metrics, palette, initial_lr, kind.partition(":")[2] or None))
+    if kind.startswith("schedule"):
+        # "schedule:steps": counted in optimizer steps; "schedule:handover": that, and finite.
+        shape = kind.partition(":")[2]
+        schedule = draw(_step_schedule(steps_per_epoch, shape == "handover") if shape else _schedule())
         budget.has_lr_rule = True
-        return draw(_reduce_lr(metrics, palette, initial_lr))
-    if kind == "schedule":
-        budget.has_lr_rule = True
-        return draw(_schedule())
+        budget.hands_over = not isinstance(schedule.segments[-1], ast.OPEN_ENDED)
+        return schedule
     if kind == "log_csv":
         # Sometimes in a folder that does not exist yet: the compiled rule must create it
         # (Keras's CSVLogger alone would raise FileNotFoundError at train begin).
@@ -769,6 +892,7 @@ RULE_KINDS: tuple[str, ...] = (
 class _Drawn:
     policy: ast.Policy
     placeholders: frozenset[str]
+    from_start: frozenset[str] = frozenset()
 
 
 @st.composite
@@ -783,22 +907,22 @@ def _policy_and_placeholders(
     first_kind: str | None = None,
 ) -> _Drawn:
     budget = _Budget()
-    # Uniform over 1..max_rules (st.integers favours the ends); shrinks towards one rule.
-    n = draw(st.sampled_from(range(1, max_rules + 1)))
+    # A focus names the kind of the first rule, or of the first few ("a+b": a rule of kind a,
+    # then one of kind b, for a rule that shows only next to another).
+    firsts = tuple(first_kind.split("+")) if first_kind else ()
+    # Uniform over 1..max_rules (st.integers favours the ends); shrinks towards the fewest rules.
+    n = draw(st.sampled_from(range(max(1, len(firsts)), max_rules + 1)))
     drawn = tuple(
-        draw(
-            _rule(
-                metrics, palette, budget, initial_lr, steps_per_epoch, (first_kind,) if i == 0 and first_kind else kinds
-            )
-        )
+        draw(_rule(metrics, palette, budget, initial_lr, steps_per_epoch, (firsts[i],) if i < len(firsts) else kinds))
         for i in range(n)
     )
     if budget.logs_lr:
         # What `log lr` writes is only visible to a rule reading it: a threshold on the rate, at any
         # place in the text (before `log lr`, before or after an lr rule that also writes it).
         # It takes the place of another rule when the policy is already at max_rules.
+        # The focus's rules keep their place.
         full = len(drawn) >= max_rules
-        others = [i for i, rule in enumerate(drawn) if not isinstance(rule, ast.LogLR)]
+        others = [i for i, rule in enumerate(drawn) if not isinstance(rule, ast.LogLR) and i >= len(firsts)]
         if full and not others:
             pass  # a lone `log lr` under max_rules=1: nothing reads it
         else:
@@ -809,7 +933,9 @@ def _policy_and_placeholders(
     # Construct, then set ``source`` to the canonical text so a later error can show the line.
     drawn = _within_budgets(drawn)
     bare = ast.Policy(rules=drawn)
-    return _Drawn(ast.Policy(rules=drawn, source=format_policy(bare)), frozenset(budget.placeholders))
+    return _Drawn(
+        ast.Policy(rules=drawn, source=format_policy(bare)), frozenset(budget.placeholders), frozenset(budget.from_start)
+    )
 
 
 def policies(
@@ -834,7 +960,9 @@ def policies(
             give exact ties; their float32 roundings and neighbours are added).
         initial_lr: the learning rate ``min lr`` values are chosen relative to.
         steps_per_epoch: batches per epoch, for step budgets and step checkpoints.
-        kinds: which rule kinds to draw (a subset of ``RULE_KINDS``; repeats weight them).
+        kinds: which rule kinds to draw (a subset of ``RULE_KINDS``; repeats weight them), or
+            ``"schedule:steps"``: a schedule counted in optimizer steps (lengths in steps or in %
+            of training), which cases() draws under a focus of its own.
 
     Paths are distinct per rule and live in subfolders (``ckpt/``, ``logs/``, ``backup/``);
     checkpoint paths use ``{epoch}``, ``{batch}``, ``{val_loss:.4f}`` and ``{loss:.3f}``.
@@ -858,7 +986,8 @@ def policy_texts(metrics: Sequence[str] = METRICS, *, max_rules: int = MAX_RULES
 # --------------------------------------------------------------------------- whole cases
 
 
-# What cases() puts first: "mix" (no focus) half the time, else one rule kind or stop shape.
+# What cases() puts first: "mix" (no focus) about half the time, else one rule kind or stop shape
+# ("kind:shape"), or the first few rules ("a+b"). Repeats weight them.
 _FOCI: tuple[str, ...] = (
     "mix",
     "stop_when:early_stopping",
@@ -871,7 +1000,8 @@ _FOCI: tuple[str, ...] = (
     "mix",
     "fail_when",
     "mix",
-    "train_at_least",
+    # A minimum shows only when it holds back a stop: one follows it.
+    "train_at_least+stop_when:condition",
     "mix",
     "save",
     "mix",
@@ -880,9 +1010,19 @@ _FOCI: tuple[str, ...] = (
     "mix",
     "save:time",
     "mix",
-    "reduce_lr",
+    # Cut after cut: cooldowns, a floor reached, best weights restored at each cut.
+    "reduce_lr:repeated",
     "mix",
     "schedule",
+    # Schedules counted in optimizer steps (lengths in steps or % of training).
+    "schedule:steps",
+    # Rarely met in a mix, so each has a share of its own: "by P%" plateaus, top-k rankings.
+    "stop_when:relative",
+    "save:top",
+    # A finite step schedule handing the rate over to a plateau rule (cuts dropped before its end).
+    "schedule:handover+reduce_lr:repeated",
+    # Top-k mistakes (which of two ranked files goes) show in few of even these cases: a double share.
+    "save:top",
 )
 
 
@@ -950,6 +1090,8 @@ def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict
     targets: dict[str, set[float]] = {m: set() for m in metrics}
     direction: dict[str, ast.Direction] = {}
     nonfinite: set[str] = set()
+    # Metrics a top-k rule ranks: ties and values worse than the newest are what it sorts.
+    ranked: set[str] = set()
 
     def plateau(p: ast.Plateau) -> None:
         name = p.metric.name
@@ -972,6 +1114,8 @@ def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict
         elif isinstance(rule, ast.ReduceLR):
             plateau(rule.when)
         elif isinstance(rule, ast.SaveBest | ast.SaveTop):
+            if isinstance(rule, ast.SaveTop):
+                ranked.add(rule.metric.name)
             if rule.direction is not None:
                 direction.setdefault(rule.metric.name, rule.direction)
             if isinstance(rule, ast.SaveBest) and rule.threshold is not None:
@@ -983,7 +1127,7 @@ def _aims(policy: ast.Policy, metrics: Sequence[str], palette: _Palette) -> dict
             targets=tuple(sorted(targets.get(m, set()))),
             direction=direction.get(m),
             nonfinite=m in nonfinite,
-            plateau=m in deltas or m in fractions,
+            plateau=m in deltas or m in fractions or m in ranked,
         )
         for m in metrics
     }
@@ -1044,7 +1188,7 @@ def cases(
     drawn = draw(_policy_and_placeholders(pool, max_rules, palette, initial_lr, steps_per_epoch, kinds, first_kind))
     # "loss" and "val_loss" always exist in a real fit's epoch logs, and placeholders name
     # metrics that must be in every epoch's logs (else Keras raises KeyError).
-    always = sorted({m for m in pool if m in ("loss", "val_loss")} | drawn.placeholders)
+    always = sorted({m for m in pool if m in ("loss", "val_loss")} | drawn.placeholders | drawn.from_start)
     names = tuple(pool) + tuple(sorted(drawn.placeholders - set(pool)))
     history = draw(_history(n_epochs, _aims(drawn.policy, names, palette), always, late=True))
     needs_batches = steps_per_epoch > 1 or any(
@@ -1067,7 +1211,11 @@ def cases(
         batch_losses=batch_losses,
         step_seconds=step_seconds,
         validation_freq=draw(st.sampled_from(FIT_VALIDATION_FREQS)),
-        steps_per_execution=draw(st.sampled_from(FIT_STEPS_PER_EXECUTION)) if multi_step else 1,
+        # Step saves mostly with several batches per hook call under their own focus: what the
+        # count of batches between saves must see through.
+        steps_per_execution=(
+            draw(st.sampled_from((2, 3, 1) if focus == "save:steps" else FIT_STEPS_PER_EXECUTION)) if multi_step else 1
+        ),
         initial_epoch=draw(st.sampled_from(FIT_INITIAL_EPOCHS)),
     )
     if fit.validation_freq > 1:
