@@ -415,7 +415,9 @@ class _Server:
     OpenBLAS quiesces around a fork; no TensorFlow runtime, no torch intra-op pool and no JAX
     backend (XLA's client and its threads start at the first array a worker makes). JAX warns
     that a fork after its backend started may deadlock; :func:`_unsafe_to_fork` checks before
-    every fork that it has not, so a server that ever computed something fails instead.
+    every fork that it has not, so a server that ever computed something fails instead. The
+    price is paid on JAX: each worker traces and compiles its own train and test steps (about
+    2 of a worker's 3.5 s here, against 2 s in all for a worker on torch, which compiles nothing).
     """
 
     def __init__(self) -> None:
