@@ -156,6 +156,18 @@ def test_killed_and_restarted_runs_decide_as_one_uninterrupted_run(
     _check(spec, [Kill(event=e) for e in events], expected)
 
 
+def test_a_rate_counted_in_steps_resumed_after_an_epochs_last_batch() -> None:
+    """A drawn case the JAX pass found: a backup after the last batch of epoch 1, a kill before
+    that epoch's end. The resumed run restarts epoch 1 with the optimizer's iterations back at 4,
+    so a rate read at that epoch begin is the 5th step's, not the 3rd's that began the epoch in
+    the killed run (the chain's journal keeps that run's; training and weights were exact)."""
+    text = f'decay lr by 0.5 every step\nbackup to "{BACKUP_DIR}" every 1 steps'
+    history = [{"loss": 1.0}, {"loss": 1.0}, {"loss": 1.0}]
+    spec = {"kind": "policy", "policy": text, "history": history, "initial_lr": 0.001, "steps_per_epoch": 2}
+    cut = _check(spec, [Kill(event=e) for e in (36, 1, 1, 1)], simulate(text, history, steps_per_epoch=2, initial_lr=0.001))
+    assert (1, 1) in cut.resumes
+
+
 RICH = (
     "warm up lr to 0.02 over 2 epochs, then decay by 0.5 every 2 epochs\n"
     "stop when val_loss not improving for 3, restore best\n"

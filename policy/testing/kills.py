@@ -244,15 +244,23 @@ def run_worker(spec: Mapping[str, Any]) -> None:
         """Last: journals where this run began (after the backup has put everything back) and
         each epoch's lr once every callback has set it."""
 
+        inside: int | None = None  # the epoch this run resumed inside of, if it did
+
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             epoch = self.model._initial_epoch or initial_epoch
             batch = -1
             for i in backups:
                 if getattr(callbacks[i], "_skip", None) is not None:
                     batch = int(callbacks[i]._skip_until)  # resumed after this batch of `epoch`
+            self.inside = int(epoch) if batch >= 0 else None
             journal.write(kind="resume", epoch=int(epoch), batch=batch)
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if epoch == self.inside:
+                # That epoch began in an earlier run, which journaled its lr. Read here, a rate
+                # counted in optimizer steps is already the one of the step after the backed-up
+                # batch (the optimizer's iterations are back), not the epoch's first.
+                return
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             journal.write(kind="lr", epoch=epoch, lr=lr)
 
@@ -386,7 +394,8 @@ def stitch(journal: pathlib.Path) -> Stitched:
         elif kind == "resume":
             epoch, batch = entry["epoch"], entry["batch"]
             out.resumes.append((epoch, batch))
-            out.lrs = [x for x in out.lrs if x[0] < epoch]
+            # Resumed inside an epoch: the run that began it journaled its lr, and this one does not.
+            out.lrs = [x for x in out.lrs if x[0] < epoch or (batch >= 0 and x[0] == epoch)]
             out.real = [x for x in out.real if x[0] < epoch]
             saves = [x for x in saves if (x[0], x[1]) <= (epoch, batch)]
         elif kind == "lr":
