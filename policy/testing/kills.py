@@ -153,7 +153,7 @@ def run_worker(spec: Mapping[str, Any]) -> None:
     import keras
 
     from policy import compile_policy
-    from policy.callbacks import StopAfterTime
+    from policy.callbacks import StopAfterTime, TimedCheckpoint
     from policy.compiler import why_stopped
     from policy.logs import epoch_logs
     from policy.testing.harness import _Clock, _decode, _fit_data, _harness_classes, main_weights, tiny_model
@@ -169,7 +169,7 @@ def run_worker(spec: Mapping[str, Any]) -> None:
     else:
         callbacks = _hand_written(spec["policy"])
     for cb in callbacks:
-        if isinstance(cb, StopAfterTime):
+        if isinstance(cb, StopAfterTime | TimedCheckpoint):
             cb.clock = clock
     backups = [i for i, cb in enumerate(callbacks) if isinstance(cb, keras.callbacks.BackupAndRestore)]
     excluded = [(workdir / callbacks[i].backup_dir).resolve() for i in backups]
