@@ -168,6 +168,17 @@ def test_a_rate_counted_in_steps_resumed_after_an_epochs_last_batch() -> None:
     assert (1, 1) in cut.resumes
 
 
+def test_saves_by_training_time_count_it_across_kills() -> None:
+    """Time is scripted (0.4 s a batch) for ``save every T`` too, in every run of the chain; the
+    time since the last save is backed up, and the kills land inside epochs."""
+    text = f'save every 1s to "ckpt/t-{{epoch}}-{{batch}}.keras"\nbackup to "{BACKUP_DIR}" every 1 steps'
+    history = [{"loss": 1.0}] * 4
+    spec = {"kind": "policy", "policy": text, "history": history, "steps_per_epoch": 3, "step_seconds": 0.4}
+    expected = simulate(text, history, steps_per_epoch=3, step_seconds=0.4, initial_lr=0.01)
+    assert len(expected.saves) >= 3
+    _check(spec, [Kill(event=e) for e in (5, 9, 13)], expected)
+
+
 RICH = (
     "warm up lr to 0.02 over 2 epochs, then decay by 0.5 every 2 epochs\n"
     "stop when val_loss not improving for 3, restore best\n"
