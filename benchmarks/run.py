@@ -151,8 +151,8 @@ def goals(figures: Sequence[Figure]) -> list[str]:
 
 
 HOW_TO_RUN = """\
-`python benchmarks/run.py` runs every figure (about ten to fifteen minutes on two cores with three
-backends) and rewrites this file; `--quick` runs each figure with few repetitions in under a
+`python benchmarks/run.py` runs every figure (about fifteen to twenty minutes on two cores with three
+backends; figure 12 alone about three) and rewrites this file; `--quick` runs each figure with few repetitions in under a
 minute (what `tests/test_benchmarks_smoke.py` runs), `--only 3 5` runs some figures, `--output
 PATH` writes elsewhere. Figures 3, 4 and 12 run on every Keras backend there is an interpreter for:
 this process's backend (TensorFlow by default) in-process, JAX and torch in a worker process each
