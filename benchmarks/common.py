@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,3 +225,24 @@ def fmt(value: float) -> str:
     if magnitude >= 0.01:
         return f"{value:.3f}"
     return f"{value:.2g}"
+
+
+# The hooks ``_configure_async_dispatch`` looks at (train, test and predict batch ends) plus
+# the batch-begin hooks, which run synchronously on every batch whatever the backend.
+BATCH_HOOKS = (
+    "on_batch_begin",
+    "on_batch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+
+def overridden_hooks(cb: Any) -> list[str]:
+    """The batch hooks ``cb``'s class overrides (Keras's own test: ``utils.is_default``)."""
+    from keras.src import utils
+
+    return [hook for hook in BATCH_HOOKS if not utils.is_default(getattr(cb, hook))]

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from benchmarks import backends
-from benchmarks.common import Figure, Row, Stat, alternate, median_interval, verdict
+from benchmarks.common import Figure, Row, Stat, alternate, median_interval, overridden_hooks, verdict
 
 # Up to three backends, one after the other (torch's fits are the slow ones).
 WATCHDOG_FULL = 1800
@@ -150,7 +150,6 @@ def _dispatch() -> dict[str, Any]:
     import keras
     from keras.src.callbacks.callback_list import CallbackList
 
-    from benchmarks.fig4_batch_hooks import overridden_hooks
     from policy import compile_policy
 
     callbacks = compile_policy(policy_text())

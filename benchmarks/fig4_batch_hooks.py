@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import backends
-from benchmarks.common import SEED_POLICY, Figure, Row, Stat, verdict
+from benchmarks.common import SEED_POLICY, Figure, Row, Stat, overridden_hooks, verdict
 
 # Up to three backends, one after the other (torch's fits are the slow ones): ten minutes each.
 WATCHDOG_FULL = 1800
@@ -39,25 +39,6 @@ EPOCH_LEVEL = [
     'backup to "backup/"',
     'log to tensorboard "logs/"',
 ]
-
-# The hooks ``_configure_async_dispatch`` looks at (train, test and predict batch ends) plus
-# the batch-begin hooks, which run synchronously on every batch whatever the backend.
-BATCH_HOOKS = (
-    "on_batch_begin",
-    "on_batch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
-    "on_test_batch_begin",
-    "on_test_batch_end",
-    "on_predict_batch_begin",
-    "on_predict_batch_end",
-)
-
-def overridden_hooks(cb: Any) -> list[str]:
-    """The batch hooks ``cb``'s class overrides (Keras's own test: ``utils.is_default``)."""
-    from keras.src import utils
-
-    return [hook for hook in BATCH_HOOKS if not utils.is_default(getattr(cb, hook))]
 
 
 def _is_ours(cb: Any) -> bool:
