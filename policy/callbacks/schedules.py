@@ -7,6 +7,7 @@ prints as the policy text it came from and survives a pickle round trip.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
@@ -52,6 +53,29 @@ class WarmupSegment(_Toward):
         return self.target * (t + 1) / self.epochs
 
 
+def restart_periods(length: int, restart: int | None, period_factor: float) -> list[tuple[float, float]]:
+    """A cosine segment's half cosines as (first position, length), in its own unit (epochs or
+    steps): one of ``length`` without restarts; with them the first lasts ``restart`` and each
+    next one ``period_factor`` times the last (float64, in that order: SGDR's t_mul), until the
+    segment's length cuts the last one. Shared by the epoch chain and the step schedule."""
+    periods: list[tuple[float, float]] = []
+    begins, span = 0.0, float(restart or length)
+    while begins < length:
+        periods.append((begins, span))
+        begins, span = begins + span, span * (period_factor if restart else 1.0)
+    return periods
+
+
+def cosine_value(target: float, start: float, t: int, periods: list[tuple[float, float]], peak_factor: float) -> float:
+    """The cosine segment's rate at position ``t`` (:func:`restart_periods`' unit): half a cosine
+    from ``start`` down to ``target`` over the period ``t`` is in, the height above ``target``
+    times ``peak_factor`` at each restart (SGDR's m_mul)."""
+    index = bisect.bisect_right(periods, (t, math.inf)) - 1
+    begins, span = periods[index]
+    height = peak_factor**index * (start - target)
+    return target + height * (1 + math.cos(math.pi * (t - begins) / span)) / 2
+
+
 @dataclass(frozen=True)
 class CosineSegment:
     """Half a cosine from the segment's start value down (or up) to ``target``.
@@ -75,20 +99,8 @@ class CosineSegment:
     peak_factor: float = 1.0
 
     def value(self, t: int, start: float, begin: int = 0) -> float:
-        index, into, length = self._cycle(t)
-        height = self.peak_factor**index * (start - self.target)
-        return self.target + height * (1 + math.cos(math.pi * into / length)) / 2
-
-    def _cycle(self, t: int) -> tuple[int, float, float]:
-        """Which restart period epoch t is in, how far into it, and how long it is."""
-        if self.restart is None:
-            return 0, t, self.epochs
-        if self.period_factor == 1:
-            return t // self.restart, t % self.restart, self.restart
-        index, begins, length = 0, 0.0, float(self.restart)
-        while begins + length <= t:
-            index, begins, length = index + 1, begins + length, length * self.period_factor
-        return index, t - begins, length
+        periods = restart_periods(self.epochs, self.restart, self.period_factor)
+        return cosine_value(self.target, start, t, periods, self.peak_factor)
 
     def end(self, start: float) -> float:
         return self.target

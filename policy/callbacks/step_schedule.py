@@ -19,7 +19,6 @@ the backend in float32.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import math
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import numpy as np
 
 from policy import ast
 from policy.callbacks.base import POLICY_RULE
+from policy.callbacks.schedules import cosine_value, refuse_schedule_object, restart_periods
 from policy.errors import PolicyError
 
 # Steps an open-ended tail is tabled for beyond the last finite segment when the run's total is
@@ -56,14 +56,10 @@ class _Piece:
 
     def __init__(self, seg: ast.Segment, begin: int, length: int | None, period: int | None, start: float) -> None:
         self.seg, self.begin, self.length, self.period, self.start = seg, begin, length, period, start
-        # A cosine's restart periods, (first step, length) in steps from the segment's start,
-        # until the segment's end cuts the last one (SGDR with growing periods: t_mul).
+        # A cosine's half cosines in steps, worked out once for the whole table.
         self.cycles: list[tuple[float, float]] = []
         if isinstance(seg, ast.Cosine) and length is not None:
-            begins, span = 0.0, float(period or length)
-            while begins < length:
-                self.cycles.append((begins, span))
-                begins, span = begins + span, span * (seg.period_factor if period else 1.0)
+            self.cycles = restart_periods(length, period, seg.period_factor)
 
     def value(self, step: int) -> float:
         seg, t, start = self.seg, step - self.begin, self.start
@@ -71,10 +67,7 @@ class _Piece:
             assert self.length is not None
             return seg.target * (t + 1) / self.length
         if isinstance(seg, ast.Cosine):
-            index = bisect.bisect_right(self.cycles, (t, math.inf)) - 1
-            begins, span = self.cycles[index]
-            height = seg.peak_factor**index * (start - seg.target)
-            return seg.target + height * (1 + math.cos(math.pi * (t - begins) / span)) / 2
+            return cosine_value(seg.target, start, t, self.cycles, seg.peak_factor)
         if isinstance(seg, ast.Linear):
             assert self.length is not None
             return start + (seg.target - start) * t / self.length
@@ -294,8 +287,6 @@ class StepLearningRate(keras.callbacks.Callback):  # type: ignore[misc]
         self.schedule: PolicyLearningRateSchedule | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        from policy.callbacks.schedules import refuse_schedule_object
-
         optimizer = self.model.optimizer
         current = getattr(optimizer, "_learning_rate", None)
         ours = isinstance(current, PolicyLearningRateSchedule)
