@@ -482,9 +482,10 @@ class StepScheduleLR(EpochRule):
 
     def rate(self, run: RunState, step: int) -> float:
         assert run.lr0 is not None and run.steps_per_epoch is not None and run.total_steps is not None
-        end = self._end(run)
-        if self.handed is not None and end is not None and step >= end:
-            return self.handed
+        if self.handed is not None:  # only then is the end needed (rate() runs for every step)
+            end = self._end(run)
+            if end is not None and step >= end:
+                return self.handed
         value = run.sem.step_schedule_lr(self.schedule, step, run.lr0, run.steps_per_epoch, run.total_steps)
         return run.sem.step_rates_f32(value)
 
