@@ -177,20 +177,22 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _store(values: Sequence[Any], arrays: dict[str, np.ndarray]) -> list[str]:
+    """Add ``values`` to ``arrays`` (numbered in order of arrival); their names, for the JSON."""
+    names = []
+    for w in values:
+        array_name = str(len(arrays))
+        arrays[array_name] = np.asarray(w)
+        names.append(array_name)
+    return names
+
+
 def _split_arrays(state: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Move the weight lists of one callback's state into ``arrays``; JSON keeps their names."""
-    plain: dict[str, Any] = {}
-    for name, value in state.items():
-        if name.endswith("_weights") and value is not None:
-            names = []
-            for w in value:
-                array_name = str(len(arrays))
-                arrays[array_name] = np.asarray(w)
-                names.append(array_name)
-            plain[name] = {"arrays": names}
-        else:
-            plain[name] = value
-    return plain
+    return {
+        name: {"arrays": _store(value, arrays)} if name.endswith("_weights") and value is not None else value
+        for name, value in state.items()
+    }
 
 
 def _join_arrays(state: dict[str, Any], arrays: Any) -> dict[str, Any]:
@@ -501,13 +503,13 @@ class PolicyBackup(keras.callbacks.BackupAndRestore):  # type: ignore[misc]
         model.save_weights(os.path.join(tmp, WEIGHTS), overwrite=True)
         arrays: dict[str, np.ndarray] = {}
         states = {key: _split_arrays(get_state(cb), arrays) for key, cb in self._members}
-        seeds = _split_arrays({"seeds_weights": _values(_seed_states(model))}, arrays)["seeds_weights"]["arrays"]
-        rng = _split_arrays({"rng_weights": _global_rng()}, arrays)["rng_weights"]["arrays"]
+        seeds = _store(_values(_seed_states(model)), arrays)
+        rng = _store(_global_rng(), arrays)
         in_epoch = self._in_epoch
         position: dict[str, Any] = {"epoch": self._current_epoch, "in_epoch": None}
         if in_epoch is not None:
             # Inside an epoch: resume that epoch after this batch, with its running metrics.
-            metrics = _split_arrays({"m_weights": _values(model.metrics_variables)}, arrays)["m_weights"]["arrays"]
+            metrics = _store(_values(model.metrics_variables), arrays)
             optimizer = model.optimizer
             rate = None
             if optimizer is not None and isinstance(optimizer._learning_rate, keras.Variable):
