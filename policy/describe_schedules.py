@@ -224,11 +224,9 @@ def _check_restarts(s: Any, start: float, target: float, period: int, t_mul: flo
     falls on a whole step is read from Keras's own object; one it misses has no equivalent."""
     import keras
 
-    begins, length, index = 0.0, float(period), 0
-    while True:
-        begins, length, index = begins + length, length * t_mul, index + 1
-        if begins >= total:
-            return
+    from policy.callbacks.schedules import restart_periods
+
+    for index, (begins, _) in enumerate(restart_periods(total, period, t_mul)[1:], start=1):
         if not begins.is_integer():
             continue  # Keras's log is far from a whole number at the steps either side
         keras_rate = float(keras.ops.convert_to_numpy(s(np.int64(begins))))
