@@ -26,7 +26,6 @@ this file and by the mutant tests is fitted once).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import math
 import os
@@ -39,6 +38,7 @@ from typing import Any, TypeAlias
 
 import pytest
 from hypothesis import HealthCheck, example, given, seed, settings
+from terminal_summary import write_summary
 
 from policy import parse_policy
 from policy.outcome import Outcome
@@ -559,17 +559,12 @@ PROPERTY_CASES = {"run": 0}
 def property_summary(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print how many cases the differential property checked on this backend (CI's log shows it)."""
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or not PROPERTY_CASES["run"]:
-        return
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        reporter.write_line("")
-        reporter.write_line(
+    if PROPERTY_CASES["run"]:
+        write_summary(request, lambda: [
             f"differential property on {BACKEND}: {PROPERTY_CASES['run']} cases checked against real fit "
             f"({len(FACTS)} pinned facts + generated, budget POLICY_EXAMPLES={EXAMPLES}); "
             f"{KERAS_RUNS['fits']} Keras fits in this module"
-        )
+        ])
 
 
 @backend_seed

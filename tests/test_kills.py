@@ -26,7 +26,6 @@ full on each.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import pathlib
@@ -38,6 +37,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from terminal_summary import write_summary
 
 from policy import ast, format_policy, simulate
 from policy.outcome import Outcome
@@ -82,18 +82,13 @@ TALLY = {"chains": 0, "kills": 0, "inside": 0, "inside_learning": 0}
 def kill_summary(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print what the checked chains did on this backend (CI's log shows it)."""
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or not TALLY["chains"]:
-        return
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        reporter.write_line("")
-        reporter.write_line(
+    if TALLY["chains"]:
+        write_summary(request, lambda: [
             f"kills on {BACKEND}: {TALLY['kills']} processes killed in {TALLY['chains']} checked chains; "
             f"{TALLY['inside']} restarts resumed inside an epoch, {TALLY['inside_learning']} of them with a "
             f"learning model (budgets POLICY_KILL_EXAMPLES={EXAMPLES} POLICY_KILLS={RICH_KILLS} "
             f"POLICY_KILL_STEP_KILLS={STEP_KILLS})"
-        )
+        ])
 
 
 def _check(spec: dict[str, Any], kills: list[Kill], expected: Outcome | None) -> ChainResult:

@@ -25,17 +25,16 @@ budget (pure Python is cheap); the summary printed at the end also says how many
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from hypothesis import Phase, given, settings
 from mutants import HARD_MUTANTS, MUTANTS, overridden, wrong_on
+from terminal_summary import write_summary
 from test_differential import (
     BACKEND,
     EXAMPLES,
@@ -102,27 +101,18 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     started = time.perf_counter()
     fits_before = KERAS_RUNS["fits"]
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    # Teardown output is captured at the file-descriptor level; the summary is for the terminal.
-    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-        _write_summary(reporter, started, fits_before)
+    write_summary(request, lambda: _summary_lines(started, fits_before))
 
 
-def _write_summary(reporter: Any, started: float, fits_before: int) -> None:
-    reporter.write_line("")
-    reporter.write_line(
+def _summary_lines(started: float, fits_before: int) -> Iterator[str]:
+    yield (
         f"mutants on {BACKEND} caught or shown right there: {len(CAUGHT)}/{len(MUTANTS) + len(HARD_MUTANTS)}; search sample {SEARCH_EXAMPLES} cases, Keras budget "
         f"{EXAMPLES}; {KERAS_RUNS['fits'] - fits_before} new Keras fits; {time.perf_counter() - started:.1f} s"
     )
-    reporter.write_line(
-        f"  {'mutant':32} {'generated hits':>16} {'in first ' + str(EXAMPLES):>18}  pinned facts that catch it"
-    )
+    yield f"  {'mutant':32} {'generated hits':>16} {'in first ' + str(EXAMPLES):>18}  pinned facts that catch it"
     for c in CAUGHT:
         first_line = c.case_text.splitlines()[0] if c.case_text else ""
-        reporter.write_line(f"  {c.name:32} {c.disagreeing:16} {c.within_budget:18}  {first_line}")
+        yield f"  {c.name:32} {c.disagreeing:16} {c.within_budget:18}  {first_line}"
 
 
 def test_every_mutant_overrides_exactly_one_primitive() -> None:
